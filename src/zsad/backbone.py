@@ -1,0 +1,449 @@
+"""Frozen OpenCLIP backbone run block by block.
+
+`create_backbone` builds an OpenCLIP model from a hub tag (``openai``), a local weight
+file (an OpenAI JIT archive or an OpenCLIP state dict in .pt/.bin/.safetensors) or
+random weights, interpolates its positional embedding to the requested input size and
+wraps it in :class:`ClipBackbone`, which
+
+* runs the visual transformer one block at a time and returns the hidden states after
+  the tapped blocks,
+* lets a method replace the hidden state after a block by its own module (in-stream
+  adapters such as MoECLIP's mixture of experts),
+* optionally runs a parallel V-V attention stream for the last blocks (CLIP Surgery /
+  AnomalyCLIP style, see ``spec/promptmoe.md``),
+* encodes text, from token ids or from token embeddings (prompt learning).
+
+No CLIP weight ever receives a gradient.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
+
+logger = logging.getLogger(__name__)
+
+TINY_MODEL_NAME = "zsad-tiny"
+DEFAULT_MODEL_NAME = "ViT-L-14-336"
+# The papers run ViT-L-14-336 at 518 px (a 37 x 37 patch grid).
+_DEFAULT_IMAGE_SIZES = {"ViT-L-14-336": 518}
+RANDOM_WEIGHTS = "random"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The requested CLIP weights could not be obtained or do not fit the model."""
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Everything needed to rebuild a backbone.
+
+    model_name: an OpenCLIP model name (``ViT-L-14-336``, ``ViT-B-16``, ``zsad-tiny``...).
+    weights: an OpenCLIP hub tag (``openai``), a local weight file, or ``random``.
+    image_size: input side in pixels; None = 518 for ViT-L-14-336, else the model's own.
+    cache_dir: where OpenCLIP caches hub downloads (None = its default).
+    quick_gelu: None = as the weights were trained (True for OpenAI weights and files).
+    """
+
+    model_name: str = DEFAULT_MODEL_NAME
+    weights: str = "openai"
+    image_size: int | None = None
+    cache_dir: str | None = None
+    quick_gelu: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "weights": self.weights,
+            "image_size": self.image_size,
+            "cache_dir": self.cache_dir,
+            "quick_gelu": self.quick_gelu,
+        }
+
+
+def register_bundled_model_configs() -> None:
+    """Make zsad's own OpenCLIP configs (``zsad-tiny``) known to ``open_clip``.
+
+    Idempotent: OpenCLIP keeps a process-wide registry, which is only extended once.
+    """
+    if TINY_MODEL_NAME in open_clip.list_models():
+        return
+    config_dir = resources.files("zsad") / "resources" / "model_configs"
+    open_clip.add_model_config(Path(str(config_dir)))
+
+
+def is_random_weights(weights: str) -> bool:
+    return weights.strip().lower() == RANDOM_WEIGHTS
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read a CLIP state dict from an OpenAI JIT archive, a .pt/.bin/.pth state dict or
+    a .safetensors file. Returns CPU tensors keyed as OpenCLIP's ``CLIP`` expects."""
+    if not path.is_file():
+        raise WeightsUnavailableError(f"weight file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state_dict = load_file(str(path), device="cpu")
+        elif _is_torchscript_archive(path):
+            state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
+            for key in ("input_resolution", "context_length", "vocab_size"):
+                state_dict.pop(key, None)
+        else:
+            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+            state_dict = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
+    except WeightsUnavailableError:
+        raise
+    except Exception as error:  # corrupt archive, pickle refused, truncated file...
+        raise WeightsUnavailableError(f"cannot read CLIP weights from {path}: {error}") from error
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise WeightsUnavailableError(f"{path} does not contain a state dict")
+    return {key.removeprefix("module."): value for key, value in state_dict.items()}
+
+
+def _load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, model_name: str) -> None:
+    if "logit_scale" in state_dict and state_dict["logit_scale"].ndim != model.logit_scale.ndim:
+        state_dict["logit_scale"] = state_dict["logit_scale"].reshape(model.logit_scale.shape)
+    if getattr(model, "logit_bias", None) is None:
+        state_dict.pop("logit_bias", None)
+    # Resize a positional embedding saved at another grid to the model's native grid first.
+    open_clip.factory.resize_pos_embed(state_dict, model)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong_shape = sorted(
+        f"{key}: file {tuple(state_dict[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in set(expected) & set(state_dict)
+        if state_dict[key].shape != expected[key].shape
+    )
+    if missing or unexpected or wrong_shape:
+        details = "; ".join(
+            part
+            for part in (
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}" if missing else "",
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}" if unexpected else "",
+                f"shape mismatch {wrong_shape[:3]}" if wrong_shape else "",
+            )
+            if part
+        )
+        raise WeightsUnavailableError(
+            f"the weights in {source} do not fit the OpenCLIP model '{model_name}' ({details}). "
+            "Pass the --backbone that matches the file."
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _build_clip(config: BackboneConfig) -> tuple[nn.Module, str]:
+    """Create the OpenCLIP model with its weights. Returns (model, weights description)."""
+    register_bundled_model_configs()
+    name, weights = config.model_name, config.weights
+    if name not in open_clip.list_models():
+        raise WeightsUnavailableError(
+            f"unknown OpenCLIP model '{name}'. Known models include: "
+            f"{', '.join(m for m in open_clip.list_models() if m.startswith('ViT'))[:400]}..., {TINY_MODEL_NAME}"
+        )
+    weight_path = Path(weights).expanduser()
+    if is_random_weights(weights):
+        warnings.warn(
+            f"RANDOM WEIGHTS: the CLIP backbone '{name}' is randomly initialised. Every score and map "
+            "is meaningless except as a pipeline check.",
+            stacklevel=3,
+        )
+        quick_gelu = True if config.quick_gelu is None else config.quick_gelu
+        return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu), RANDOM_WEIGHTS
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if weight_path.exists() or (weights not in tags and (weight_path.suffix or "/" in weights)):
+        quick_gelu = True if config.quick_gelu is None else config.quick_gelu
+        model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
+        _load_state_dict_into(model, read_weight_file(weight_path), str(weight_path), name)
+        return model, str(weight_path)
+    if weights not in tags:
+        raise WeightsUnavailableError(
+            f"'{weights}' is neither a weight file nor a known OpenCLIP tag for '{name}' "
+            f"(known tags: {', '.join(tags) or 'none'}). Pass --weights PATH, a tag, or 'random'."
+        )
+    tag_config = open_clip.get_pretrained_cfg(name, weights)
+    quick_gelu = bool(tag_config.get("quick_gelu", False)) if config.quick_gelu is None else config.quick_gelu
+    try:
+        model = open_clip.create_model(
+            name, pretrained=weights, cache_dir=config.cache_dir, force_quick_gelu=quick_gelu
+        )
+    except Exception as error:
+        raise WeightsUnavailableError(
+            f"could not download the '{weights}' weights of {name} ({error}). This machine may have no "
+            "network access. Download the file elsewhere (e.g. the OpenAI archive ViT-L-14-336px.pt or "
+            "OpenCLIP's open_clip_pytorch_model.bin) and pass it with --weights PATH, or set --cache-dir "
+            "to a folder that already holds OpenCLIP's cache."
+        ) from error
+    return model, weights
+
+
+def interpolate_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int]) -> torch.Tensor:
+    """Bicubically resample a ViT positional embedding to another patch grid.
+
+    pos_embed: (1 + g*g, d) with the class position first and a square g x g grid.
+    Returns (1 + h*w, d) for new_grid = (h, w). At the original grid the result equals
+    the input (bicubic resampling with scale 1 is the identity).
+    """
+    cls_pos, grid_pos = pos_embed[:1], pos_embed[1:]
+    old = int(round(math.sqrt(grid_pos.shape[0])))
+    if old * old != grid_pos.shape[0]:
+        raise ValueError(f"positional embedding of {grid_pos.shape[0]} patches is not a square grid")
+    grid = grid_pos.reshape(1, old, old, -1).permute(0, 3, 1, 2).float()
+    resized = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False)
+    resized = resized.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], -1).to(pos_embed.dtype)
+    return torch.cat([cls_pos, resized], dim=0)
+
+
+@dataclass
+class VisualFeatures:
+    """What one pass of the visual tower returns.
+
+    hidden: block (1-based) -> (B, 1 + L, d) residual stream after the block, after the
+        in-stream module of that block if any.
+    vv_hidden: block -> (B, 1 + L, d) V-V stream after the block (blocks >= vv_start).
+    stream_outputs: block -> whatever the in-stream module returned (e.g. routing data).
+    image_embedding: (B, d_t) CLIP's global image embedding (ln_post + proj of the final CLS).
+    grid: (h, w) patch grid, L = h * w.
+    """
+
+    hidden: dict[int, torch.Tensor]
+    vv_hidden: dict[int, torch.Tensor]
+    stream_outputs: dict[int, Any]
+    image_embedding: torch.Tensor
+    grid: tuple[int, int]
+
+    def patch_tokens(self, block: int) -> torch.Tensor:
+        """(B, L, d) patch tokens of a tapped block (the V-V stream where it exists)."""
+        source = self.vv_hidden.get(block, self.hidden[block])
+        return source[:, 1:]
+
+
+StreamModule = Callable[[torch.Tensor], Any]
+
+
+class ClipBackbone(nn.Module):
+    """A frozen OpenCLIP model with block-by-block access to its visual tower."""
+
+    def __init__(self, clip_model: nn.Module, config: BackboneConfig, weights_description: str):
+        super().__init__()
+        self.clip = clip_model
+        self.config = config
+        self.weights_description = weights_description
+        visual = clip_model.visual
+        if not hasattr(visual, "transformer") or not hasattr(visual, "conv1"):
+            raise WeightsUnavailableError(
+                f"'{config.model_name}' is not a plain ViT; zsad needs an OpenCLIP VisionTransformer"
+            )
+        self.patch_size = visual.patch_size[0]
+        native = visual.image_size[0]
+        self.image_size = config.image_size or _DEFAULT_IMAGE_SIZES.get(config.model_name, native)
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image size {self.image_size} is not a multiple of the patch size {self.patch_size}")
+        grid = (self.image_size // self.patch_size,) * 2
+        if tuple(visual.grid_size) != grid:
+            new_pos = interpolate_pos_embed(visual.positional_embedding.data, grid)
+            visual.positional_embedding = nn.Parameter(new_pos, requires_grad=False)
+            visual.grid_size = grid
+            visual.image_size = (self.image_size, self.image_size)
+        self.grid = grid
+        for parameter in self.clip.parameters():
+            parameter.requires_grad_(False)
+        self.clip.eval()
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def width(self) -> int:
+        """d: width of the visual transformer."""
+        return self.clip.visual.conv1.out_channels
+
+    @property
+    def embed_dim(self) -> int:
+        """d_t: the joint image-text embedding size."""
+        return self.clip.visual.proj.shape[1]
+
+    @property
+    def depth(self) -> int:
+        return len(self.clip.visual.transformer.resblocks)
+
+    @property
+    def num_heads(self) -> int:
+        return self.clip.visual.transformer.resblocks[0].attn.num_heads
+
+    @property
+    def logit_scale(self) -> float:
+        """CLIP's learned temperature exp(logit_scale) (100 for OpenAI weights)."""
+        return float(self.clip.logit_scale.exp().clamp(max=100.0))
+
+    def default_taps(self) -> tuple[int, ...]:
+        """Blocks D/4, D/2, 3D/4 and D (1-based), e.g. 6, 12, 18, 24 for ViT-L."""
+        depth = self.depth
+        return tuple(sorted({max(1, round(depth * q / 4)) for q in (1, 2, 3, 4)}))
+
+    def default_vv_start(self) -> int:
+        """First block of the V-V stream: D/2 + 1 (block 13 of 24)."""
+        return self.depth // 2 + 1
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_name": self.config.model_name,
+            "weights": self.weights_description,
+            "image_size": self.image_size,
+            "random_weights": self.weights_description == RANDOM_WEIGHTS,
+        }
+
+    def train(self, mode: bool = True) -> "ClipBackbone":
+        """CLIP stays in eval mode whatever the surrounding model does."""
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    # ------------------------------------------------------------------ vision
+    def _embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, 1 + L, d) tokens entering block 1."""
+        visual = self.clip.visual
+        size = images.shape[-2:]
+        if tuple(size) != (self.image_size, self.image_size):
+            raise ValueError(f"images are {tuple(size)}, the backbone expects {self.image_size} x {self.image_size}")
+        x = visual.conv1(images.to(visual.conv1.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        return visual.ln_pre(x)
+
+    @staticmethod
+    def _vv_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """V-V self-attention of a block on its (normalised) input: (B, T, d) -> (B, T, d)."""
+        attention: nn.MultiheadAttention = block.attn
+        d = x.shape[-1]
+        heads = attention.num_heads
+        w_v = attention.in_proj_weight[2 * d :]
+        b_v = attention.in_proj_bias[2 * d :] if attention.in_proj_bias is not None else None
+        v = F.linear(block.ln_1(x), w_v, b_v)
+        batch, tokens, _ = v.shape
+        v = v.reshape(batch, tokens, heads, d // heads).transpose(1, 2)
+        mixed = F.scaled_dot_product_attention(v, v, v)
+        mixed = mixed.transpose(1, 2).reshape(batch, tokens, d)
+        return block.ls_1(attention.out_proj(mixed))
+
+    def forward_visual(
+        self,
+        images: torch.Tensor,
+        taps: Sequence[int] | None = None,
+        stream_modules: Mapping[int, StreamModule] | None = None,
+        vv_start: int | None = None,
+        checkpoint_frozen_blocks: bool = False,
+    ) -> VisualFeatures:
+        """Run the visual tower.
+
+        images: (B, 3, S, S) normalised, S = self.image_size, on the backbone's device.
+        taps: 1-based blocks whose output hidden state is returned (default D/4..D).
+        stream_modules: block -> module replacing the hidden state after that block. It
+            returns a tensor (B, 1 + L, d) or an object with a ``hidden`` attribute.
+        vv_start: first block of the parallel V-V stream (None = no V-V stream).
+        checkpoint_frozen_blocks: recompute the activations of the frozen blocks after the
+            first in-stream module in the backward pass (less memory while training).
+        Blocks before the first in-stream module always run without autograd.
+        """
+        taps = tuple(taps) if taps is not None else self.default_taps()
+        stream_modules = dict(stream_modules or {})
+        for block_index in list(taps) + list(stream_modules):
+            if not 1 <= block_index <= self.depth:
+                raise ValueError(f"block {block_index} outside 1..{self.depth}")
+        first_trainable = min(stream_modules) if stream_modules else self.depth + 1
+        blocks = self.clip.visual.transformer.resblocks
+
+        hidden: dict[int, torch.Tensor] = {}
+        vv_hidden: dict[int, torch.Tensor] = {}
+        stream_outputs: dict[int, Any] = {}
+        vv = None
+        with torch.no_grad():
+            x = self._embed_patches(images)
+        for index, block in enumerate(blocks, start=1):
+            if vv_start is not None and index == vv_start:
+                vv = x
+            frozen_only = index < first_trainable
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_only):
+                if vv is not None:
+                    vv = vv + self._vv_attention(block, x)
+                if checkpoint_frozen_blocks and not frozen_only and torch.is_grad_enabled():
+                    x = activation_checkpoint(block, x, use_reentrant=False)
+                else:
+                    x = block(x)
+            if index in stream_modules:
+                result = stream_modules[index](x)
+                stream_outputs[index] = result
+                x = result if isinstance(result, torch.Tensor) else result.hidden
+            if index in taps:
+                hidden[index] = x
+                if vv is not None:
+                    vv_hidden[index] = vv
+        return VisualFeatures(
+            hidden=hidden,
+            vv_hidden=vv_hidden,
+            stream_outputs=stream_outputs,
+            image_embedding=self.project_tokens(x[:, 0]),
+            grid=self.grid,
+        )
+
+    def project_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """ln_post + CLIP's visual projection: (..., d) -> (..., d_t)."""
+        visual = self.clip.visual
+        return visual.ln_post(tokens) @ visual.proj
+
+    # ------------------------------------------------------------------ text
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N,) strings -> (N, context_length) token ids."""
+        tokenizer = open_clip.get_tokenizer(self.config.model_name)
+        return tokenizer(list(texts))
+
+    def encode_text(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(N, context_length) token ids -> (N, d_t) text features (not normalised)."""
+        return self.clip.encode_text(token_ids.to(self.clip.token_embedding.weight.device))
+
+    def token_embeddings(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(N, C) token ids -> (N, C, d_text) input embeddings of the text transformer."""
+        return self.clip.token_embedding(token_ids.to(self.clip.token_embedding.weight.device))
+
+    def encode_text_embeddings(self, embeddings: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
+        """Encode prompts given as token embeddings (learned prompts).
+
+        embeddings: (N, C, d_text) token embeddings including SOT/EOT and padding.
+        eot_index: (N,) position of the end-of-text token of each prompt.
+        Returns (N, d_t) text features (not normalised).
+        """
+        clip = self.clip
+        x = embeddings + clip.positional_embedding.to(embeddings.dtype)
+        x = clip.transformer(x, attn_mask=clip.attn_mask)
+        x = clip.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), eot_index]
+        projection = clip.text_projection
+        return projection(x) if isinstance(projection, nn.Linear) else x @ projection
+
+
+def create_backbone(config: BackboneConfig | None = None, **overrides: Any) -> ClipBackbone:
+    """Build a frozen :class:`ClipBackbone` (``create_backbone(model_name=..., weights=...)``)."""
+    config = config or BackboneConfig()
+    if overrides:
+        config = BackboneConfig(**{**config.to_dict(), **overrides})
+    clip_model, description = _build_clip(config)
+    return ClipBackbone(clip_model, config, description)

@@ -1,0 +1,205 @@
+"""`zsad` command line: predict, test, demo, data (and, with the trainable methods, train,
+benchmark and analyze)."""
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+from typing import Annotated, Callable, List, Optional
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from ..backbone import WeightsUnavailableError
+from ..data.cli import data_app
+from ..engine.checkpoints import CheckpointError
+from ..fileio import OutputExistsError
+from ..imageio import ImageReadError
+from . import options as opt
+
+app = typer.Typer(
+    help="Zero-shot anomaly detection with CLIP: a score and a heat map per image, for categories never seen in training.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data", help="Generate or inspect data sets.")
+
+EXIT_BAD_INPUT = 2
+err_console = Console(stderr=True)
+console = Console()
+
+
+def friendly_errors(command: Callable) -> Callable:
+    """Turn the errors a user can fix into one clear line and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (WeightsUnavailableError, CheckpointError, OutputExistsError, ImageReadError, FileNotFoundError, ValueError) as error:
+            err_console.print(f"[bold red]error:[/] {error}")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def warn_if_random(weights_description: str) -> None:
+    if weights_description == "random":
+        err_console.print(
+            Panel(
+                "The CLIP backbone has RANDOM weights. Scores, maps and metrics are a pipeline check, "
+                "not a result. Use --weights openai (or a local weight file) for real detection.",
+                title="RANDOM WEIGHTS",
+                style="bold yellow",
+            )
+        )
+
+
+def run_metadata(detector) -> dict:
+    """What every output file records about the model that produced it."""
+    described = detector.backbone.describe()
+    return {
+        "method": detector.name,
+        "backbone": described["model_name"],
+        "weights": described["weights"],
+        "image_size": described["image_size"],
+        "pipeline_check": described["random_weights"],
+    }
+
+
+def _quiet_random_warning() -> None:
+    # The CLI shows its own panel; the library's warning would repeat it.
+    warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+
+
+@app.command()
+@friendly_errors
+def predict(
+    images: Annotated[List[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    out: opt.Out,
+    method: opt.Method = None,
+    checkpoint: opt.Checkpoint = None,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the level of the contour drawn on the overlays.")] = 0.5,
+    class_name: opt.ClassName = None,
+    class_names: opt.ClassNamesFile = None,
+    backbone: opt.Backbone = None,
+    weights: opt.Weights = None,
+    image_size: opt.ImageSize = None,
+    cache_dir: opt.CacheDir = None,
+    config: opt.ConfigFile = None,
+    device: opt.Device = "auto",
+    precision: opt.Precision = "fp32",
+    batch_size: opt.BatchSize = 8,
+    overwrite: opt.Overwrite = False,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Score your own images: per image an overlay PNG and a 16-bit raw map, plus
+    scores.csv and scores.json. Unreadable files are reported and skipped (exit status 2)."""
+    from ..api import iter_image_files, load
+    from ..engine.prediction import predict_files
+    from ..imageio import IMAGE_EXTENSIONS
+    from ..recipes import load_recipe
+
+    _quiet_random_warning()
+    recipe = load_recipe(config)
+    paths = iter_image_files(images, IMAGE_EXTENSIONS)
+    if not paths:
+        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(str, images))}")
+    detector = load(
+        method or recipe.method or ("zeroshot" if checkpoint is None else None),
+        checkpoint,
+        backbone,
+        weights,
+        image_size,
+        device,
+        class_name,
+        class_names,
+        precision,
+        str(cache_dir) if cache_dir else None,
+        recipe.method_config or None,
+    )
+    warn_if_random(detector.model.backbone.weights_description)
+    summary = predict_files(
+        detector, paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
+        show_progress=not quiet, meta=run_metadata(detector.model),
+    )
+    scored = [row for row in summary.rows if not row["error"]]
+    flagged = sum(row["label"] for row in scored)
+    console.print(f"{len(scored)} images scored, {flagged} at or above {threshold}; results in {out}")
+    for row in summary.rows:
+        if row["error"]:
+            err_console.print(f"[red]could not read[/] {row['path']}: {row['error']}")
+    if summary.n_errors:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@app.command()
+@friendly_errors
+def test(
+    data: opt.DataSpec,
+    out: opt.Out,
+    method: opt.Method = None,
+    checkpoint: opt.Checkpoint = None,
+    classes: opt.Classes = None,
+    save_maps: Annotated[int, typer.Option(min=0, help="Write this many comparison panels (image | overlay | ground truth) per class into OUT/maps.")] = 0,
+    score_normalisation: Annotated[str, typer.Option(help="`none`, or `per-class-minmax`: rescale scores over each class's whole test set (transductive, as the MoECLIP authors' code does; for comparison only).")] = "none",
+    class_name: opt.ClassName = None,
+    class_names: opt.ClassNamesFile = None,
+    backbone: opt.Backbone = None,
+    weights: opt.Weights = None,
+    image_size: opt.ImageSize = None,
+    cache_dir: opt.CacheDir = None,
+    config: opt.ConfigFile = None,
+    device: opt.Device = "auto",
+    precision: opt.Precision = "fp32",
+    batch_size: opt.BatchSize = 8,
+    num_workers: opt.NumWorkers = 0,
+    overwrite: opt.Overwrite = False,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Evaluate on a labelled data set: metrics.json and metrics.md (per class and mean)."""
+    from ..api import load
+    from ..engine.testing import run_test
+    from ..recipes import load_recipe
+
+    _quiet_random_warning()
+    recipe = load_recipe(config)
+    detector = load(
+        method or recipe.method or ("zeroshot" if checkpoint is None else None),
+        checkpoint, backbone, weights, image_size, device, class_name, class_names, precision,
+        str(cache_dir) if cache_dir else None, recipe.method_config or None,
+    )
+    warn_if_random(detector.model.backbone.weights_description)
+    result = run_test(
+        detector, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
+        num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
+        overwrite=overwrite, show_progress=not quiet, meta=run_metadata(detector.model),
+    )
+    console.print(result.markdown)
+    for error in result.errors:
+        err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
+    if result.errors:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@app.command()
+@friendly_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the generated data and all results.")] = Path("zsad-demo"),
+    image_size: Annotated[int, typer.Option(help="Input side for the tiny model (multiple of 8).")] = 128,
+    device: opt.Device = "auto",
+    overwrite: opt.Overwrite = False,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Offline end-to-end run on generated data with the tiny random-weight model
+    (no download): generate data, test, predict. Its numbers are a pipeline check."""
+    from ..demo import run_demo
+
+    _quiet_random_warning()
+    run_demo(out, image_size=image_size, device=device, overwrite=overwrite, show_progress=not quiet, console=console)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

@@ -1,0 +1,133 @@
+"""Evaluate a detector on a labelled data set: per-class metrics and their mean."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..data import AnomalyDataset, collate
+from ..imageio import read_image
+from ..methods.base import AnomalyDetector
+from ..metrics import image_metrics, pixel_metrics
+from ..reports import mean_over_classes
+from ..text import ClassNames
+from ..viz import comparison_panel
+from .runtime import autocast, progress
+
+SCORE_NORMALISATIONS = ("none", "per-class-minmax")
+
+
+@dataclass
+class ClassPredictions:
+    """Everything predicted for one category.
+
+    scores: (N,), labels: (N,) with -1 unknown, maps: list of (S, S) float32,
+    masks: list of (S, S) bool (only for sets with masks).
+    """
+
+    scores: list[float] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    maps: list[np.ndarray] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class EvaluationResult:
+    report: dict[str, Any]
+    errors: list[dict[str, str]]
+
+
+def _class_metrics(predictions: ClassPredictions, has_masks: bool, normalisation: str) -> dict[str, Any]:
+    scores = np.asarray(predictions.scores, dtype=np.float64)
+    if normalisation == "per-class-minmax" and scores.size:
+        # Transductive: uses every test score of the class. Evaluation option only.
+        span = scores.max() - scores.min()
+        scores = (scores - scores.min()) / span if span > 0 else np.zeros_like(scores)
+    labels = np.asarray(predictions.labels)
+    known = labels >= 0
+    result: dict[str, Any] = {
+        "n_images": int(len(labels)),
+        "n_anomalous": int((labels == 1).sum()),
+    }
+    result.update(image_metrics(scores[known], labels[known]) if known.any() else image_metrics(scores[:0], labels[:0]))
+    if has_masks and predictions.maps:
+        result.update(pixel_metrics(np.stack(predictions.maps), np.stack(predictions.masks)))
+    return result
+
+
+def evaluate(
+    detector: AnomalyDetector,
+    dataset: AnomalyDataset,
+    class_names: ClassNames,
+    device: torch.device,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    precision: str = "fp32",
+    save_maps: int = 0,
+    maps_dir: Path | None = None,
+    score_normalisation: str = "none",
+    show_progress: bool = True,
+) -> EvaluationResult:
+    """Run ``detector`` over ``dataset`` and compute the protocol's metrics per class.
+
+    save_maps: how many comparison panels (image | overlay | ground truth) to write per
+    class into ``maps_dir``. Items that cannot be read are skipped and listed in
+    ``errors``. Returns the report dict written as metrics.json (without run metadata).
+    """
+    if score_normalisation not in SCORE_NORMALISATIONS:
+        raise ValueError(f"score normalisation must be one of {SCORE_NORMALISATIONS}")
+    detector.eval().to(device)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    per_class: dict[str, ClassPredictions] = {}
+    saved: dict[str, int] = {}
+    errors: list[dict[str, str]] = []
+    for batch in progress(loader, f"evaluate {dataset.kind}", total=len(loader), enabled=show_progress):
+        good = [i for i, error in enumerate(batch["error"]) if not error]
+        errors.extend({"path": batch["path"][i], "error": batch["error"][i]} for i in range(len(batch["error"])) if batch["error"][i])
+        if not good:
+            continue
+        index = torch.tensor(good)
+        images = batch["image"][index].to(device)
+        keys = [batch["class_name"][i] for i in good]
+        with torch.no_grad(), autocast(device, precision):
+            output = detector(images, [class_names.resolve(key) for key in keys])
+        maps = output.anomaly_map.float().cpu().numpy()
+        scores = output.pred_score.float().cpu().numpy()
+        masks = batch["mask"][index, 0].numpy() > 0.5
+        for row, item in enumerate(good):
+            key = batch["class_name"][item]
+            store = per_class.setdefault(key, ClassPredictions())
+            store.scores.append(float(scores[row]))
+            store.labels.append(int(batch["label"][item]))
+            if dataset.has_masks:
+                store.maps.append(maps[row].astype(np.float32))
+                store.masks.append(masks[row])
+            if maps_dir is not None and saved.get(key, 0) < save_maps:
+                saved[key] = saved.get(key, 0) + 1
+                _save_panel(maps_dir, batch["path"][item], key, maps[row], masks[row] if batch["has_mask"][item] else None, float(scores[row]))
+    metrics = {
+        key: _class_metrics(per_class[key], dataset.has_masks, score_normalisation) for key in sorted(per_class)
+    }
+    report = {
+        "dataset": f"{dataset.kind}:{dataset.root}",
+        "score_normalisation": score_normalisation,
+        "per_class": metrics,
+        "mean": mean_over_classes(metrics),
+        "n_errors": len(errors),
+    }
+    return EvaluationResult(report=report, errors=errors)
+
+
+def _save_panel(maps_dir: Path, image_path: str, key: str, anomaly_map: np.ndarray, mask: np.ndarray | None, score: float) -> None:
+    size = anomaly_map.shape[::-1]
+    image = read_image(image_path).resize(size)
+    panel = comparison_panel(image, anomaly_map, mask=mask, score=score, title=Path(image_path).name)
+    target = maps_dir / key
+    target.mkdir(parents=True, exist_ok=True)
+    source = Path(image_path)
+    # MVTec-like sets repeat file names across defect folders: keep the folder in the name.
+    panel.save(target / f"{source.parent.name}_{source.stem}.png")

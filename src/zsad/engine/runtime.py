@@ -1,0 +1,38 @@
+"""Device, precision and progress helpers shared by the loops."""
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Iterable, Iterator, TypeVar
+
+import torch
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """'auto' / None -> CUDA when available, else CPU; otherwise the named device."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} was asked for but CUDA is not available here; use --device cpu")
+    return device
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """fp32: no autocast. bf16: autocast on GPU (on CPU bf16 is refused: it is slow there)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if device.type != "cuda":
+        raise ValueError("--precision bf16 is for GPUs; use fp32 on the CPU")
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+
+def progress(items: Iterable[T], description: str, total: int | None = None, enabled: bool = True) -> Iterator[T]:
+    """A progress bar on stderr (hidden when disabled)."""
+    return iter(tqdm(items, desc=description, total=total, disable=not enabled, file=sys.stderr, dynamic_ncols=True))

@@ -1,0 +1,56 @@
+"""`zsad test`: evaluate a detector on one data set and write the reports."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..api import Detector
+from ..data import build_dataset
+from ..fileio import check_can_write
+from ..reports import metrics_markdown, write_metrics_report
+from .evaluation import evaluate
+
+MAPS_DIR = "maps"
+
+
+@dataclass
+class ReportedEvaluation:
+    report: dict[str, Any]
+    markdown: str
+    errors: list[dict[str, str]]
+    written: list[Path]
+
+
+def run_test(
+    detector: Detector,
+    data_spec: str,
+    out_dir: Path,
+    classes: list[str] | None = None,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    save_maps: int = 0,
+    score_normalisation: str = "none",
+    overwrite: bool = False,
+    show_progress: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> ReportedEvaluation:
+    """Evaluate on ``data_spec`` (KIND:PATH) and write metrics.json / metrics.md to out_dir."""
+    check_can_write([out_dir / "metrics.json", out_dir / "metrics.md"], overwrite)
+    dataset = build_dataset(data_spec, classes=classes, image_size=detector.image_size, split="test")
+    result = evaluate(
+        detector.model,
+        dataset,
+        detector.class_names,
+        detector.device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        precision=detector.precision,
+        save_maps=save_maps,
+        maps_dir=out_dir / MAPS_DIR if save_maps else None,
+        score_normalisation=score_normalisation,
+        show_progress=show_progress,
+    )
+    report = {**(meta or {}), **result.report, "errors": result.errors}
+    written = write_metrics_report(report, out_dir, overwrite=True)
+    return ReportedEvaluation(report=report, markdown=metrics_markdown(report), errors=result.errors, written=written)

@@ -1,0 +1,85 @@
+"""The contract every method follows: images in, a typed output out."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from ..backbone import ClipBackbone
+
+
+@dataclass
+class DetectorOutput:
+    """What a detector returns for a batch.
+
+    anomaly_map: (B, H, W) values in [0, 1] at the input resolution.
+    pred_score: (B,) image anomaly scores in [0, 1].
+    losses: named scalar losses, filled only when targets are given in training.
+    extras: method-specific tensors for analyses (e.g. routing decisions).
+    """
+
+    anomaly_map: torch.Tensor
+    pred_score: torch.Tensor
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodConfig:
+    """Base class of method configs: plain fields, JSON round trip, checked keys."""
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> "MethodConfig":
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(known)}")
+        converted = {
+            key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
+        }
+        return cls(**converted)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+
+class AnomalyDetector(nn.Module):
+    """Base class: a frozen backbone plus the method's own (possibly trainable) modules.
+
+    Subclasses set ``name`` and ``config_class`` and implement ``forward``.
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]]
+    trainable: ClassVar[bool] = False
+
+    def __init__(self, backbone: ClipBackbone, config: MethodConfig):
+        super().__init__()
+        self.backbone = backbone
+        self.config = config
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        class_names: Sequence[str],
+        masks: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> DetectorOutput:
+        """images (B, 3, S, S); class_names (B,) prompt words; masks (B, 1, S, S) and
+        labels (B,) only for training losses."""
+        raise NotImplementedError
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The method's own state: every tensor outside the frozen backbone that is saved
+        (trainable parameters and persistent buffers such as frozen FOFS projections)."""
+        return {
+            key: value
+            for key, value in self.state_dict().items()
+            if not key.startswith("backbone.")
+        }
+
+    def trainable_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

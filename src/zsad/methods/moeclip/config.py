@@ -1,0 +1,76 @@
+"""MoECLIP settings: the paper's recipe by default, every ablation one field."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..base import MethodConfig
+
+SCORE_MODES = ("fused", "det", "map")
+
+
+@dataclass
+class MoEClipConfig(MethodConfig):
+    """Fields (spec/moeclip.md):
+
+    blocks: 1-based blocks that get a MoE module and feed the maps (empty = D/4, D/2,
+        3D/4, D, i.e. 6/12/18/24 on ViT-L; layer-placement ablation).
+    num_experts, top_k: K and k of the router (K = k = 1 is the single-expert row).
+    rank, lora_alpha, lora_dropout: LoRA experts (r = 8, alpha = 16, dropout 0.05).
+    lambda_moe: residual weight of the norm-matched MoE output (0.1).
+    fofs: frozen orthogonal feature-separation projections (False = "w/o FOFS").
+    full_rank_experts: d x d experts instead of LoRA (ablation; needs fofs False).
+    router_hidden: width of a router MLP (ablation); None = one bias-free Linear.
+    router_noise: Tab. 11 probe, logit noise std as a fraction of the logit std.
+    etf_loss, balance_loss: the auxiliary losses (False only for the ablations);
+    etf_weight, balance_weight: their weights (0.01 each).
+    paa_scales: Patch Average Aggregation windows ((1,) = "w/o PAA").
+    depthwise_adapter: False = V_image is the mean of the last layer's projected tokens.
+    text_adapter: trainable bias-free Linear + LeakyReLU on the text features (off).
+    score_mode: fused (mean of det and map max), det, or map.
+    score_temperature: temperature of the image-level softmax / cross-entropy (1).
+    smoothing_sigma: Gaussian smoothing of the inference map, px at 518 (scaled with size).
+    logit_scale: multiplier of the patch-text cosines (CLIP's 100).
+    dispatch: sparse (only the k chosen experts run at inference) or dense.
+    activation_checkpointing: recompute frozen blocks after the first MoE in backward.
+    fofs_seed: seed of the frozen FOFS projections (layer i uses fofs_seed + i).
+    """
+
+    blocks: tuple[int, ...] = ()
+    num_experts: int = 4
+    top_k: int = 2
+    rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lambda_moe: float = 0.1
+    fofs: bool = True
+    full_rank_experts: bool = False
+    router_hidden: int | None = None
+    router_noise: float | None = None
+    etf_loss: bool = True
+    etf_weight: float = 0.01
+    balance_loss: bool = True
+    balance_weight: float = 0.01
+    paa_scales: tuple[int, ...] = (1, 3, 5)
+    depthwise_adapter: bool = True
+    text_adapter: bool = False
+    score_mode: str = "fused"
+    score_temperature: float = 1.0
+    smoothing_sigma: float = 4.0
+    logit_scale: float = 100.0
+    dispatch: str = "sparse"
+    activation_checkpointing: bool = False
+    fofs_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.score_mode not in SCORE_MODES:
+            raise ValueError(f"score_mode must be one of {SCORE_MODES}, got {self.score_mode!r}")
+        if not self.paa_scales or any(s < 1 or s % 2 == 0 for s in self.paa_scales):
+            raise ValueError(f"paa_scales must be odd window sizes >= 1, got {self.paa_scales}")
+        if self.etf_loss and self.etf_weight <= 0:
+            raise ValueError("etf_weight must be > 0 while etf_loss is on (set etf_loss: false for the ablation)")
+        if self.balance_loss and self.balance_weight <= 0:
+            raise ValueError("balance_weight must be > 0 while balance_loss is on (set balance_loss: false for the ablation)")
+        if self.score_temperature <= 0:
+            raise ValueError("score_temperature must be > 0")
+        if self.full_rank_experts and self.fofs:
+            raise ValueError("full_rank_experts has no A matrix to make orthogonal: set fofs: false")

@@ -1,0 +1,146 @@
+"""MoECLIP: LoRA mixture-of-experts inside a frozen CLIP ViT (spec/moeclip.md).
+
+Per tapped block a :class:`MoeAdapter` replaces the hidden state in the residual
+stream. The adapted patch tokens of every tapped block are aggregated at several
+scales (PAA), passed through ``ln_post`` and a per-block projection, and compared with
+the frozen prompt-ensemble text features: 4 blocks x 3 scales = 12 segmentation maps.
+A depth-wise adapter on the last block's tokens gives the image-level feature.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...backbone import ClipBackbone
+from ...losses import dice_loss, focal_loss
+from ...maps import gaussian_smooth
+from ...text import TextFeatureBank
+from ..base import AnomalyDetector, DetectorOutput
+from .aux_losses import balance_loss, etf_loss
+from .config import MoEClipConfig
+from .heads import DepthwiseAdapter, LayerProjections, anomaly_logits, cosine_scores, patch_average, segmentation_probs
+from .moe import MoeAdapter
+
+
+class TextAdapter(nn.Module):
+    """Optional trainable map on the text features: bias-free Linear (identity init) +
+    LeakyReLU, then re-normalisation. (..., d_t) -> (..., d_t)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, dim, bias=False)
+        nn.init.eye_(self.linear.weight)
+        self.activation = nn.LeakyReLU()
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.activation(self.linear(text)), dim=-1)
+
+
+class MoEClipDetector(AnomalyDetector):
+    name = "moeclip"
+    config_class = MoEClipConfig
+    trainable = True
+
+    def __init__(self, backbone: ClipBackbone, config: MoEClipConfig):
+        super().__init__(backbone, config)
+        self.blocks = tuple(config.blocks) or backbone.default_taps()
+        width, text_dim = backbone.width, backbone.embed_dim
+        self.moe_layers = nn.ModuleList(
+            MoeAdapter(
+                width,
+                num_experts=config.num_experts,
+                top_k=config.top_k,
+                rank=config.rank,
+                alpha=config.lora_alpha,
+                dropout=config.lora_dropout,
+                lambda_moe=config.lambda_moe,
+                fofs=config.fofs,
+                full_rank=config.full_rank_experts,
+                seed=config.fofs_seed + index,
+                router_hidden=config.router_hidden,
+                noise_std_ratio=config.router_noise,
+                dispatch=config.dispatch,
+            )
+            for index in range(len(self.blocks))
+        )
+        self.projections = LayerProjections(width, text_dim, len(self.blocks))
+        self.image_adapter = DepthwiseAdapter(width, text_dim) if config.depthwise_adapter else None
+        self.text_adapter = TextAdapter(text_dim) if config.text_adapter else None
+        self.text_bank = TextFeatureBank()
+
+    def text_features(self, class_names: Sequence[str], device: torch.device) -> torch.Tensor:
+        """(B,) prompt words -> (B, 2, d_t) normalised [T_N, T_A] (frozen, cached)."""
+        text = self.text_bank.features(self.backbone, class_names).to(device)
+        return self.text_adapter(text) if self.text_adapter is not None else text
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        class_names: Sequence[str],
+        masks: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> DetectorOutput:
+        """images (B, 3, S, S); masks (B, 1, S, S) in {0, 1}, negative = unknown (no
+        segmentation loss for that image); labels (B,) in {0, 1}, -1 = unknown.
+        Returns maps (B, S, S), scores (B,), and in training the weighted loss terms
+        seg, cls, etf, balance."""
+        config, backbone = self.config, self.backbone
+        size = images.shape[-1]
+        text = self.text_features(class_names, images.device)
+        features = backbone.forward_visual(
+            images,
+            taps=self.blocks,
+            stream_modules=dict(zip(self.blocks, self.moe_layers)),
+            checkpoint_frozen_blocks=config.activation_checkpointing and self.training,
+        )
+        ln_post = backbone.clip.visual.ln_post
+        segmentation = []  # 12 maps of (B, 2, S, S) probabilities
+        for layer, block in enumerate(self.blocks):
+            tokens = features.hidden[block][:, 1:]
+            for aggregated in patch_average(tokens, config.paa_scales):
+                projected = self.projections(layer, ln_post(aggregated))
+                segmentation.append(segmentation_probs(anomaly_logits(projected, text, config.logit_scale), size))
+        raw_map = torch.stack([probs[:, 1] for probs in segmentation]).mean(dim=0)  # (B, S, S)
+
+        last_tokens = ln_post(features.hidden[self.blocks[-1]][:, 1:])
+        if self.image_adapter is not None:
+            image_feature = self.image_adapter(last_tokens)
+        else:
+            image_feature = self.projections(len(self.blocks) - 1, last_tokens).mean(dim=1)
+        image_logits = cosine_scores(image_feature, text) / config.score_temperature  # (B, 2)
+
+        anomaly_map = gaussian_smooth(raw_map, config.smoothing_sigma * size / 518).clamp(0, 1)
+        detection = image_logits.softmax(dim=-1)[:, 1]
+        map_score = anomaly_map.flatten(1).amax(dim=1)
+        score = {"det": detection, "map": map_score, "fused": 0.5 * (detection + map_score)}[config.score_mode]
+
+        routing = {block: features.stream_outputs[block] for block in self.blocks}
+        output = DetectorOutput(anomaly_map=anomaly_map, pred_score=score, extras={"routing": routing})
+        if self.training and (masks is not None or labels is not None):
+            output.losses = self._losses(segmentation, image_logits, routing, masks, labels)
+        return output
+
+    def _losses(self, segmentation, image_logits, routing, masks, labels) -> dict[str, torch.Tensor]:
+        config = self.config
+        zero = image_logits.new_zeros(())
+        losses: dict[str, torch.Tensor] = {}
+        if masks is not None:
+            known = masks.flatten(1)[:, 0] >= 0
+            seg = zero
+            if known.any():
+                target = masks[known, 0].round().long()
+                for probs in segmentation:
+                    seg = seg + focal_loss(probs[known], target) + dice_loss(probs[known, 1], target.float())
+            losses["seg"] = seg
+        if labels is not None:
+            known = labels >= 0
+            losses["cls"] = F.cross_entropy(image_logits[known], labels[known].long()) if known.any() else zero
+        outputs = [routing[block] for block in self.blocks]
+        if config.etf_loss:
+            losses["etf"] = config.etf_weight * sum((etf_loss(o.expert_outputs) for o in outputs), zero)
+        if config.balance_loss:
+            losses["balance"] = config.balance_weight * sum((balance_loss(o.router_probs) for o in outputs), zero)
+        return losses

@@ -1,0 +1,70 @@
+"""Training-free zero-shot baseline (WinCLIP-style, on the V-V stream).
+
+For every tapped block: patch tokens of the V-V stream -> ``ln_post`` + CLIP's visual
+projection -> cosine with the prompt-ensemble text pair -> softmax with CLIP's logit
+scale. The abnormal probabilities are averaged over the tapped blocks, upsampled to the
+input size and smoothed. Image score = mean of the map's maximum and the abnormal
+probability of CLIP's global image embedding against the same text pair.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..backbone import ClipBackbone
+from ..maps import cosine_logits, gaussian_smooth, tokens_to_grid, upsample
+from ..text import TextFeatureBank
+from .base import AnomalyDetector, DetectorOutput, MethodConfig
+
+
+@dataclass
+class ZeroShotConfig(MethodConfig):
+    """taps: 1-based blocks (empty = D/4, D/2, 3D/4, D); vv_path: use the V-V stream;
+    vv_start: its first block (None = D/2 + 1); smoothing_sigma: in pixels at 518 px,
+    scaled with the input size."""
+
+    taps: tuple[int, ...] = ()
+    vv_path: bool = True
+    vv_start: int | None = None
+    smoothing_sigma: float = 4.0
+
+
+class ZeroShotDetector(AnomalyDetector):
+    name = "zeroshot"
+    config_class = ZeroShotConfig
+    trainable = False
+
+    def __init__(self, backbone: ClipBackbone, config: ZeroShotConfig):
+        super().__init__(backbone, config)
+        self.taps = tuple(config.taps) or backbone.default_taps()
+        self.vv_start = (config.vv_start or backbone.default_vv_start()) if config.vv_path else None
+        self.text_bank = TextFeatureBank()
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        class_names: Sequence[str],
+        masks: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> DetectorOutput:
+        """images (B, 3, S, S) -> maps (B, S, S) and scores (B,), both in [0, 1]."""
+        backbone = self.backbone
+        text = self.text_bank.features(backbone, class_names).to(images.device)  # (B, 2, d_t)
+        scale = backbone.logit_scale
+        with torch.no_grad():
+            features = backbone.forward_visual(images, taps=self.taps, vv_start=self.vv_start)
+            layer_probs = []
+            for block in self.taps:
+                projected = backbone.project_tokens(features.patch_tokens(block))
+                probs = cosine_logits(projected, text, scale).softmax(dim=-1)[..., 1:]  # (B, L, 1)
+                layer_probs.append(tokens_to_grid(probs, features.grid))
+            patch_map = torch.stack(layer_probs).mean(dim=0)  # (B, 1, h, w)
+            size = images.shape[-1]
+            anomaly_map = upsample(patch_map, size).squeeze(1)
+            sigma = self.config.smoothing_sigma * size / 518
+            anomaly_map = gaussian_smooth(anomaly_map, sigma).clamp(0, 1)
+            global_prob = cosine_logits(features.image_embedding.unsqueeze(1), text, scale).softmax(-1)[:, 0, 1]
+            score = 0.5 * (anomaly_map.flatten(1).amax(dim=1) + global_prob)
+        return DetectorOutput(anomaly_map=anomaly_map, pred_score=score)

@@ -1,0 +1,45 @@
+"""Recipe files (configs/*.yaml): which method, its config, and training settings."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_RECIPE_KEYS = {"method", "method_config", "training", "description"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    method: str | None = None
+    method_config: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+def load_recipe(path: str | Path | None) -> Recipe:
+    """Read a YAML or JSON recipe; None -> an empty recipe (all defaults)."""
+    if path is None:
+        return Recipe()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        values = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except Exception as error:
+        raise ValueError(f"cannot parse config {path}: {error}") from error
+    values = values or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must be a mapping with keys {sorted(_RECIPE_KEYS)}")
+    unknown = sorted(set(values) - _RECIPE_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(_RECIPE_KEYS)}")
+    return Recipe(
+        method=values.get("method"),
+        method_config=dict(values.get("method_config") or {}),
+        training=dict(values.get("training") or {}),
+        description=str(values.get("description", "")),
+    )

@@ -1,0 +1,143 @@
+"""Text side: class names for prompts and the fixed prompt ensemble of the spec.
+
+The prompt table (templates x states) and the class-name table are data files in
+``zsad/resources``; users override class names with ``--class-name`` (one name for
+every image) or ``--class-names FILE`` (a JSON or YAML mapping of category keys).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+UNKNOWN_CLASS_NAME = "object"
+
+
+def _resource_json(name: str) -> dict:
+    text = (resources.files("zsad") / "resources" / name).read_text(encoding="utf-8")
+    return {key: value for key, value in json.loads(text).items() if not key.startswith("_")}
+
+
+def humanise_category(key: str) -> str:
+    """Fallback for categories missing from the table: ``Woven_068`` -> ``woven``,
+    ``my-part`` -> ``my part``; keys without letters become ``object``."""
+    words = [word for word in re.split(r"[_\-\s]+", key.strip().lower()) if word]
+    while words and words[-1].isdigit():
+        words.pop()
+    name = " ".join(words)
+    return name if re.search(r"[a-z]", name) else UNKNOWN_CLASS_NAME
+
+
+@dataclass(frozen=True)
+class ClassNames:
+    """Maps a data set's category key to the words used in the prompts.
+
+    table: category key -> name (the bundled table, updated by a user file).
+    override: one name used for every category (``--class-name``), or None.
+    """
+
+    table: Mapping[str, str]
+    override: str | None = None
+
+    @classmethod
+    def load(cls, names_file: str | Path | None = None, override: str | None = None) -> "ClassNames":
+        table = dict(_resource_json("class_names.json"))
+        if names_file is not None:
+            table.update(read_class_names_file(Path(names_file)))
+        if override is not None and not override.strip():
+            raise ValueError("--class-name must not be empty")
+        return cls(table=table, override=override.strip() if override else None)
+
+    def resolve(self, key: str | None) -> str:
+        if self.override:
+            return self.override
+        if not key:
+            return UNKNOWN_CLASS_NAME
+        return self.table.get(key, self.table.get(key.lower(), humanise_category(key)))
+
+
+def read_class_names_file(path: Path) -> dict[str, str]:
+    """Read a user's ``{category key: class name}`` mapping from JSON or YAML."""
+    if not path.is_file():
+        raise FileNotFoundError(f"class-names file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            mapping = yaml.safe_load(text)
+        else:
+            mapping = json.loads(text)
+    except Exception as error:
+        raise ValueError(f"cannot parse class-names file {path}: {error}") from error
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in mapping.items()
+    ):
+        raise ValueError(f"{path} must map category keys to non-empty class names (strings)")
+    return {key: value.strip() for key, value in mapping.items()}
+
+
+@dataclass(frozen=True)
+class PromptEnsemble:
+    """Templates x state phrases (MoECLIP Tab. 4)."""
+
+    templates: tuple[str, ...]
+    normal_states: tuple[str, ...]
+    abnormal_states: tuple[str, ...]
+
+    @classmethod
+    def default(cls) -> "PromptEnsemble":
+        table = _resource_json("prompts.json")
+        return cls(
+            templates=tuple(table["templates"]),
+            normal_states=tuple(table["normal_states"]),
+            abnormal_states=tuple(table["abnormal_states"]),
+        )
+
+    def sentences(self, class_name: str, abnormal: bool) -> list[list[str]]:
+        """Per state, the sentences of every template: [state][template]."""
+        states = self.abnormal_states if abnormal else self.normal_states
+        return [[template.format(state.format(class_name)) for template in self.templates] for state in states]
+
+
+class TextFeatureBank(nn.Module):
+    """Normal / abnormal text features per class name, computed once with a frozen encoder.
+
+    ``features(backbone, names)`` returns (N, 2, d_t) rows [T_N, T_A]: every sentence of a
+    state group (templates x state phrases) is encoded with the text projection and
+    L2-normalised, the group is averaged and re-normalised (spec, "Text features").
+    Computed features are kept in the ``bank`` buffer (moves with ``.to()``, part of a
+    saved module).
+    """
+
+    def __init__(self, ensemble: PromptEnsemble | None = None):
+        super().__init__()
+        self.ensemble = ensemble or PromptEnsemble.default()
+        self.names: list[str] = []
+        self.register_buffer("bank", torch.empty(0), persistent=False)
+
+    @torch.no_grad()
+    def _encode_group(self, backbone, class_name: str, abnormal: bool) -> torch.Tensor:
+        """-> (d_t,) normalised mean of the group's normalised sentence features."""
+        sentences = [s for state in self.ensemble.sentences(class_name, abnormal) for s in state]
+        encoded = F.normalize(backbone.encode_text(backbone.tokenize(sentences)).float(), dim=-1)
+        return F.normalize(encoded.mean(dim=0), dim=-1)
+
+    def features(self, backbone, class_names: Sequence[str]) -> torch.Tensor:
+        """class_names: (N,) prompt words -> (N, 2, d_t) on the bank's device."""
+        missing = [name for name in dict.fromkeys(class_names) if name not in self.names]
+        if missing:
+            new = torch.stack(
+                [torch.stack([self._encode_group(backbone, n, False), self._encode_group(backbone, n, True)]) for n in missing]
+            )
+            self.bank = torch.cat([self.bank.reshape(-1, *new.shape[1:]).to(new.device), new])
+            self.names.extend(missing)
+        index = torch.tensor([self.names.index(name) for name in class_names], device=self.bank.device)
+        return self.bank.index_select(0, index)
