@@ -17,6 +17,7 @@ No CLIP weight ever receives a gradient.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
@@ -128,6 +129,10 @@ def _load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor],
     # Resize a positional embedding saved at another grid to the model's native grid first.
     open_clip.factory.resize_pos_embed(state_dict, model)
     expected = model.state_dict()
+    # Derived buffers (e.g. the causal attn_mask) may be saved by TorchScript archives.
+    for name, _ in model.named_buffers():
+        if name not in expected:
+            state_dict.pop(name, None)
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     wrong_shape = sorted(
@@ -152,6 +157,17 @@ def _load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor],
     model.load_state_dict(state_dict, strict=True)
 
 
+@contextlib.contextmanager
+def _openclip_log_quiet():
+    """Silence OpenCLIP's root-logger warnings while it builds a model we fill ourselves."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def _build_clip(config: BackboneConfig) -> tuple[nn.Module, str]:
     """Create the OpenCLIP model with its weights. Returns (model, weights description)."""
     register_bundled_model_configs()
@@ -169,11 +185,13 @@ def _build_clip(config: BackboneConfig) -> tuple[nn.Module, str]:
             stacklevel=3,
         )
         quick_gelu = True if config.quick_gelu is None else config.quick_gelu
-        return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu), RANDOM_WEIGHTS
+        with _openclip_log_quiet():  # our own warning above says it better
+            return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu), RANDOM_WEIGHTS
     tags = open_clip.list_pretrained_tags_by_model(name)
     if weight_path.exists() or (weights not in tags and (weight_path.suffix or "/" in weights)):
         quick_gelu = True if config.quick_gelu is None else config.quick_gelu
-        model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
+        with _openclip_log_quiet():  # "no pretrained weights": we load them right after
+            model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
         _load_state_dict_into(model, read_weight_file(weight_path), str(weight_path), name)
         return model, str(weight_path)
     if weights not in tags:

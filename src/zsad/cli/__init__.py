@@ -9,6 +9,7 @@ from typing import Annotated, Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.panel import Panel
 
 from ..backbone import WeightsUnavailableError
@@ -99,14 +100,14 @@ def predict(
     scores.csv and scores.json. Unreadable files are reported and skipped (exit status 2)."""
     from ..api import iter_image_files, load
     from ..engine.prediction import predict_files
-    from ..imageio import IMAGE_EXTENSIONS
+    from ..data.layouts.common import IMAGE_SUFFIXES
     from ..recipes import load_recipe
 
     _quiet_random_warning()
     recipe = load_recipe(config)
-    paths = iter_image_files(images, IMAGE_EXTENSIONS)
+    paths = iter_image_files(images, IMAGE_SUFFIXES)
     if not paths:
-        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(str, images))}")
+        raise ValueError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {', '.join(map(str, images))}")
     detector = load(
         method or recipe.method or ("zeroshot" if checkpoint is None else None),
         checkpoint,
@@ -177,7 +178,7 @@ def test(
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
         overwrite=overwrite, show_progress=not quiet, meta=run_metadata(detector.model),
     )
-    console.print(result.markdown)
+    console.print(Markdown(result.markdown))
     for error in result.errors:
         err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
     if result.errors:

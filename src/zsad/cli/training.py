@@ -1,0 +1,236 @@
+"""`zsad train`: train a method on auxiliary data sets.
+
+Settings come in layers, each overriding the one before: TrainingConfig's defaults, the
+stored config of the run being resumed (``--resume``), the recipe file (``--config``),
+then the options given on the command line.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ..backbone import WeightsUnavailableError
+from ..engine.training import TrainingError
+from ..fileio import OutputExistsError
+from ..recipes import Recipe
+from . import options as opt
+
+SPLITS = ("test", "all")
+
+err_console = Console(stderr=True)
+console = Console()
+
+TrainData = Annotated[
+    Optional[str],
+    typer.Option(
+        "--data",
+        help="KIND:PATH[,KIND:PATH...]: the auxiliary data sets (concatenated). Each contributes its labelled "
+        "test split (normal and anomalous images with masks), as in the papers. Kinds as for `zsad test`. "
+        "[default when resuming: the run's]",
+    ),
+]
+TrainMethod = Annotated[
+    Optional[str],
+    typer.Option("--method", "-m", help="Trainable method, e.g. moeclip [default: the recipe's, or the resumed run's]."),
+]
+
+
+@dataclass
+class RunSettings:
+    """Everything `zsad train` needs to build the detector and call fit."""
+
+    method: str
+    method_config: dict[str, Any]
+    model_name: str | None
+    weights: str | None
+    image_size: int | None
+    data: list[str]
+    training: Any  # TrainingConfig
+
+
+def read_run_config(out: Path) -> dict[str, Any]:
+    """The config.json of the run in ``out`` (for --resume)."""
+    path = out / "config.json"
+    if not path.is_file():
+        raise ValueError(f"--resume: {out} holds no config.json of an earlier run; start without --resume")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def resolve_settings(
+    recipe: Recipe,
+    stored: dict[str, Any] | None,
+    method: str | None,
+    data: str | None,
+    model_name: str | None,
+    weights: str | None,
+    image_size: int | None,
+    training_overrides: dict[str, Any],
+) -> RunSettings:
+    """Merge defaults < stored run config (resume) < recipe < command line. Command-line
+    training values that are None were not given and do not override."""
+    from ..engine.train_config import TrainingConfig
+
+    stored = stored or {}
+    stored_backbone = stored.get("backbone", {})
+    chosen_method = method or recipe.method or stored.get("method")
+    if not chosen_method:
+        raise ValueError("name the method to train: --method moeclip (or `method:` in the --config recipe)")
+    method_config = {**stored.get("method_config", {}), **recipe.method_config} if chosen_method == stored.get("method") else dict(recipe.method_config)
+    specs = [part.strip() for part in data.split(",") if part.strip()] if data else list(stored.get("data", []))
+    if not specs:
+        raise ValueError("name the training data: --data KIND:PATH[,KIND:PATH...]")
+    training = {**stored.get("training", {}), **recipe.training}
+    training.update({key: value for key, value in training_overrides.items() if value is not None})
+    return RunSettings(
+        method=chosen_method,
+        method_config=method_config,
+        model_name=model_name or stored_backbone.get("model_name"),
+        weights=weights or stored_backbone.get("weights"),
+        image_size=image_size or stored_backbone.get("image_size"),
+        data=specs,
+        training=TrainingConfig.from_dict(training),
+    )
+
+
+def train(
+    out: opt.Out,
+    data: TrainData = None,
+    method: TrainMethod = None,
+    config: opt.ConfigFile = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Passes over the training data; the last epoch is the final model [default: 20].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per optimiser step (per GPU under torchrun) [default: 2].")] = None,
+    lr: Annotated[Optional[float], typer.Option(min=0.0, min_open=True, help="Adam learning rate [default: 5e-4, halved at 16k and 32k steps].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seeds initialisation, data order, augmentation and dropout; a resumed run repeats the straight one [default: 0].")] = None,
+    split: Annotated[Optional[str], typer.Option(help="`test`: each data set's labelled test split (the papers' protocol); `all`: also its train/good images [default: test].")] = None,
+    max_steps_per_epoch: Annotated[Optional[int], typer.Option(min=1, help="End each epoch after this many steps (quick runs) [default: no limit].")] = None,
+    activation_checkpointing: Annotated[Optional[bool], typer.Option("--activation-checkpointing/--no-activation-checkpointing", help="Recompute frozen activations in the backward pass: less GPU memory, slower [default: off].")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 autocast (GPU only) [default: fp32].")] = None,
+    device: opt.Device = "auto",
+    num_workers: Annotated[Optional[int], typer.Option(min=0, help="Data-loading worker processes (0 = in the main process) [default: 0].")] = None,
+    backbone: opt.Backbone = None,
+    weights: opt.Weights = None,
+    image_size: opt.ImageSize = None,
+    cache_dir: opt.CacheDir = None,
+    class_names: opt.ClassNamesFile = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last completed epoch; its stored settings are the base, and only --epochs may grow.")] = False,
+    overwrite: opt.Overwrite = False,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Train a method's adapters on auxiliary data sets (the CLIP backbone stays frozen).
+
+    Writes OUT/model.safetensors (the last epoch), per-epoch checkpoints, config.json,
+    train_log.csv, loss_curves.png and training_summary.md. Runs on several GPUs with
+    `torchrun --nproc-per-node N -m zsad.cli train ...`.
+    """
+    try:
+        _run(
+            out, data, method, config, device, backbone, weights, image_size, cache_dir, class_names, resume, overwrite, quiet,
+            training_overrides={
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "lr": lr,
+                "seed": seed,
+                "include_train_split": None if split is None else split == "all",
+                "max_steps_per_epoch": max_steps_per_epoch,
+                "activation_checkpointing": activation_checkpointing,
+                "precision": precision,
+                "num_workers": num_workers,
+            },
+            split=split,
+        )
+    except (ValueError, FileNotFoundError, OutputExistsError, WeightsUnavailableError, TrainingError) as error:
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}")
+        raise typer.Exit(1) from None
+
+
+def _run(
+    out: Path,
+    data: str | None,
+    method: str | None,
+    config: Path | None,
+    device: str,
+    backbone: str | None,
+    weights: str | None,
+    image_size: int | None,
+    cache_dir: Path | None,
+    class_names: Path | None,
+    resume: bool,
+    overwrite: bool,
+    quiet: bool,
+    training_overrides: dict[str, Any],
+    split: str | None,
+) -> None:
+    from ..api import build_detector
+    from ..engine.distributed import is_main_process
+    from ..engine.runtime import resolve_device
+    from ..engine.train_data import seed_everything
+    from ..engine.training import fit
+    from ..methods import method_class
+    from ..recipes import load_recipe
+    from ..text import ClassNames
+
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    settings = resolve_settings(
+        load_recipe(config),
+        read_run_config(out) if resume else None,
+        method,
+        data,
+        backbone,
+        weights,
+        image_size,
+        training_overrides,
+    )
+    if not method_class(settings.method).trainable:
+        raise ValueError(f"method '{settings.method}' has no trainable parameters: it needs no training")
+    main = is_main_process()
+    seed_everything(settings.training.seed)
+    with warnings.catch_warnings():
+        # The panel below replaces the library's random-weights warning; "untrained
+        # adapters" is exactly what training starts from.
+        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        warnings.filterwarnings("ignore", message=".*is trainable but no checkpoint was given")
+        detector = build_detector(
+            settings.method,
+            backbone=settings.model_name,
+            weights=settings.weights,
+            image_size=settings.image_size,
+            method_config=settings.method_config,
+            cache_dir=str(cache_dir) if cache_dir else None,
+        )
+    if main:
+        from . import warn_if_random
+
+        warn_if_random(detector.backbone.weights_description)
+    result = fit(
+        detector,
+        settings.data,
+        out,
+        settings.training,
+        ClassNames.load(class_names),
+        resolve_device(device),
+        resume=resume,
+        overwrite=overwrite,
+        show_progress=not quiet,
+    )
+    if main:
+        console.print(
+            f"Trained {escape(settings.method)}: {result.epochs_completed} epochs, {result.global_step} steps, "
+            f"{result.wall_time_s:.0f} s. Model: {escape(str(result.model_path))}"
+        )
+        if result.unreadable:
+            err_console.print(f"[yellow]{len(result.unreadable)} unreadable images were skipped[/] (listed in training_summary.md)")
+        console.print("Test it on a data set it has never seen:")
+        console.print(f"  zsad test --checkpoint {escape(str(out))} --data KIND:PATH --out {escape(str(out / 'test'))}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `train` command to the `zsad` app."""
+    app.command(name="train")(train)

@@ -1,0 +1,74 @@
+"""Segmentation losses shared by every method: focal and Dice.
+
+Both take probabilities (not logits) because the methods produce their maps as
+softmax probabilities over the {normal, anomalous} channels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def focal_loss(probs: Tensor, target: Tensor, gamma: float = 2.0, eps: float = 1e-6) -> Tensor:
+    """Mean focal loss over all pixels of the batch (MoECLIP supp. Eq. B.3).
+
+    ``loss = -mean_i (1 - p_i)^gamma * log(p_i)`` where ``p_i`` is the predicted
+    probability of pixel ``i``'s true class. ``gamma = 0`` gives the negative
+    log-likelihood. ``p_i`` is clamped to ``[eps, 1]`` before the log, so a pixel
+    whose true-class probability is below ``eps`` contributes the constant
+    ``-log(eps)`` (and no gradient).
+
+    Args:
+        probs: (B, C, H, W) class probabilities (softmax over C).
+        target: (B, H, W) integer or bool class index per pixel (0 normal, 1 anomalous).
+        gamma: focusing parameter (>= 0).
+        eps: lower clamp for the probabilities.
+
+    Returns:
+        Scalar tensor.
+    """
+    if probs.dim() != 4:
+        raise ValueError(f"probs must be (B, C, H, W), got shape {tuple(probs.shape)}")
+    if target.shape != probs.shape[:1] + probs.shape[2:]:
+        raise ValueError(
+            f"target shape {tuple(target.shape)} does not match probs {tuple(probs.shape)} "
+            "(expected (B, H, W))"
+        )
+    if target.is_floating_point():
+        raise TypeError("target must hold integer or bool class indices; binarise float masks first")
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    true_class_prob = probs.gather(1, target.long().unsqueeze(1)).squeeze(1)
+    true_class_prob = true_class_prob.clamp(min=eps, max=1.0)
+    per_pixel = -((1.0 - true_class_prob) ** gamma) * torch.log(true_class_prob)
+    return per_pixel.mean()
+
+
+def dice_loss(prob: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
+    """Soft Dice loss, computed per image then averaged over the batch (supp. Eq. B.4).
+
+    ``loss_b = 1 - (2 * sum(y * p) + eps) / (sum(y) + sum(p) + eps)`` per image ``b``,
+    returned as the mean over ``b``. The additive smoothing ``eps`` (default 1,
+    i.e. one pixel's worth) keeps the loss defined for an empty mask with an
+    empty prediction (loss 0) and softens the loss on tiny defects. ``eps = 0``
+    gives the exact Eq. B.4 (undefined when both mask and prediction are empty).
+
+    Args:
+        prob: (B, H, W) probability of the anomalous class (any trailing shape works).
+        target: same shape as ``prob``, ground truth in {0, 1} (bool, int or float).
+        eps: additive smoothing in numerator and denominator (>= 0).
+
+    Returns:
+        Scalar tensor.
+    """
+    if prob.shape != target.shape:
+        raise ValueError(f"prob {tuple(prob.shape)} and target {tuple(target.shape)} differ in shape")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    prob = prob.flatten(1)
+    target = target.flatten(1).to(prob.dtype)
+    intersection = (prob * target).sum(dim=1)
+    total = prob.sum(dim=1) + target.sum(dim=1)
+    dice = (2.0 * intersection + eps) / (total + eps)
+    return (1.0 - dice).mean()

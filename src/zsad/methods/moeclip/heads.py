@@ -1,0 +1,151 @@
+"""MoECLIP heads: patch average aggregation, layer projections, depth-wise adapter, maps.
+
+Patch tokens arrive in raster order (row-major over the sqrt(L) x sqrt(L)
+grid) with the CLS token already removed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def patch_grid_size(num_tokens: int) -> int:
+    """Side of the square patch grid holding ``num_tokens`` tokens; error if not square."""
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(f"{num_tokens} patch tokens do not form a square grid (CLS must be excluded)")
+    return side
+
+
+def tokens_to_grid(tokens: Tensor) -> Tensor:
+    """(B, L, C) raster-order tokens -> (B, C, h, h) feature map."""
+    batch, length, channels = tokens.shape
+    side = patch_grid_size(length)
+    return tokens.transpose(1, 2).reshape(batch, channels, side, side)
+
+
+def grid_to_tokens(grid: Tensor) -> Tensor:
+    """(B, C, h, w) feature map -> (B, h*w, C) raster-order tokens."""
+    return grid.flatten(2).transpose(1, 2)
+
+
+def patch_average(tokens: Tensor, scales: Sequence[int] = (1, 3, 5)) -> list[Tensor]:
+    """Patch Average Aggregation (Eq. 10): s x s mean of neighbouring patches, per scale.
+
+    Stride 1, zero padding s // 2, always divided by s^2 (border windows count
+    the padded zeros), i.e. ``avg_pool2d(count_include_pad=True)``.
+
+    Args:
+        tokens: (B, L, d) patch tokens, L a perfect square.
+        scales: odd positive window sizes.
+
+    Returns:
+        One (B, L, d) tensor per scale, in the order of ``scales``.
+    """
+    for scale in scales:
+        if scale < 1 or scale % 2 == 0:
+            raise ValueError(f"PAA scales must be odd positive integers, got {scale}")
+    grid = tokens_to_grid(tokens)
+    averaged = []
+    for scale in scales:
+        if scale == 1:
+            averaged.append(tokens)
+            continue
+        pooled = F.avg_pool2d(grid, kernel_size=scale, stride=1, padding=scale // 2, count_include_pad=True)
+        averaged.append(grid_to_tokens(pooled))
+    return averaged
+
+
+class LayerProjections(nn.Module):
+    """One bias-free ``Linear(d, d_t)`` per tapped layer (Eq. 11), Xavier-uniform init.
+
+    Args:
+        d: visual token width.
+        text_dim: d_t, width of the text features.
+        num_layers: number of tapped layers.
+    """
+
+    def __init__(self, d: int, text_dim: int, num_layers: int) -> None:
+        super().__init__()
+        self.projections = nn.ModuleList(nn.Linear(d, text_dim, bias=False) for _ in range(num_layers))
+        for projection in self.projections:
+            nn.init.xavier_uniform_(projection.weight)
+
+    def forward(self, layer_index: int, tokens: Tensor) -> Tensor:
+        """Project ``tokens`` (..., d) of tapped layer ``layer_index`` -> (..., d_t)."""
+        return self.projections[layer_index](tokens)
+
+
+class DepthwiseAdapter(nn.Module):
+    """Image-level adapter (Eq. 13): LN -> depth-wise conv -> GELU -> point-wise conv -> mean.
+
+    The convolutions run over the token sequence in raster order.
+
+    Args:
+        d: token width.
+        text_dim: d_t, output width.
+        kernel_size: depth-wise kernel (odd; "same" padding).
+    """
+
+    def __init__(self, d: int, text_dim: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd for same padding, got {kernel_size}")
+        self.norm = nn.LayerNorm(d)
+        self.depthwise = nn.Conv1d(d, d, kernel_size, padding=kernel_size // 2, groups=d, bias=False)
+        self.activation = nn.GELU()
+        self.pointwise = nn.Conv1d(d, text_dim, kernel_size=1)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens: (B, L, d) -> V_image (B, d_t)."""
+        sequence = self.norm(tokens).transpose(1, 2)  # (B, d, L)
+        features = self.pointwise(self.activation(self.depthwise(sequence)))  # (B, d_t, L)
+        return features.mean(dim=-1)
+
+
+def cosine_scores(features: Tensor, text: Tensor) -> Tensor:
+    """Cosine similarity of features with the [T_N, T_A] text features.
+
+    Args:
+        features: (B, ..., d_t).
+        text: (2, d_t) shared, or (B, 2, d_t) per image (normal first, anomalous second).
+
+    Returns:
+        (B, ..., 2).
+    """
+    features = F.normalize(features, dim=-1)
+    text = F.normalize(text, dim=-1)
+    if text.dim() == 2:
+        return features @ text.T
+    if text.dim() != 3 or text.shape[0] != features.shape[0]:
+        raise ValueError(f"text must be (2, d_t) or (B, 2, d_t), got {tuple(text.shape)}")
+    flat = features.reshape(features.shape[0], -1, features.shape[-1])  # (B, M, d_t)
+    return (flat @ text.transpose(1, 2)).reshape(*features.shape[:-1], text.shape[1])
+
+
+def anomaly_logits(features: Tensor, text: Tensor, logit_scale: float = 100.0) -> Tensor:
+    """Patch-level logits ``logit_scale * cos(V, [T_N, T_A])`` on the patch grid (Eq. 12).
+
+    Args:
+        features: (B, L, d_t) projected patch features, L a perfect square.
+        text: (2, d_t) or (B, 2, d_t).
+        logit_scale: CLIP's logit scale (100).
+
+    Returns:
+        (B, 2, h, h) logits, channel 0 normal, channel 1 anomalous.
+    """
+    return tokens_to_grid(logit_scale * cosine_scores(features, text))
+
+
+def segmentation_probs(logits: Tensor, out_size: int | tuple[int, int]) -> Tensor:
+    """Bilinear upsampling of (B, 2, h, w) logits to ``out_size``, then softmax over the 2 channels.
+
+    Returns:
+        (B, 2, H, W) probabilities.
+    """
+    upsampled = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+    return upsampled.softmax(dim=1)

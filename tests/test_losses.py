@@ -1,0 +1,82 @@
+"""Tests of the shared segmentation losses (focal, Dice)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zsad.losses import dice_loss, focal_loss
+
+
+def _two_pixel_case() -> tuple[torch.Tensor, torch.Tensor]:
+    # Pixel 0: true class 1, predicted p(1) = 0.8. Pixel 1: true class 0, predicted p(0) = 0.3.
+    probs = torch.tensor([[0.2, 0.8], [0.3, 0.7]]).T.reshape(1, 2, 1, 2)
+    target = torch.tensor([[[1, 0]]])
+    return probs, target
+
+
+def test_focal_loss_matches_hand_computed_value():
+    probs, target = _two_pixel_case()
+    # (1 - 0.8)^2 * -ln(0.8) = 0.04 * 0.2231436 ; (1 - 0.3)^2 * -ln(0.3) = 0.49 * 1.2039728
+    expected = (0.04 * 0.2231436 + 0.49 * 1.2039728) / 2
+    assert focal_loss(probs, target).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_focal_loss_gamma_zero_is_nll():
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.randn(2, 2, 5, 6, generator=generator).softmax(dim=1)
+    target = torch.randint(0, 2, (2, 5, 6), generator=generator)
+    expected = F.nll_loss(probs.log(), target)
+    assert torch.allclose(focal_loss(probs, target, gamma=0.0), expected, atol=1e-6)
+
+
+def test_focal_loss_down_weights_easy_pixels():
+    probs, target = _two_pixel_case()
+    assert focal_loss(probs, target, gamma=2.0) < focal_loss(probs, target, gamma=0.0)
+
+
+def test_focal_loss_rejects_float_masks_and_bad_shapes():
+    probs, target = _two_pixel_case()
+    with pytest.raises(TypeError):
+        focal_loss(probs, target.float())
+    with pytest.raises(ValueError):
+        focal_loss(probs, target[:, :, :1])
+
+
+def test_focal_loss_gradient_is_finite_at_saturated_probabilities():
+    probs = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]], requires_grad=True)  # (1, 2, 1, 2)
+    target = torch.tensor([[[1, 1]]])  # pixel 0 is completely wrong, pixel 1 perfect
+    loss = focal_loss(probs, target)
+    loss.backward()
+    assert loss.item() == pytest.approx(-math.log(1e-6) / 2, rel=1e-5)
+    assert torch.isfinite(probs.grad).all()
+
+
+def test_dice_loss_is_zero_for_perfect_prediction():
+    target = torch.zeros(2, 4, 4)
+    target[0, 1:3, 1:3] = 1
+    assert dice_loss(target.clone(), target).item() == pytest.approx(0.0, abs=1e-7)
+    # Exact Eq. B.4 (eps = 0) is defined only where mask or prediction is non-empty.
+    assert dice_loss(target[:1].clone(), target[:1], eps=0.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_dice_loss_hand_case_without_and_with_smoothing():
+    prob = torch.tensor([[[1.0, 0.5], [0.0, 0.0]]])
+    target = torch.tensor([[[1, 1], [0, 0]]])
+    # |A ∩ B| = 1.5, |A| = 1.5, |B| = 2: 1 - 2 * 1.5 / 3.5 = 1/7 ; smoothed: 1 - 4 / 4.5 = 1/9
+    assert dice_loss(prob, target, eps=0.0).item() == pytest.approx(1 / 7, abs=1e-6)
+    assert dice_loss(prob, target, eps=1.0).item() == pytest.approx(1 / 9, abs=1e-6)
+
+
+def test_dice_loss_is_averaged_per_image():
+    prob = torch.tensor([[[1.0, 0.5], [0.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]])
+    target = torch.tensor([[[1, 1], [0, 0]], [[0, 0], [0, 1]]])
+    # image 0: 1/7, image 1: perfect -> 0; mean over images = 1/14 (a pooled Dice would give 1/11)
+    assert dice_loss(prob, target, eps=0.0).item() == pytest.approx(1 / 14, abs=1e-6)
+
+
+def test_dice_loss_empty_mask_and_empty_prediction_is_zero_with_smoothing():
+    assert dice_loss(torch.zeros(1, 3, 3), torch.zeros(1, 3, 3)).item() == 0.0
+    with pytest.raises(ValueError):
+        dice_loss(torch.zeros(1, 3, 3), torch.zeros(1, 3, 4))

@@ -1,0 +1,150 @@
+"""Tests of the MoECLIP heads: PAA, layer projections, depth-wise adapter, anomaly maps."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zsad.methods.moeclip.heads import (
+    DepthwiseAdapter,
+    LayerProjections,
+    anomaly_logits,
+    cosine_scores,
+    patch_average,
+    segmentation_probs,
+)
+
+# ---------------------------------------------------------------- PAA
+
+
+def test_patch_average_matches_avg_pool2d_reference():
+    tokens = torch.randn(2, 36, 5)  # 6 x 6 grid
+    grid = tokens.transpose(1, 2).reshape(2, 5, 6, 6)
+    outputs = patch_average(tokens, scales=(1, 3, 5))
+    assert len(outputs) == 3 and all(o.shape == tokens.shape for o in outputs)
+    assert torch.equal(outputs[0], tokens)  # s = 1 is the identity
+    for scale, output in zip((3, 5), outputs[1:]):
+        reference = F.avg_pool2d(grid, scale, stride=1, padding=scale // 2, count_include_pad=True)
+        assert torch.allclose(output, reference.flatten(2).transpose(1, 2), atol=1e-6)
+
+
+def test_patch_average_border_divides_by_s_squared():
+    values = torch.arange(16, dtype=torch.float32).reshape(1, 16, 1)  # 4 x 4 grid, raster order
+    three, five = patch_average(values, scales=(3, 5))
+    # Top-left corner, s = 3: window covers (0,0), (0,1), (1,0), (1,1) = 0 + 1 + 4 + 5, divided by 9.
+    assert three[0, 0, 0].item() == pytest.approx(10 / 9)
+    # Top-left corner, s = 5: the 3 x 3 top-left block 0+1+2+4+5+6+8+9+10 = 45, divided by 25.
+    assert five[0, 0, 0].item() == pytest.approx(45 / 25)
+    # Interior token (1, 1) with s = 3: full window 0+1+2+4+5+6+8+9+10 = 45, divided by 9.
+    assert three[0, 5, 0].item() == pytest.approx(5.0)
+
+
+def test_patch_average_rejects_non_square_and_even_scales():
+    with pytest.raises(ValueError, match="square"):
+        patch_average(torch.randn(1, 37, 4))  # CLS left in
+    with pytest.raises(ValueError):
+        patch_average(torch.randn(1, 36, 4), scales=(2,))
+
+
+# ---------------------------------------------------------------- projections
+
+
+def test_layer_projections_are_bias_free_xavier_and_per_layer():
+    torch.manual_seed(0)
+    projections = LayerProjections(64, 32, num_layers=4)
+    bound = math.sqrt(6 / (64 + 32))
+    for projection in projections.projections:
+        assert projection.bias is None
+        assert projection.weight.shape == (32, 64)
+        assert projection.weight.abs().max() <= bound
+        assert projection.weight.std() > 0.5 * bound / math.sqrt(3)  # not a tiny init
+    tokens = torch.randn(2, 9, 64)
+    assert projections(0, tokens).shape == (2, 9, 32)
+    assert torch.allclose(projections(2, tokens), tokens @ projections.projections[2].weight.T)
+    assert not torch.allclose(projections(0, tokens), projections(1, tokens))
+
+
+# ---------------------------------------------------------------- depth-wise adapter
+
+
+def test_depthwise_adapter_output_shape_and_parameters():
+    adapter = DepthwiseAdapter(16, 8)
+    assert adapter(torch.randn(3, 25, 16)).shape == (3, 8)
+    assert adapter.depthwise.weight.shape == (16, 1, 3)
+    assert adapter.depthwise.bias is None
+    # 1024 -> 768 at ViT-L scale: LN 2048 + depth-wise 3072 + point-wise 786,432 + 768.
+    big = DepthwiseAdapter(1024, 768)
+    assert sum(p.numel() for p in big.parameters()) == 2048 + 3072 + 1024 * 768 + 768
+
+
+def test_depthwise_conv_is_per_channel_and_local_in_the_sequence():
+    """Changing channel c at token t changes only channel c at tokens t-1, t, t+1."""
+    adapter = DepthwiseAdapter(6, 4)
+    with torch.no_grad():
+        adapter.depthwise.weight.normal_()
+    sequence = torch.randn(1, 6, 10)  # (B, d, L) input of the depth-wise conv
+    changed = sequence.clone()
+    channel, token = 2, 5
+    changed[0, channel, token] += 1.0
+    with torch.no_grad():
+        difference = (adapter.depthwise(changed) - adapter.depthwise(sequence)).abs()
+    affected = difference > 1e-6
+    expected = torch.zeros_like(affected)
+    expected[0, channel, token - 1 : token + 2] = True
+    assert torch.equal(affected, expected)
+
+
+def test_depthwise_adapter_keeps_images_apart_and_trains_every_parameter():
+    adapter = DepthwiseAdapter(8, 4)
+    tokens = torch.randn(3, 16, 8)
+    together = adapter(tokens)
+    alone = torch.cat([adapter(tokens[i : i + 1]) for i in range(3)])
+    assert torch.allclose(together, alone, atol=1e-6)
+    together.pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in adapter.parameters())
+
+
+# ---------------------------------------------------------------- anomaly maps
+
+
+def test_anomaly_logits_are_scaled_cosines_on_the_raster_grid():
+    normal, anomalous = torch.eye(4)[0], torch.eye(4)[1]
+    text = torch.stack([normal, anomalous])
+    features = normal.repeat(1, 9, 1) * 3.0  # (1, 9, 4), 3 x 3 grid, not unit norm
+    features[0, 5] = anomalous * 0.5  # row 1, column 2
+    logits = anomaly_logits(features, text)
+    assert logits.shape == (1, 2, 3, 3)
+    assert logits[0, 1, 1, 2].item() == pytest.approx(100.0)
+    assert logits[0, 0, 1, 2].item() == pytest.approx(0.0)
+    assert logits[0, 0, 0, 0].item() == pytest.approx(100.0)
+    assert anomaly_logits(features, text, logit_scale=1.0)[0, 1, 1, 2].item() == pytest.approx(1.0)
+
+
+def test_anomaly_logits_accept_per_image_text():
+    torch.manual_seed(0)
+    features, text = torch.randn(2, 16, 8), torch.randn(2, 8)
+    shared = anomaly_logits(features, text)
+    per_image = anomaly_logits(features, text.expand(2, 2, 8))
+    assert torch.allclose(shared, per_image, atol=1e-5)
+    other = torch.stack([text, torch.randn(2, 8)])
+    mixed = anomaly_logits(features, other)
+    assert torch.allclose(mixed[0], shared[0], atol=1e-5)
+    assert not torch.allclose(mixed[1], shared[1], atol=1e-3)
+    assert cosine_scores(features[:, 0], text).shape == (2, 2)  # image-level use (B, d_t)
+    with pytest.raises(ValueError):
+        anomaly_logits(features, torch.randn(3, 2, 8))
+
+
+def test_segmentation_probs_upsample_then_softmax():
+    logits = torch.randn(2, 2, 4, 4)
+    probs = segmentation_probs(logits, 16)
+    assert probs.shape == (2, 2, 16, 16)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(2, 16, 16), atol=1e-6)
+    reference = F.interpolate(logits, size=(16, 16), mode="bilinear", align_corners=False).softmax(dim=1)
+    assert torch.allclose(probs, reference)
+    # Upsampling happens on logits, not on probabilities: the two orders differ.
+    probabilities_first = F.interpolate(logits.softmax(dim=1), size=(16, 16), mode="bilinear", align_corners=False)
+    assert not torch.allclose(probs, probabilities_first, atol=1e-4)
+    constant = torch.tensor([0.0, math.log(3.0)]).reshape(1, 2, 1, 1).expand(1, 2, 3, 3)
+    assert torch.allclose(segmentation_probs(constant, (5, 7))[0, 1], torch.full((5, 7), 0.75))

@@ -1,0 +1,187 @@
+"""MoECLIP wired into the tiny backbone: dispatch equality, frozen FOFS, active auxiliary
+losses with gradients, a loss-lowering step, ablation switches, parameter count."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from zsad.methods import build_method
+from zsad.methods.moeclip.config import MoEClipConfig
+from zsad.methods.moeclip.model import MoEClipDetector
+
+
+def _batch(size=64):
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randn(2, 3, size, size, generator=generator)
+    masks = torch.zeros(2, 1, size, size)
+    masks[0, :, 10:30, 20:40] = 1
+    labels = torch.tensor([1, 0])
+    return images, masks, labels
+
+
+def _model(tiny_backbone, **overrides):
+    torch.manual_seed(0)
+    return build_method("moeclip", tiny_backbone, overrides)
+
+
+def _randomise_b(model):
+    with torch.no_grad():
+        for layer in model.moe_layers:
+            layer.experts.lora_b.normal_(0, 0.5)
+
+
+def test_sparse_and_dense_inference_give_the_same_maps(tiny_backbone):
+    model = _model(tiny_backbone).eval()
+    _randomise_b(model)
+    images, _, _ = _batch()
+    with torch.no_grad():
+        sparse = model(images, ["bottle"] * 2)
+        for layer in model.moe_layers:
+            layer.dispatch = "dense"
+        dense = model(images, ["bottle"] * 2)
+    assert torch.allclose(sparse.anomaly_map, dense.anomaly_map, atol=1e-5)
+    assert torch.allclose(sparse.pred_score, dense.pred_score, atol=1e-5)
+    assert sparse.anomaly_map.shape == (2, 64, 64)
+    assert 0 <= float(sparse.anomaly_map.min()) and float(sparse.anomaly_map.max()) <= 1
+
+
+def test_auxiliary_losses_are_active_and_train_router_and_b(tiny_backbone):
+    model = _model(tiny_backbone).train()
+    _randomise_b(model)
+    images, masks, labels = _batch()
+    output = model(images, ["bottle"] * 2, masks=masks, labels=labels)
+    assert set(output.losses) == {"seg", "cls", "etf", "balance"}
+    assert output.losses["etf"] > 0 and output.losses["balance"] > 0
+    for name in ("etf", "balance"):
+        model.zero_grad()
+        output = model(images, ["bottle"] * 2, masks=masks, labels=labels)
+        output.losses[name].backward()
+        for layer in model.moe_layers:
+            # ETF acts on every layer's expert outputs (B); balance on every router.
+            trained = layer.experts.lora_b if name == "etf" else layer.router.gate.weight
+            assert trained.grad is not None and trained.grad.abs().sum() > 0, name
+
+
+def test_no_losses_in_eval_mode(tiny_backbone):
+    model = _model(tiny_backbone).eval()
+    images, masks, labels = _batch()
+    with torch.no_grad():
+        assert model(images, ["bottle"] * 2, masks=masks, labels=labels).losses == {}
+
+
+def test_fofs_projection_is_frozen_saved_and_unchanged_by_training(tiny_backbone):
+    model = _model(tiny_backbone).train()
+    before = [layer.experts.lora_a.clone() for layer in model.moe_layers]
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    images, masks, labels = _batch()
+    for _ in range(2):
+        optimiser.zero_grad()
+        sum(model(images, ["bottle"] * 2, masks=masks, labels=labels).losses.values()).backward()
+        optimiser.step()
+    for layer, original in zip(model.moe_layers, before):
+        assert not layer.experts.lora_a.requires_grad
+        assert torch.equal(layer.experts.lora_a, original)
+    state = model.trainable_state_dict()
+    assert "moe_layers.0.experts.lora_a" in state
+    assert not any(key.startswith("backbone.") for key in state)
+
+
+def test_one_adam_step_lowers_the_loss_on_a_fixed_batch(tiny_backbone):
+    model = _model(tiny_backbone, lora_dropout=0.0).train()
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, betas=(0.5, 0.999))
+    images, masks, labels = _batch()
+
+    def total():
+        return sum(model(images, ["bottle"] * 2, masks=masks, labels=labels).losses.values())
+
+    first = total()
+    assert torch.isfinite(first)
+    optimiser.zero_grad()
+    first.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    optimiser.step()
+    assert total() < first
+
+
+def test_unknown_masks_and_labels_are_left_out_of_the_losses(tiny_backbone):
+    model = _model(tiny_backbone).train()
+    images, masks, labels = _batch()
+    masks[1] = -1
+    full = model(images[:1], ["bottle"], masks=masks[:1], labels=labels[:1]).losses
+    torch.manual_seed(0)
+    model.zero_grad()
+    partial = model(images, ["bottle"] * 2, masks=masks, labels=torch.tensor([1, -1])).losses
+    assert torch.allclose(partial["seg"], full["seg"], atol=1e-5)
+    assert torch.allclose(partial["cls"], full["cls"], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides, present",
+    [
+        ({"fofs": False}, {"etf", "balance"}),
+        ({"etf_loss": False}, {"balance"}),
+        ({"etf_loss": False, "fofs": False}, {"balance"}),
+        ({"depthwise_adapter": False}, {"etf", "balance"}),
+        ({"paa_scales": [1]}, {"etf", "balance"}),
+        ({"num_experts": 1, "top_k": 1}, {"etf", "balance"}),
+        ({"router_hidden": 16}, {"etf", "balance"}),
+        ({"full_rank_experts": True, "fofs": False}, {"etf", "balance"}),
+        ({"text_adapter": True}, {"etf", "balance"}),
+        ({"blocks": [2, 4], "num_experts": 8, "top_k": 3, "rank": 4}, {"etf", "balance"}),
+    ],
+)
+def test_every_ablation_builds_and_trains(tiny_backbone, overrides, present):
+    model = _model(tiny_backbone, **overrides).train()
+    images, masks, labels = _batch()
+    output = model(images, ["bottle"] * 2, masks=masks, labels=labels)
+    assert {"seg", "cls"} | present == set(output.losses)
+    sum(output.losses.values()).backward()
+    assert model.trainable_parameter_count() > 0
+
+
+@pytest.mark.parametrize("mode", ["det", "map", "fused"])
+def test_score_modes(tiny_backbone, mode):
+    model = _model(tiny_backbone, score_mode=mode).eval()
+    images, _, _ = _batch()
+    with torch.no_grad():
+        output = model(images, ["bottle"] * 2)
+        reference = _model(tiny_backbone, score_mode="fused").eval()
+        reference.load_state_dict(model.state_dict())
+        fused = reference(images, ["bottle"] * 2).pred_score
+    map_max = output.anomaly_map.flatten(1).amax(1)
+    if mode == "map":
+        assert torch.allclose(output.pred_score, map_max)
+    if mode == "det":
+        assert torch.allclose(fused, 0.5 * (output.pred_score + map_max), atol=1e-6)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="score_mode"):
+        MoEClipConfig(score_mode="best")
+    with pytest.raises(ValueError, match="etf_weight"):
+        MoEClipConfig(etf_weight=0.0)
+    with pytest.raises(ValueError, match="paa_scales"):
+        MoEClipConfig(paa_scales=(2,))
+    with pytest.raises(ValueError, match="unknown MoEClipConfig fields"):
+        MoEClipConfig.from_dict({"etf_wieght": 0.1})
+
+
+class _VitLShapes(nn.Module):
+    """Only the sizes of ViT-L-14-336 that MoECLIP's own modules depend on."""
+
+    width, embed_dim = 1024, 768
+
+    def default_taps(self):
+        return (6, 12, 18, 24)
+
+
+def test_trainable_parameter_count_matches_the_paper_scale():
+    model = MoEClipDetector(_VitLShapes(), MoEClipConfig())
+    count = model.trainable_parameter_count()
+    # 4 x (router 1024*4 + B 4*1024*8) + 4 x 1024*768 projections + adapter (LN, depth-wise, point-wise)
+    expected = 4 * (4096 + 32768) + 4 * 1024 * 768 + (2 * 1024 + 1024 * 3 + 1024 * 768 + 768)
+    assert count == expected
+    assert 4.0e6 < count < 4.2e6  # paper: about 4.1 M
+    with_text = MoEClipDetector(_VitLShapes(), MoEClipConfig(text_adapter=True)).trainable_parameter_count()
+    assert with_text - count == 768 * 768  # ~4.7 M with the text adapter
