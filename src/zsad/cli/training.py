@@ -16,10 +16,17 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ..api import build_detector
 from ..backbone import WeightsUnavailableError
-from ..engine.training import TrainingError
+from ..engine.distributed import is_main_process
+from ..engine.runtime import resolve_device
+from ..engine.train_config import TrainingConfig
+from ..engine.train_data import seed_everything
+from ..engine.training import TrainingError, fit
 from ..fileio import OutputExistsError
-from ..recipes import Recipe
+from ..methods import method_class
+from ..recipes import Recipe, load_recipe
+from ..text import ClassNames
 from . import options as opt
 
 SPLITS = ("test", "all")
@@ -33,12 +40,12 @@ TrainData = Annotated[
         "--data",
         help="KIND:PATH[,KIND:PATH...]: the auxiliary data sets (concatenated). Each contributes its labelled "
         "test split (normal and anomalous images with masks), as in the papers. Kinds as for `zsad test`. "
-        "[default when resuming: the run's]",
+        "When resuming: the run's data unless given.",
     ),
 ]
 TrainMethod = Annotated[
     Optional[str],
-    typer.Option("--method", "-m", help="Trainable method, e.g. moeclip [default: the recipe's, or the resumed run's]."),
+    typer.Option("--method", "-m", help="Trainable method, e.g. moeclip (default: the recipe's, or the resumed run's)."),
 ]
 
 
@@ -52,7 +59,7 @@ class RunSettings:
     weights: str | None
     image_size: int | None
     data: list[str]
-    training: Any  # TrainingConfig
+    training: TrainingConfig
 
 
 def read_run_config(out: Path) -> dict[str, Any]:
@@ -75,8 +82,6 @@ def resolve_settings(
 ) -> RunSettings:
     """Merge defaults < stored run config (resume) < recipe < command line. Command-line
     training values that are None were not given and do not override."""
-    from ..engine.train_config import TrainingConfig
-
     stored = stored or {}
     stored_backbone = stored.get("backbone", {})
     chosen_method = method or recipe.method or stored.get("method")
@@ -104,16 +109,16 @@ def train(
     data: TrainData = None,
     method: TrainMethod = None,
     config: opt.ConfigFile = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Passes over the training data; the last epoch is the final model [default: 20].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per optimiser step (per GPU under torchrun) [default: 2].")] = None,
-    lr: Annotated[Optional[float], typer.Option(min=0.0, min_open=True, help="Adam learning rate [default: 5e-4, halved at 16k and 32k steps].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seeds initialisation, data order, augmentation and dropout; a resumed run repeats the straight one [default: 0].")] = None,
-    split: Annotated[Optional[str], typer.Option(help="`test`: each data set's labelled test split (the papers' protocol); `all`: also its train/good images [default: test].")] = None,
-    max_steps_per_epoch: Annotated[Optional[int], typer.Option(min=1, help="End each epoch after this many steps (quick runs) [default: no limit].")] = None,
-    activation_checkpointing: Annotated[Optional[bool], typer.Option("--activation-checkpointing/--no-activation-checkpointing", help="Recompute frozen activations in the backward pass: less GPU memory, slower [default: off].")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 autocast (GPU only) [default: fp32].")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Passes over the training data; the last epoch is the final model (default: 20).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per optimiser step (default: 2; per GPU under torchrun).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: 5e-4, halved at 16k and 32k steps).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seeds initialisation, data order, augmentation and dropout; a resumed run repeats the straight one (default: 0).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="`test`: each data set's labelled test split (the papers' protocol); `all`: also its train/good images (default: test).")] = None,
+    max_steps_per_epoch: Annotated[Optional[int], typer.Option(min=1, help="End each epoch after this many steps (quick runs; default: no limit).")] = None,
+    activation_checkpointing: Annotated[Optional[bool], typer.Option("--activation-checkpointing/--no-activation-checkpointing", help="Recompute frozen activations in the backward pass: less GPU memory, slower (default: off).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 autocast (GPU only) (default: fp32).")] = None,
     device: opt.Device = "auto",
-    num_workers: Annotated[Optional[int], typer.Option(min=0, help="Data-loading worker processes (0 = in the main process) [default: 0].")] = None,
+    num_workers: Annotated[Optional[int], typer.Option(min=0, help="Data-loading worker processes (default: 0 = in the main process).")] = None,
     backbone: opt.Backbone = None,
     weights: opt.Weights = None,
     image_size: opt.ImageSize = None,
@@ -130,6 +135,8 @@ def train(
     `torchrun --nproc-per-node N -m zsad.cli train ...`.
     """
     try:
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
         _run(
             out, data, method, config, device, backbone, weights, image_size, cache_dir, class_names, resume, overwrite, quiet,
             training_overrides={
@@ -143,7 +150,6 @@ def train(
                 "precision": precision,
                 "num_workers": num_workers,
             },
-            split=split,
         )
     except (ValueError, FileNotFoundError, OutputExistsError, WeightsUnavailableError, TrainingError) as error:
         err_console.print(f"[bold red]error:[/] {escape(str(error))}")
@@ -165,19 +171,7 @@ def _run(
     overwrite: bool,
     quiet: bool,
     training_overrides: dict[str, Any],
-    split: str | None,
 ) -> None:
-    from ..api import build_detector
-    from ..engine.distributed import is_main_process
-    from ..engine.runtime import resolve_device
-    from ..engine.train_data import seed_everything
-    from ..engine.training import fit
-    from ..methods import method_class
-    from ..recipes import load_recipe
-    from ..text import ClassNames
-
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     settings = resolve_settings(
         load_recipe(config),
         read_run_config(out) if resume else None,
@@ -223,12 +217,13 @@ def _run(
     if main:
         console.print(
             f"Trained {escape(settings.method)}: {result.epochs_completed} epochs, {result.global_step} steps, "
-            f"{result.wall_time_s:.0f} s. Model: {escape(str(result.model_path))}"
+            f"{result.wall_time_s:.0f} s. Model: {escape(str(result.model_path))}",
+            soft_wrap=True,
         )
         if result.unreadable:
             err_console.print(f"[yellow]{len(result.unreadable)} unreadable images were skipped[/] (listed in training_summary.md)")
         console.print("Test it on a data set it has never seen:")
-        console.print(f"  zsad test --checkpoint {escape(str(out))} --data KIND:PATH --out {escape(str(out / 'test'))}", highlight=False)
+        console.print(f"  zsad test --checkpoint {escape(str(out))} --data KIND:PATH --out {escape(str(out / 'test'))}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,80 @@
+"""`zsad analyze`: analyses of a trained model (for now the MoECLIP experts)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from . import options as opt
+
+CheckpointRequired = Annotated[
+    Path,
+    typer.Option(help="A trained MoECLIP model: a `zsad train` output folder (its final checkpoint) or one .safetensors file."),
+]
+DataSpecs = Annotated[
+    List[str],
+    typer.Option(
+        "--data",
+        help="KIND:PATH of a data set to analyse (repeat for several; their test split is used). "
+        "Kinds as for `zsad test --data`.",
+    ),
+]
+
+
+def experts(
+    checkpoint: CheckpointRequired,
+    data: DataSpecs,
+    out: opt.Out,
+    classes: Annotated[Optional[str], typer.Option(help="Comma-separated categories to keep in each data set that has them (default: all).")] = None,
+    max_images: Annotated[Optional[int], typer.Option(min=1, help="Analyse at most this many images per data set, spread evenly over it (default: all).")] = None,
+    selection_maps: Annotated[int, typer.Option(min=0, help="Draw patch-selection maps for this many first images per data set.")] = 4,
+    layer: Annotated[Optional[int], typer.Option(help="MoE block of the patch statistics (Tab. 14) [default: the third MoE block, 18 on ViT-L].")] = None,
+    weights: opt.Weights = None,
+    cache_dir: opt.CacheDir = None,
+    device: opt.Device = "auto",
+    batch_size: opt.BatchSize = 8,
+    num_workers: opt.NumWorkers = 0,
+    overwrite: opt.Overwrite = False,
+    quiet: opt.Quiet = False,
+) -> None:
+    """What the MoECLIP experts do: patch-selection maps, inter-expert cosine similarity,
+    expert utilisation per data set and the gradient / contrast / entropy of the patches
+    each expert takes (MoECLIP Fig. 3, 5, 9, 10, 12-15, Tab. 14). Index page: OUT/analysis.md."""
+    from ..analysis.run import analyze_experts, load_analysis_data
+    from ..api import load
+    from . import EXIT_BAD_INPUT, _quiet_random_warning, console, err_console, run_metadata, warn_if_random
+
+    _quiet_random_warning()
+    detector = load("moeclip", checkpoint, weights=weights, device=device, cache_dir=str(cache_dir) if cache_dir else None)
+    warn_if_random(detector.model.backbone.weights_description)
+    analysis_data = load_analysis_data(
+        data, detector.image_size, classes=classes.split(",") if classes else None, max_images=max_images
+    )
+    result = analyze_experts(
+        detector,
+        analysis_data,
+        out,
+        statistics_block=layer,
+        selection_count=selection_maps,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        overwrite=overwrite,
+        show_progress=not quiet,
+        meta={**run_metadata(detector.model), "checkpoint": str(checkpoint)},
+    )
+    images = result.analysis.images()
+    console.print(f"{images} images analysed, {len(result.written)} files written; index: {out / 'analysis.md'}")
+    for error in result.errors:
+        err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
+    if result.errors:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `analyze` command group (with `experts`) to ``app``."""
+    from . import friendly_errors
+
+    analyze_app = typer.Typer(help="Analyses of a trained model.", no_args_is_help=True)
+    analyze_app.command("experts")(friendly_errors(experts))
+    app.add_typer(analyze_app, name="analyze")
