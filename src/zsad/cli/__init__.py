@@ -70,6 +70,23 @@ def run_metadata(detector) -> dict:
     }
 
 
+def load_detector(method, checkpoint, config, backbone, weights, image_size, cache_dir, device, precision, class_name, class_names):
+    """The detector the shared model options describe (method from the option, the
+    recipe, or the checkpoint; the training-free baseline when nothing names one)."""
+    from ..api import load
+    from ..recipes import load_recipe
+
+    _quiet_random_warning()
+    recipe = load_recipe(config)
+    detector = load(
+        method or recipe.method or ("zeroshot" if checkpoint is None else None),
+        checkpoint, backbone, weights, image_size, device, class_name, class_names, precision,
+        str(cache_dir) if cache_dir else None, recipe.method_config or None,
+    )
+    warn_if_random(detector.model.backbone.weights_description)
+    return detector
+
+
 def _quiet_random_warning() -> None:
     # The CLI shows its own panel; the library's warning would repeat it.
     warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
@@ -98,30 +115,16 @@ def predict(
 ) -> None:
     """Score your own images: per image an overlay PNG and a 16-bit raw map, plus
     scores.csv and scores.json. Unreadable files are reported and skipped (exit status 2)."""
-    from ..api import iter_image_files, load
-    from ..engine.prediction import predict_files
+    from ..api import iter_image_files
     from ..data.layouts.common import IMAGE_SUFFIXES
-    from ..recipes import load_recipe
+    from ..engine.prediction import predict_files
 
-    _quiet_random_warning()
-    recipe = load_recipe(config)
     paths = iter_image_files(images, IMAGE_SUFFIXES)
     if not paths:
         raise ValueError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {', '.join(map(str, images))}")
-    detector = load(
-        method or recipe.method or ("zeroshot" if checkpoint is None else None),
-        checkpoint,
-        backbone,
-        weights,
-        image_size,
-        device,
-        class_name,
-        class_names,
-        precision,
-        str(cache_dir) if cache_dir else None,
-        recipe.method_config or None,
+    detector = load_detector(
+        method, checkpoint, config, backbone, weights, image_size, cache_dir, device, precision, class_name, class_names
     )
-    warn_if_random(detector.model.backbone.weights_description)
     summary = predict_files(
         detector, paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
         show_progress=not quiet, meta=run_metadata(detector.model),
@@ -161,18 +164,11 @@ def test(
     quiet: opt.Quiet = False,
 ) -> None:
     """Evaluate on a labelled data set: metrics.json and metrics.md (per class and mean)."""
-    from ..api import load
     from ..engine.testing import run_test
-    from ..recipes import load_recipe
 
-    _quiet_random_warning()
-    recipe = load_recipe(config)
-    detector = load(
-        method or recipe.method or ("zeroshot" if checkpoint is None else None),
-        checkpoint, backbone, weights, image_size, device, class_name, class_names, precision,
-        str(cache_dir) if cache_dir else None, recipe.method_config or None,
+    detector = load_detector(
+        method, checkpoint, config, backbone, weights, image_size, cache_dir, device, precision, class_name, class_names
     )
-    warn_if_random(detector.model.backbone.weights_description)
     result = run_test(
         detector, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,

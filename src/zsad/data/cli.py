@@ -1,0 +1,109 @@
+"""``zsad data ...``: look at a data set, or write a synthetic one."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from zsad.data import SPLITS, build_dataset, find_duplicate_files
+from zsad.data.synth import (
+    CATEGORIES,
+    TEST_CATEGORIES,
+    TRAIN_CATEGORIES,
+    generate_mvtec_like,
+    generate_visa_like,
+)
+
+data_app = typer.Typer(
+    help="Inspect data sets (any KIND:PATH spec) and generate synthetic MVTec/VisA-layout data.",
+    no_args_is_help=True,
+)
+
+
+CATEGORIES_HELP = (
+    f"Comma-separated categories (default: all of {', '.join(CATEGORIES)}). Zero-shot split: "
+    f"train {','.join(TRAIN_CATEGORIES)} / test {','.join(TEST_CATEGORIES)}."
+)
+
+
+class SynthLayout(str, Enum):
+    mvtec = "mvtec"
+    visa = "visa"
+
+
+@data_app.command("synth")
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the data set into (created if missing).")],
+    categories: Annotated[Optional[str], typer.Option(help=CATEGORIES_HELP)] = None,
+    size: Annotated[int, typer.Option(min=32, help="Side of the square images in pixels.")] = 128,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same files.")] = 0,
+    layout: Annotated[
+        SynthLayout, typer.Option(help="Folder layout to write: MVTec-AD, or VisA with split_csv/1cls.csv.")
+    ] = SynthLayout.mvtec,
+    n_train: Annotated[int, typer.Option(min=0, help="Normal training images per category.")] = 4,
+    n_good: Annotated[int, typer.Option(min=0, help="Normal test images per category.")] = 4,
+    n_defect: Annotated[int, typer.Option(min=1, help="Anomalous test images per defect kind and category.")] = 3,
+    overwrite: Annotated[
+        bool, typer.Option(help="Write into a non-empty folder, replacing the generated categories' folders.")
+    ] = False,
+) -> None:
+    """Write a synthetic anomaly-detection data set (textures and objects with exact defect masks)."""
+    selected = [c.strip() for c in categories.split(",") if c.strip()] if categories else list(CATEGORIES)
+    unknown = [c for c in selected if c not in CATEGORIES]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown categories {unknown}; choose from {', '.join(CATEGORIES)}", param_hint="--categories"
+        )
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} exists and is not a folder", param_hint="OUT")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            typer.echo(f"error: {out} is not empty; pass --overwrite to replace its generated categories", err=True)
+            raise typer.Exit(code=1)
+        replaced = [out / c for c in selected] + ([out / "split_csv"] if layout is SynthLayout.visa else [])
+        for stale in replaced:
+            if stale.is_dir():
+                shutil.rmtree(stale)
+    if layout is SynthLayout.mvtec:
+        written = generate_mvtec_like(out, selected, n_train, n_good, n_defect, size, seed)
+    else:
+        written = generate_visa_like(out, selected, n_train, n_good, n_defect, size, seed)
+    typer.echo(f"wrote {layout.value} layout with {len(written)} categories to {out}: {', '.join(written)}")
+
+
+@data_app.command("info")
+def info(
+    spec: Annotated[
+        str, typer.Argument(help="Data set as KIND:PATH, e.g. mvtec:/data/mvtec_ad or manifest:list.jsonl.")
+    ],
+    split: Annotated[str, typer.Option(help=f"Which split to count: {', '.join(SPLITS)}.")] = "test",
+    duplicates: Annotated[
+        bool, typer.Option(help="Also hash the image files and report byte-identical duplicates.")
+    ] = False,
+) -> None:
+    """Count images per class and label, and say whether masks and image labels exist."""
+    try:
+        dataset = build_dataset(spec, split=split)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from error
+    typer.echo(
+        f"{dataset.kind} at {dataset.root} (split {split}): "
+        f"{len(dataset)} images, {len(dataset.classes)} classes"
+    )
+    typer.echo(f"has_masks={dataset.has_masks} has_image_labels={dataset.has_image_labels}")
+    typer.echo(f"{'class':<24}{'normal':>8}{'anomalous':>11}{'unknown':>9}")
+    for class_name in dataset.classes:
+        labels = Counter(s.label for s in dataset.samples if s.class_name == class_name)
+        typer.echo(f"{class_name:<24}{labels[0]:>8}{labels[1]:>11}{labels[None]:>9}")
+    if duplicates:
+        groups = find_duplicate_files(s.image_path for s in dataset.samples)
+        extra = sum(len(group) - 1 for group in groups)
+        typer.echo(f"duplicates: {len(groups)} groups of byte-identical images ({extra} extra copies)")
+        for group in groups:
+            typer.echo("  " + " = ".join(str(p) for p in group))

@@ -1,0 +1,128 @@
+"""The torch Dataset over a list of samples, and its collate function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from zsad.data.sample import Sample
+from zsad.data.transforms import EvalTransform
+from zsad.imageio import ImageReadError, MaskSizeError, read_image, read_mask
+
+Transform = Callable[[Image.Image, np.ndarray | None], tuple[torch.Tensor, torch.Tensor]]
+UNKNOWN_LABEL = -1
+
+
+class AnomalyDataset(Dataset):
+    """Images of one data set with their labels and masks, ready for a DataLoader.
+
+    Attributes:
+        kind: data-set kind ("mvtec", "kvasir", ...).
+        root: the folder (or manifest file) it was read from.
+        samples: one :class:`Sample` per item.
+        has_masks: pixel labels exist for this set (normal images then have all-zero masks).
+        has_image_labels: both normal and anomalous images are present, so image-level
+            metrics are defined.
+
+    Each item is a dict:
+        ``image`` float32 ``(3, S, S)`` CLIP-normalised; ``mask`` float32 ``(1, S, S)`` in
+        {0, 1} (zeros without a mask); ``has_mask`` bool (the mask is a real pixel label);
+        ``label`` int (1, 0, or -1 unknown); ``class_name`` str; ``path`` str;
+        ``original_size`` int64 ``[H, W]`` of the file; ``error`` str ("" when fine,
+        otherwise the read error, with zero tensors, so a loader never dies on one file).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        root: Path,
+        samples: list[Sample],
+        has_masks: bool,
+        image_size: int = 518,
+        transform: Transform | None = None,
+    ) -> None:
+        self.kind = kind
+        self.root = Path(root)
+        self.samples = list(samples)
+        self.has_masks = has_masks
+        self.has_image_labels = {0, 1} <= {s.label for s in self.samples}
+        self.image_size = image_size
+        self.transform = transform if transform is not None else EvalTransform(image_size)
+
+    @property
+    def classes(self) -> list[str]:
+        """Sorted category keys present in this data set."""
+        return sorted({s.class_name for s in self.samples})
+
+    def subset(self, class_name: str) -> AnomalyDataset:
+        """The samples of one category, with the same kind, flags and transform."""
+        if class_name not in self.classes:
+            raise ValueError(f"unknown class {class_name!r} in {self.kind}:{self.root}; available: {self.classes}")
+        samples = [s for s in self.samples if s.class_name == class_name]
+        return AnomalyDataset(self.kind, self.root, samples, self.has_masks, self.image_size, self.transform)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        size = self.image_size
+        image = torch.zeros(3, size, size)
+        mask = torch.zeros(1, size, size)
+        original_size = torch.zeros(2, dtype=torch.int64)
+        error = ""
+        try:
+            pil_image = read_image(sample.image_path)
+            original_size = torch.tensor([pil_image.height, pil_image.width], dtype=torch.int64)
+            mask_array = None
+            if sample.mask_path is not None:
+                mask_array = read_mask(sample.mask_path, pil_image.size, sample.image_path)
+            image, mask = self.transform(pil_image, mask_array)
+        except (ImageReadError, MaskSizeError) as read_error:
+            error = str(read_error)
+        return {
+            "image": image,
+            "mask": mask,
+            "has_mask": self.has_masks and not error,
+            "label": UNKNOWN_LABEL if sample.label is None else int(sample.label),
+            "class_name": sample.class_name,
+            "path": str(sample.image_path),
+            "original_size": original_size,
+            "error": error,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"AnomalyDataset(kind={self.kind!r}, root='{self.root}', samples={len(self)}, "
+            f"classes={len(self.classes)}, has_masks={self.has_masks}, has_image_labels={self.has_image_labels})"
+        )
+
+
+def collate(items: list[dict]) -> dict:
+    """Batch item dicts: tensors are stacked, bools/ints/floats become tensors, strings stay lists.
+
+    Returns e.g. ``image`` ``(B, 3, S, S)``, ``mask`` ``(B, 1, S, S)``, ``label`` int64 ``(B,)``,
+    ``has_mask`` bool ``(B,)``, ``original_size`` ``(B, 2)``, ``path`` list[str].
+    """
+    if not items:
+        raise ValueError("cannot collate an empty list of items")
+    batch: dict = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        first = values[0]
+        if isinstance(first, torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(first, bool):
+            batch[key] = torch.tensor(values, dtype=torch.bool)
+        elif isinstance(first, int):
+            batch[key] = torch.tensor(values, dtype=torch.int64)
+        elif isinstance(first, float):
+            batch[key] = torch.tensor(values, dtype=torch.float32)
+        else:
+            batch[key] = values
+    return batch

@@ -1,0 +1,98 @@
+"""From a ``kind:PATH`` spec to an :class:`AnomalyDataset`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zsad.data.dataset import AnomalyDataset
+from zsad.data.layouts import LAYOUTS, DataLayoutError, LayoutSamples
+from zsad.data.sample import Sample
+from zsad.data.transforms import EvalTransform, TrainAugment
+
+DATASET_KINDS: tuple[str, ...] = tuple(LAYOUTS)
+SPLITS = ("test", "train", "all")
+
+
+def parse_data_spec(spec: str) -> tuple[str, Path]:
+    """``"kind:PATH"`` -> ``("kind", Path(PATH))``; the kind is case-insensitive.
+
+    Raises ValueError naming the known kinds when the spec is malformed or the kind unknown.
+    """
+    kind, separator, path = spec.partition(":")
+    kind = kind.strip().lower()
+    if not separator or not path.strip():
+        raise ValueError(f"data spec {spec!r} is not KIND:PATH; kinds: {', '.join(DATASET_KINDS)}")
+    if kind not in LAYOUTS:
+        raise ValueError(f"unknown data-set kind {kind!r} in {spec!r}; kinds: {', '.join(DATASET_KINDS)}")
+    return kind, Path(path.strip()).expanduser()
+
+
+def build_dataset(
+    spec: str,
+    classes: list[str] | None = None,
+    image_size: int = 518,
+    split: str = "test",
+    augment: bool = False,
+) -> AnomalyDataset:
+    """Read the data set named by ``spec`` (``"kind:PATH"``).
+
+    Args:
+        spec: e.g. ``"mvtec:/data/mvtec_ad"``, ``"manifest:list.jsonl"``.
+        classes: categories to keep (None: all); an unknown name raises, naming the available ones.
+        image_size: output side ``S`` of images and masks.
+        split: ``"test"`` (the labelled test split), ``"train"`` (normal training images,
+            where the layout has them) or ``"all"`` (both).
+        augment: use :class:`TrainAugment` (random draws from torch's global generator)
+            instead of the deterministic :class:`EvalTransform`.
+
+    Raises:
+        ValueError (DataLayoutError for layout problems): unknown kind/split/class, a missing
+        folder, no images, a split the layout lacks, or anomalous images without masks in a
+        set that has masks.
+    """
+    kind, root = parse_data_spec(spec)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+    layout = LAYOUTS[kind]
+    found = layout.read(root)
+    samples = _select_split(found, split, kind, root)
+    samples = _select_classes(samples, classes, kind, root)
+    if not samples:
+        raise DataLayoutError(
+            f"{root}: no images found for {kind} split {split!r}; expected layout: {layout.description}"
+        )
+    if found.has_masks:
+        _check_masks_present(samples, root)
+    transform = TrainAugment(image_size) if augment else EvalTransform(image_size)
+    return AnomalyDataset(kind, root, samples, found.has_masks, image_size, transform)
+
+
+def _select_split(found: LayoutSamples, split: str, kind: str, root: Path) -> list[Sample]:
+    if split == "test":
+        return found.test
+    if found.train is None:
+        if split == "all":
+            return found.test
+        raise DataLayoutError(f"{root}: the {kind} layout here has no train split; use split='test' or 'all'")
+    return found.train if split == "train" else found.test + found.train
+
+
+def _select_classes(samples: list[Sample], classes: list[str] | None, kind: str, root: Path) -> list[Sample]:
+    if classes is None:
+        return samples
+    available = sorted({s.class_name for s in samples})
+    unknown = [name for name in classes if name not in available]
+    if unknown:
+        raise ValueError(f"unknown classes {unknown} for {kind}:{root}; available: {available}")
+    wanted = set(classes)
+    return [s for s in samples if s.class_name in wanted]
+
+
+def _check_masks_present(samples: list[Sample], root: Path) -> None:
+    missing = [s.image_path for s in samples if s.label == 1 and s.mask_path is None]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:5])
+        raise DataLayoutError(
+            f"{root}: {len(missing)} anomalous images have no mask file although the set has masks "
+            f"(e.g. {shown}); fix the masks or select classes that have them"
+        )

@@ -1,0 +1,89 @@
+"""Helpers shared by the layout readers: listing images, matching masks, errors."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from zsad.data.sample import Sample
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+# Mask file names seen in MVTec-like sets: "000_mask.png", "000.png", "000_GT.png".
+MASK_STEM_SUFFIXES = ("_mask", "", "_GT", "_gt")
+
+
+class DataLayoutError(ValueError):
+    """A data folder does not have the layout its kind expects (or is empty)."""
+
+
+@dataclass(frozen=True)
+class LayoutSamples:
+    """What a layout reader found under a root.
+
+    Attributes:
+        test: the labelled test split.
+        train: the normal training images, or None when the layout has no train split.
+        has_masks: the set provides pixel labels (normal images get all-zero masks).
+    """
+
+    test: list[Sample]
+    train: list[Sample] | None
+    has_masks: bool
+
+
+def natural_key(path: Path) -> tuple:
+    """Sort key that orders "2.png" before "10.png" (case-insensitive)."""
+    parts = re.split(r"(\d+)", path.name.lower())
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(directory: Path) -> list[Path]:
+    """Image files directly inside ``directory`` (hidden files skipped), in natural order."""
+    if not directory.is_dir():
+        return []
+    return sorted((p for p in directory.iterdir() if is_image_file(p)), key=natural_key)
+
+
+def list_subdirs(directory: Path) -> list[Path]:
+    """Non-hidden sub-folders of ``directory`` in natural order."""
+    return sorted(
+        (p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=natural_key,
+    )
+
+
+def require_dir(path: Path, expected_layout: str) -> Path:
+    if not path.is_dir():
+        raise DataLayoutError(f"{path}: folder not found; expected layout: {expected_layout}")
+    return path
+
+
+def index_by_stem(directory: Path) -> dict[str, Path]:
+    """Map file stem -> image file for every image in ``directory``.
+
+    Raises DataLayoutError when two files share a stem (e.g. ``001.png`` and
+    ``001.bmp``), because a mask could then not be matched unambiguously.
+    """
+    index: dict[str, Path] = {}
+    for path in list_images(directory):
+        if path.stem in index:
+            raise DataLayoutError(
+                f"{directory}: two files share the name {path.stem!r} "
+                f"({index[path.stem].name}, {path.name}); cannot match masks unambiguously"
+            )
+        index[path.stem] = path
+    return index
+
+
+def find_mask(mask_index: dict[str, Path], image_stem: str) -> Path | None:
+    """The mask for an image stem, trying ``STEM_mask``, ``STEM``, ``STEM_GT``, ``STEM_gt``."""
+    for suffix in MASK_STEM_SUFFIXES:
+        match = mask_index.get(image_stem + suffix)
+        if match is not None:
+            return match
+    return None
