@@ -53,3 +53,11 @@ def test_gaussian_smoothing_preserves_constants_and_mass():
     blurred = gaussian_smooth(spike, 2.0)
     assert abs(float(blurred.sum()) - 1.0) < 1e-3 and blurred[0, 16, 16] < 0.1
     assert torch.equal(gaussian_smooth(spike, 0.0), spike)
+
+
+def test_separable_smoothing_equals_torchvision_gaussian_blur():
+    from torchvision.transforms.v2 import functional as TF
+
+    maps = torch.rand(2, 40, 50)
+    expected = TF.gaussian_blur(maps.unsqueeze(1), kernel_size=[17, 17], sigma=[2.0, 2.0]).squeeze(1)
+    assert torch.allclose(gaussian_smooth(maps, 2.0), expected, atol=1e-5)

@@ -5,7 +5,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 
 def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -17,12 +16,19 @@ def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian smoothing of (B, H, W) maps with standard deviation sigma (pixels).
 
-    The kernel spans +-4 sigma and borders are reflected; sigma <= 0 returns the input.
+    The kernel spans +-4 sigma, borders are reflected, and the blur runs as two 1-D
+    passes (the same result as a 2-D Gaussian kernel at a fraction of the cost).
+    sigma <= 0 returns the input.
     """
     if sigma <= 0:
         return maps
-    kernel = 2 * math.ceil(4 * sigma) + 1
-    return TF.gaussian_blur(maps.unsqueeze(1), kernel_size=[kernel, kernel], sigma=[sigma, sigma]).squeeze(1)
+    half = math.ceil(4 * sigma)
+    offsets = torch.arange(-half, half + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    x = F.pad(maps.unsqueeze(1), (half, half, half, half), mode="reflect")
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+    return F.conv2d(x, kernel.view(1, 1, 1, -1)).squeeze(1)
 
 
 def cosine_logits(features: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:

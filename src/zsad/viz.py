@@ -448,7 +448,7 @@ def plot_expert_assignment(
     counts = np.bincount(experts.ravel(), minlength=num_experts)
     handles = []
     for k in range(num_experts):
-        label = f"expert {k}: {counts[k] / max(1, experts.size):.0%} of patches"
+        label = f"expert {k + 1}: {counts[k] / max(1, experts.size):.0%} of patches"
         if mean_weights is not None:
             label += ", mean weight " + ("n/a" if mean_weights[k] is None else f"{mean_weights[k]:.2f}")
         handles.append(Patch(facecolor=colours[k], label=label))

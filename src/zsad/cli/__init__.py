@@ -76,7 +76,7 @@ def load_detector(method, checkpoint, config, backbone, weights, image_size, cac
     from ..api import load
     from ..recipes import load_recipe
 
-    _quiet_random_warning()
+    quiet_random_warning()
     recipe = load_recipe(config)
     detector = load(
         method or recipe.method or ("zeroshot" if checkpoint is None else None),
@@ -87,7 +87,7 @@ def load_detector(method, checkpoint, config, backbone, weights, image_size, cac
     return detector
 
 
-def _quiet_random_warning() -> None:
+def quiet_random_warning() -> None:
     # The CLI shows its own panel; the library's warning would repeat it.
     warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
 
@@ -194,9 +194,16 @@ def demo(
     (no download): generate data, test, predict. Its numbers are a pipeline check."""
     from ..demo import run_demo
 
-    _quiet_random_warning()
+    quiet_random_warning()
     run_demo(out, image_size=image_size, device=device, overwrite=overwrite, show_progress=not quiet, console=console)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def _register_commands() -> None:
+    from . import analysis, benchmark, training
+
+    training.register(app)
+    benchmark.register(app)
+    analysis.register(app)
+
+
+_register_commands()

@@ -43,13 +43,13 @@ def experts(
     each expert takes (MoECLIP Fig. 3, 5, 9, 10, 12-15, Tab. 14). Index page: OUT/analysis.md."""
     from ..analysis.run import analyze_experts, load_analysis_data
     from ..api import load
-    from . import EXIT_BAD_INPUT, _quiet_random_warning, console, err_console, run_metadata, warn_if_random
+    from . import EXIT_BAD_INPUT, quiet_random_warning, console, err_console, run_metadata, warn_if_random
 
-    _quiet_random_warning()
+    quiet_random_warning()
     detector = load("moeclip", checkpoint, weights=weights, device=device, cache_dir=str(cache_dir) if cache_dir else None)
     warn_if_random(detector.model.backbone.weights_description)
     analysis_data = load_analysis_data(
-        data, detector.image_size, classes=classes.split(",") if classes else None, max_images=max_images
+        data, detector.image_size, classes=[name.strip() for name in classes.split(",")] if classes else None, max_images=max_images
     )
     result = analyze_experts(
         detector,

@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from ..api import build_detector
 from ..backbone import WeightsUnavailableError
+from ..data import parse_data_spec
 from ..engine.distributed import is_main_process
 from ..engine.runtime import resolve_device
 from ..engine.train_config import TrainingConfig
@@ -70,6 +71,12 @@ def read_run_config(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def absolute_spec(spec: str) -> str:
+    """``kind:relative/path`` -> ``kind:/absolute/path``, so a run resumes from anywhere."""
+    kind, path = parse_data_spec(spec)
+    return f"{kind}:{path.resolve()}"
+
+
 def resolve_settings(
     recipe: Recipe,
     stored: dict[str, Any] | None,
@@ -88,7 +95,7 @@ def resolve_settings(
     if not chosen_method:
         raise ValueError("name the method to train: --method moeclip (or `method:` in the --config recipe)")
     method_config = {**stored.get("method_config", {}), **recipe.method_config} if chosen_method == stored.get("method") else dict(recipe.method_config)
-    specs = [part.strip() for part in data.split(",") if part.strip()] if data else list(stored.get("data", []))
+    specs = [absolute_spec(part) for part in data.split(",") if part.strip()] if data else list(stored.get("data", []))
     if not specs:
         raise ValueError("name the training data: --data KIND:PATH[,KIND:PATH...]")
     training = {**stored.get("training", {}), **recipe.training}
@@ -124,7 +131,7 @@ def train(
     image_size: opt.ImageSize = None,
     cache_dir: opt.CacheDir = None,
     class_names: opt.ClassNamesFile = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last completed epoch; its stored settings are the base, and only --epochs may grow.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last completed epoch; its stored settings are the base; changing them is refused except more --epochs, --num-workers and --activation-checkpointing.")] = False,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -132,14 +139,15 @@ def train(
 
     Writes OUT/model.safetensors (the last epoch), per-epoch checkpoints, config.json,
     train_log.csv, loss_curves.png and training_summary.md. Runs on several GPUs with
-    `torchrun --nproc-per-node N -m zsad.cli train ...`.
+    `torchrun --no-python --nproc-per-node N zsad train ...`.
     """
     try:
         if split is not None and split not in SPLITS:
             raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
-        _run(
-            out, data, method, config, device, backbone, weights, image_size, cache_dir, class_names, resume, overwrite, quiet,
-            training_overrides={
+        stored = read_run_config(out) if resume else None
+        settings = resolve_settings(
+            load_recipe(config), stored, method, data, backbone, weights, image_size,
+            {
                 "epochs": epochs,
                 "batch_size": batch_size,
                 "lr": lr,
@@ -151,37 +159,27 @@ def train(
                 "num_workers": num_workers,
             },
         )
+        names = ClassNames.load(class_names)
+        if stored is not None and class_names is None:
+            # The resumed run keeps the prompt words it was started with.
+            names = ClassNames(table={**names.table, **stored.get("class_names", {})})
+        _run(settings, out, names, device, cache_dir, resume, overwrite, quiet)
     except (ValueError, FileNotFoundError, OutputExistsError, WeightsUnavailableError, TrainingError) as error:
         err_console.print(f"[bold red]error:[/] {escape(str(error))}")
         raise typer.Exit(1) from None
 
 
 def _run(
+    settings: RunSettings,
     out: Path,
-    data: str | None,
-    method: str | None,
-    config: Path | None,
+    class_names: ClassNames,
     device: str,
-    backbone: str | None,
-    weights: str | None,
-    image_size: int | None,
     cache_dir: Path | None,
-    class_names: Path | None,
     resume: bool,
     overwrite: bool,
     quiet: bool,
-    training_overrides: dict[str, Any],
 ) -> None:
-    settings = resolve_settings(
-        load_recipe(config),
-        read_run_config(out) if resume else None,
-        method,
-        data,
-        backbone,
-        weights,
-        image_size,
-        training_overrides,
-    )
+    """Build the detector (seeded) and train it; rank 0 reports where the model is."""
     if not method_class(settings.method).trainable:
         raise ValueError(f"method '{settings.method}' has no trainable parameters: it needs no training")
     main = is_main_process()
@@ -208,7 +206,7 @@ def _run(
         settings.data,
         out,
         settings.training,
-        ClassNames.load(class_names),
+        class_names,
         resolve_device(device),
         resume=resume,
         overwrite=overwrite,
@@ -223,7 +221,8 @@ def _run(
         if result.unreadable:
             err_console.print(f"[yellow]{len(result.unreadable)} unreadable images were skipped[/] (listed in training_summary.md)")
         console.print("Test it on a data set it has never seen:")
-        console.print(f"  zsad test --checkpoint {escape(str(out))} --data KIND:PATH --out {escape(str(out / 'test'))}", highlight=False, soft_wrap=True)
+        command = f"  zsad test --checkpoint {out} --data KIND:PATH --out {out / 'test'}"
+        console.print(escape(command), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

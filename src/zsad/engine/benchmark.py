@@ -1,0 +1,126 @@
+"""`zsad benchmark`: the papers' protocol in one command.
+
+Train once on the auxiliary set, test every listed set, and write our numbers beside the
+published ones (``resources/paper_results.json``). With ``swap`` a second model is
+trained on the first test set and evaluated on the auxiliary set (the papers' MVTec-AD ->
+VisA direction).
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from ..api import Detector, build_detector
+from ..data import parse_data_spec
+from ..fileio import atomic_write_json, atomic_write_text, check_can_write
+from ..methods import method_class
+from ..reports import comparison_markdown
+from ..text import ClassNames
+from .runtime import resolve_device
+from .testing import run_test
+from .train_config import TrainingConfig
+from .training import fit
+
+COMPARED_METRICS = ["image_auroc", "image_ap", "pixel_auroc", "pixel_ap"]
+
+
+def paper_results(method: str) -> dict[str, dict[str, float]]:
+    """Published per-data-set numbers of ``method`` keyed by zsad data kind ({} if none)."""
+    table = json.loads((resources.files("zsad") / "resources" / "paper_results.json").read_text(encoding="utf-8"))
+    return table.get(method, {})
+
+
+@dataclass
+class BenchmarkPlan:
+    """method, its config and backbone; train: the auxiliary KIND:PATH; tests: KIND:PATH."""
+
+    method: str
+    method_config: dict[str, Any]
+    backbone: str | None
+    weights: str | None
+    image_size: int | None
+    cache_dir: str | None
+    train: str
+    tests: list[str]
+    training: TrainingConfig
+    swap: bool = False
+
+
+def _dataset_keys(specs: list[str]) -> list[str]:
+    """Result keys: the kind, numbered when a kind repeats (mvtec, mvtec-2)."""
+    keys: list[str] = []
+    for spec in specs:
+        kind, _ = parse_data_spec(spec)
+        key, n = kind, 2
+        while key in keys:
+            key, n = f"{kind}-{n}", n + 1
+        keys.append(key)
+    return keys
+
+
+def _train_and_test(
+    plan: BenchmarkPlan, train_spec: str, test_specs: list[str], run_dir: Path, class_names: ClassNames,
+    device: str, overwrite: bool, show_progress: bool, say: Callable[[str], None],
+) -> dict[str, dict[str, Any]]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is trainable but no checkpoint was given")
+        model = build_detector(plan.method, None, plan.backbone, plan.weights, plan.image_size, plan.method_config, plan.cache_dir)
+    torch_device = resolve_device(device)
+    if method_class(plan.method).trainable:
+        say(f"training {plan.method} on {train_spec}")
+        fit(model, [train_spec], run_dir / "train", plan.training, class_names, torch_device,
+            overwrite=overwrite, show_progress=show_progress)
+    detector = Detector(model, torch_device, class_names, plan.training.precision)
+    described = model.backbone.describe()
+    meta = {"method": plan.method, "backbone": described["model_name"], "weights": described["weights"],
+            "image_size": described["image_size"], "pipeline_check": described["random_weights"], "trained_on": train_spec}
+    results = {}
+    for key, spec in zip(_dataset_keys(test_specs), test_specs):
+        say(f"testing on {spec}")
+        run = run_test(detector, spec, run_dir / "test" / key, batch_size=plan.training.batch_size,
+                       overwrite=overwrite, show_progress=show_progress, meta=meta)
+        results[key] = {**run.report["mean"], "n_errors": run.report["n_errors"]}
+    return results
+
+
+def run_benchmark(
+    plan: BenchmarkPlan,
+    out_dir: Path,
+    class_names: ClassNames,
+    device: str = "auto",
+    overwrite: bool = False,
+    show_progress: bool = True,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the plan; write benchmark.json and benchmark.md into out_dir; return the json."""
+    check_can_write([out_dir / "benchmark.json", out_dir / "benchmark.md"], overwrite)
+    results = _train_and_test(plan, plan.train, plan.tests, out_dir / "main", class_names, device, overwrite, show_progress, say)
+    train_key = _dataset_keys([plan.train])[0]
+    if plan.swap:
+        results[train_key] = _train_and_test(
+            plan, plan.tests[0], [plan.train], out_dir / "swap", class_names, device, overwrite, show_progress, say
+        )[train_key]
+    paper = paper_results(plan.method)
+    random_weights = (plan.weights or "openai").lower() == "random"
+    summary = {
+        "method": plan.method,
+        "method_config": plan.method_config,
+        "backbone": plan.backbone,
+        "weights": plan.weights or "openai",
+        "pipeline_check": random_weights,
+        "train": plan.train,
+        "swap_train": plan.tests[0] if plan.swap else None,
+        "training": plan.training.to_dict(),
+        "results": results,
+        "paper": {key: paper[key] for key in results if key in paper},
+    }
+    title = f"{plan.method}: ours vs the paper (trained on {plan.train}" + (f"; {train_key} row trained on {plan.tests[0]})" if plan.swap else ")")
+    markdown = comparison_markdown(results, summary["paper"], COMPARED_METRICS, title, pipeline_check=random_weights)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "benchmark.json", summary)
+    atomic_write_text(out_dir / "benchmark.md", markdown)
+    return summary
