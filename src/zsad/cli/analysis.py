@@ -29,7 +29,7 @@ def experts(
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated categories to keep in each data set that has them (default: all).")] = None,
     max_images: Annotated[Optional[int], typer.Option(min=1, help="Analyse at most this many images per data set, spread evenly over it (default: all).")] = None,
     selection_maps: Annotated[int, typer.Option(min=0, help="Draw patch-selection maps for this many first images per data set.")] = 4,
-    layer: Annotated[Optional[int], typer.Option(help="MoE block of the patch statistics (Tab. 14) [default: the third MoE block, 18 on ViT-L].")] = None,
+    layer: Annotated[Optional[int], typer.Option(help="MoE block of the patch statistics (Tab. 14) (default: the third MoE block, 18 on ViT-L).")] = None,
     weights: opt.Weights = None,
     cache_dir: opt.CacheDir = None,
     device: opt.Device = "auto",

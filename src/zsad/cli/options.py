@@ -16,21 +16,21 @@ Checkpoint = Annotated[
 ]
 Backbone = Annotated[
     Optional[str],
-    typer.Option(help="OpenCLIP model name [default: ViT-L-14-336, or the checkpoint's]. `zsad-tiny` is a small random test model."),
+    typer.Option(help="OpenCLIP model name (default: ViT-L-14-336, or the checkpoint's). `zsad-tiny` is a small random test model."),
 ]
 Weights = Annotated[
     Optional[str],
     typer.Option(
         help="CLIP weights: an OpenCLIP tag (`openai`, downloaded once into the cache), a local file (OpenAI JIT "
         "archive such as ViT-L-14-336px.pt, or an OpenCLIP .pt/.bin/.safetensors state dict), or `random` "
-        "(pipeline checks only) [default: openai, or the checkpoint's]."
+        "(pipeline checks only) (default: openai, or the checkpoint's)."
     ),
 ]
 ImageSize = Annotated[
     Optional[int],
-    typer.Option(help="Input side in pixels; positional embeddings are interpolated [default: 518 for ViT-L-14-336, else the model's own, or the checkpoint's]."),
+    typer.Option(help="Input side in pixels; positional embeddings are interpolated (default: 518 for ViT-L-14-336, else the model's own, or the checkpoint's)."),
 ]
-CacheDir = Annotated[Optional[Path], typer.Option(help="Folder for OpenCLIP's weight downloads [default: OpenCLIP's cache].")]
+CacheDir = Annotated[Optional[Path], typer.Option(help="Folder for OpenCLIP's weight downloads (default: OpenCLIP's cache).")]
 Device = Annotated[str, typer.Option(help="`auto` (GPU when available), `cpu`, `cuda`, `cuda:1`, ...")]
 Precision = Annotated[str, typer.Option(help="fp32, or bf16 autocast (GPU only).")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]

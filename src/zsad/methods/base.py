@@ -68,8 +68,9 @@ class AnomalyDetector(nn.Module):
         masks: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> DetectorOutput:
-        """images (B, 3, S, S); class_names (B,) prompt words; masks (B, 1, S, S) and
-        labels (B,) only for training losses."""
+        """images (B, 3, S, S); class_names (B,) prompt words. For training losses only:
+        masks (B, 1, S, S) in {0, 1}, all -1 for an image without a pixel label (no
+        segmentation loss for it); labels (B,) in {0, 1}, -1 when unknown."""
         raise NotImplementedError
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -1,0 +1,156 @@
+"""Training data: concatenated data sets, a reproducible per-epoch order, per-image seeds.
+
+Reproducibility scheme (what makes a resumed run repeat the straight run exactly):
+
+* the order of epoch ``e`` is a permutation drawn from a generator seeded with
+  ``derive_seed(seed, e)``, the same on every process; under torchrun each rank takes
+  every ``world_size``-th position of it;
+* image ``i`` of epoch ``e`` is loaded (and augmented) under torch's global generator
+  seeded with ``derive_seed(seed, e, i)``, inside ``fork_rng`` so nothing leaks out;
+  this holds in worker processes too;
+* the training loop reseeds python/numpy/torch at each epoch start (dropout etc.).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, Dataset, Sampler
+
+from ..data import AnomalyDataset, build_dataset
+from ..data.transforms import TrainAugment
+from .train_config import TrainingConfig
+
+ItemKey = tuple[int, int]  # (epoch, index into the concatenated data set)
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed that depends on every part (e.g. (seed, epoch, index)); different
+    tuples give unrelated seeds, unlike ``seed + epoch``."""
+    words = np.random.SeedSequence([int(part) for part in parts]).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global generators (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_order(length: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[int]:
+    """Indices of ``range(length)`` that process ``rank`` visits in epoch ``epoch``.
+
+    One permutation per (seed, epoch), shared by all ranks; it is padded by repeating its
+    start until its length divides by ``world_size`` (so every rank runs the same number
+    of steps), then rank r takes positions r, r + world_size, ...
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
+    generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
+    order = torch.randperm(length, generator=generator).tolist()
+    padding = (-length) % world_size
+    order += (order * (padding // max(length, 1) + 1))[:padding]
+    return order[rank::world_size]
+
+
+class EpochSampler(Sampler[ItemKey]):
+    """Yields ``(epoch, index)`` keys in :func:`epoch_order` (the epoch travels with each
+    key, so per-image seeds stay right in worker processes)."""
+
+    def __init__(self, length: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1):
+        self.epoch = epoch
+        self.order = epoch_order(length, seed, epoch, rank, world_size)
+
+    def __iter__(self) -> Iterator[ItemKey]:
+        return iter((self.epoch, index) for index in self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+class SeededItems(Dataset):
+    """Wraps a data set so that item ``(epoch, index)`` is produced under the global torch
+    generator seeded with ``derive_seed(seed, epoch, index)`` (augmentation draws from it)."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: ItemKey) -> dict:
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, epoch, index))
+            return self.dataset[index]
+
+
+@dataclass
+class TrainingData:
+    """The concatenated training set and, per data spec, its images and categories."""
+
+    dataset: SeededItems
+    image_counts: dict[str, int]
+    categories: list[str]
+
+
+def build_training_data(specs: list[str], image_size: int, config: TrainingConfig) -> TrainingData:
+    """Read every ``KIND:PATH`` spec (its test split, plus train/good with
+    ``include_train_split``) and concatenate them."""
+    if not specs:
+        raise ValueError("training needs at least one data set (--data KIND:PATH)")
+    parts: list[AnomalyDataset] = []
+    for spec in specs:
+        dataset = build_dataset(spec, image_size=image_size, split=config.split(), augment=config.augment)
+        if config.augment:
+            dataset.transform = TrainAugment(image_size, p=config.augment_p)
+        parts.append(dataset)
+    categories = sorted({name for part in parts for name in part.classes})
+    return TrainingData(
+        dataset=SeededItems(ConcatDataset(parts), config.seed),
+        image_counts={spec: len(part) for spec, part in zip(specs, parts)},
+        categories=categories,
+    )
+
+
+UNKNOWN = -1
+
+
+@dataclass
+class TrainingBatch:
+    """The readable items of a collated batch, ready for the detector.
+
+    images (B', 3, S, S); masks (B', 1, S, S) in {0, 1}, or all -1 for an image without a
+    pixel label (the methods skip its segmentation loss); labels (B',) int64 in {0, 1, -1
+    unknown}, an unknown label being taken from a real mask when there is one;
+    categories: (B',) category keys.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+    categories: list[str]
+
+
+def readable_items(batch: dict) -> tuple[TrainingBatch | None, dict[str, str]]:
+    """Drop the items whose file could not be read. Returns (the rest, or None when no
+    item is left; {path: error} of the dropped ones)."""
+    errors = {path: error for path, error in zip(batch["path"], batch["error"]) if error}
+    rows = [i for i, error in enumerate(batch["error"]) if not error]
+    if not rows:
+        return None, errors
+    index = torch.tensor(rows)
+    has_mask = batch["has_mask"][index]
+    masks = torch.where(has_mask[:, None, None, None], batch["mask"][index], torch.tensor(float(UNKNOWN)))
+    from_mask = torch.where(has_mask, (masks.flatten(1).amax(dim=1) > 0.5).long(), UNKNOWN)
+    labels = batch["label"][index]
+    labels = torch.where(labels >= 0, labels, from_mask)
+    return (
+        TrainingBatch(batch["image"][index], masks, labels, [batch["class_name"][i] for i in rows]),
+        errors,
+    )

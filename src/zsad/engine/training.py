@@ -1,0 +1,467 @@
+"""`fit`: train any method's own modules on auxiliary data sets, one loop for all.
+
+The loop knows nothing about the method: it calls ``detector(images, class_names, masks,
+labels)`` in training mode and minimises the sum of ``output.losses`` (already weighted
+by the method) with Adam over the parameters that require gradients. The frozen CLIP
+backbone never gets any. The final model is the last epoch's: nothing is selected on test
+data.
+
+A run directory holds config.json, checkpoints/epoch_NNN.safetensors (+ .train_state.pt),
+train_log.csv, and, once finished, model.safetensors, training_summary.md and
+loss_curves.png. Every file is written atomically.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..api import full_config
+from ..data import collate
+from ..fileio import OutputExistsError, atomic_save, atomic_write_json, atomic_write_text
+from ..methods.base import AnomalyDetector
+from ..text import ClassNames
+from .checkpoints import (
+    CHECKPOINT_DIR_NAME,
+    FINAL_CHECKPOINT_NAME,
+    config_differences,
+    epoch_checkpoint_path,
+    epoch_checkpoints,
+    load_method_state,
+    read_checkpoint,
+    save_checkpoint,
+    train_state_path,
+)
+from .distributed import DistributedContext, all_ranks_agree, barrier, distributed_session, wrap_for_training
+from .runtime import autocast
+from .train_config import RESUMABLE_CHANGES, TrainingConfig
+from .train_data import EpochSampler, TrainingBatch, build_training_data, derive_seed, readable_items, seed_everything
+from .train_log import TrainLog, summary_markdown, write_loss_curves
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE_NAME = "config.json"
+TRAIN_LOG_NAME = "train_log.csv"
+SUMMARY_NAME = "training_summary.md"
+CURVES_NAME = "loss_curves.png"
+_RUN_FILES = (CONFIG_FILE_NAME, TRAIN_LOG_NAME, SUMMARY_NAME, CURVES_NAME, FINAL_CHECKPOINT_NAME)
+
+
+class TrainingError(RuntimeError):
+    """Training had to stop (non-finite loss or gradient, a method without losses...)."""
+
+
+class RunDirectoryNotEmptyError(OutputExistsError):
+    """A fresh run was asked for in a directory that already holds files."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        FileExistsError.__init__(
+            self,
+            f"output folder {self.path} is not empty; pass --resume to continue the run in it, "
+            "--overwrite to start over, or choose another --out",
+        )
+
+
+@dataclass
+class TrainingResult:
+    """What a finished `fit` reports. epoch_means: per epoch {epoch, steps, total, <loss>...}."""
+
+    out_dir: Path
+    model_path: Path
+    epochs_completed: int
+    global_step: int
+    epoch_means: list[dict[str, float]]
+    image_counts: dict[str, int]
+    unreadable: list[str]
+    wall_time_s: float
+    resumed_from_epoch: int | None = None
+
+
+@dataclass
+class _ResumePoint:
+    """The state saved after the last completed epoch."""
+
+    checkpoint: Path
+    epoch: int
+    global_step: int
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    epoch_means: list[dict[str, float]]
+    wall_time_s: float
+    unreadable: list[str]
+
+
+@dataclass
+class _EpochStats:
+    """Running sums of the step losses of one epoch (rank 0's batches)."""
+
+    steps: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def add(self, values: dict[str, float]) -> None:
+        self.steps += 1
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def means(self) -> dict[str, float]:
+        return {key: total / self.steps for key, total in self.sums.items()}
+
+
+# ---------------------------------------------------------------- run directory and config
+
+
+def run_config(
+    detector: AnomalyDetector, config: TrainingConfig, train_specs: list[str], class_names: ClassNames, categories: list[str]
+) -> dict[str, Any]:
+    """The config stored in config.json and in every checkpoint of the run: the detector's
+    full config, the training settings, the data specs and the prompt words per category."""
+    return {
+        **full_config(detector),
+        "training": config.to_dict(),
+        "data": list(train_specs),
+        "class_names": {key: class_names.resolve(key) for key in categories},
+    }
+
+
+def _without_resumable_fields(config: dict[str, Any]) -> dict[str, Any]:
+    trimmed = {**config, "training": {k: v for k, v in config.get("training", {}).items() if k not in RESUMABLE_CHANGES}}
+    trimmed["method_config"] = {k: v for k, v in config.get("method_config", {}).items() if k != "activation_checkpointing"}
+    return trimmed
+
+
+def check_resume_config(requested: dict[str, Any], stored: dict[str, Any], completed_epochs: int) -> None:
+    """Raise ValueError naming every difference between the run's stored config and the
+    requested one, apart from the fields that may change on resume (more epochs, workers,
+    logging rate, activation checkpointing)."""
+    differences = config_differences(_without_resumable_fields(requested), _without_resumable_fields(stored))
+    if requested["training"]["epochs"] < completed_epochs:
+        differences.append(f"training.epochs: requested {requested['training']['epochs']}, but {completed_epochs} are done already")
+    if differences:
+        raise ValueError("cannot resume: the run was started with another config: " + "; ".join(differences))
+
+
+def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, context: DistributedContext) -> None:
+    """Refuse a non-empty folder for a fresh run; with ``overwrite`` remove the files of a
+    previous run (only those: other files stay)."""
+    occupied = out_dir.is_dir() and any(out_dir.iterdir())
+    if occupied and not resume and not overwrite:
+        raise RunDirectoryNotEmptyError(out_dir)
+    if context.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for name in _RUN_FILES:
+                (out_dir / name).unlink(missing_ok=True)
+            for _, checkpoint in epoch_checkpoints(out_dir):
+                checkpoint.unlink()
+                train_state_path(checkpoint).unlink(missing_ok=True)
+    barrier(context)
+
+
+def latest_resume_point(out_dir: Path) -> _ResumePoint:
+    """The last epoch whose checkpoint AND train state were both written."""
+    complete = [(epoch, path) for epoch, path in epoch_checkpoints(out_dir) if train_state_path(path).is_file()]
+    if not complete:
+        raise ValueError(
+            f"--resume: {out_dir / CHECKPOINT_DIR_NAME} holds no epoch checkpoint with its train state; "
+            "start the run without --resume"
+        )
+    epoch, path = complete[-1]
+    state = torch.load(train_state_path(path), map_location="cpu", weights_only=True)
+    if state["epoch"] != epoch:
+        raise ValueError(f"{train_state_path(path)} belongs to epoch {state['epoch']}, not {epoch}")
+    return _ResumePoint(
+        checkpoint=path,
+        epoch=epoch,
+        global_step=state["global_step"],
+        optimizer=state["optimizer"],
+        scheduler=state["scheduler"],
+        epoch_means=state["epoch_means"],
+        wall_time_s=state["wall_time_s"],
+        unreadable=list(state["unreadable"]),
+    )
+
+
+# ---------------------------------------------------------------- checks
+
+
+def trainable_parameters(detector: AnomalyDetector) -> list[torch.nn.Parameter]:
+    """The parameters Adam updates; raises when there are none or the backbone is not frozen."""
+    if any(p.requires_grad for p in detector.backbone.parameters()):
+        raise ValueError("the CLIP backbone must stay frozen, but some of its parameters require gradients")
+    parameters = [p for p in detector.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError(f"method '{detector.name}' has no trainable parameters: it needs no training")
+    return parameters
+
+
+def apply_activation_checkpointing(detector: AnomalyDetector, enabled: bool) -> None:
+    """Switch on the method's ``activation_checkpointing`` setting (methods without one
+    cannot recompute activations: asking for it is an error)."""
+    if not enabled:
+        return
+    if not hasattr(detector.config, "activation_checkpointing"):
+        raise ValueError(f"method '{detector.name}' does not support activation checkpointing")
+    detector.config.activation_checkpointing = True
+
+
+def _gradient_norm(parameters: list[torch.nn.Parameter]) -> float:
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+
+
+# ---------------------------------------------------------------- the loop
+
+
+class _TrainingRun:
+    """One call of :func:`fit`: the objects of a run and its loop."""
+
+    def __init__(
+        self,
+        detector: AnomalyDetector,
+        train_specs: list[str],
+        out_dir: Path,
+        config: TrainingConfig,
+        class_names: ClassNames,
+        device: torch.device,
+        context: DistributedContext,
+        show_progress: bool,
+    ):
+        self.detector = detector
+        self.train_specs = train_specs
+        self.out_dir = out_dir
+        self.config = config
+        self.class_names = class_names
+        self.device = device
+        self.context = context
+        self.show_progress = show_progress and context.is_main
+        self.data = build_training_data(train_specs, detector.backbone.image_size, config)
+        self.run_config = run_config(detector, config, train_specs, class_names, self.data.categories)
+        self.global_step = 0
+        self.epoch_means: list[dict[str, float]] = []
+        self.unreadable: set[str] = set()
+        self.previous_wall_time = 0.0
+        self.started = time.monotonic()
+        self.last_checkpoint: Path | None = None
+
+    def restore(self, point: _ResumePoint) -> None:
+        """Load the last completed epoch's weights (optimiser state: see ``build_optimiser``)."""
+        tensors, stored = read_checkpoint(point.checkpoint)
+        check_resume_config(self.run_config, stored, point.epoch)
+        load_method_state(self.detector, tensors, str(point.checkpoint))
+        self.global_step = point.global_step
+        self.epoch_means = list(point.epoch_means)
+        self.unreadable = set(point.unreadable)
+        self.previous_wall_time = point.wall_time_s
+        self.last_checkpoint = point.checkpoint
+
+    def build_optimiser(self, point: _ResumePoint | None) -> None:
+        self.trainable = trainable_parameters(self.detector)
+        self.optimizer = torch.optim.Adam(
+            self.trainable, lr=self.config.lr, betas=tuple(self.config.betas), weight_decay=self.config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(self.config.milestones), gamma=self.config.gamma
+        )
+        if point is not None:
+            self.optimizer.load_state_dict(point.optimizer)
+            self.scheduler.load_state_dict(point.scheduler)
+
+    def wall_time(self) -> float:
+        return self.previous_wall_time + time.monotonic() - self.started
+
+    def _note_unreadable(self, errors: dict[str, str]) -> None:
+        for path, error in errors.items():
+            if path not in self.unreadable:
+                self.unreadable.add(path)
+                logger.warning("skipping unreadable training image %s: %s", path, error)
+
+    def _loader(self, epoch: int) -> DataLoader:
+        sampler = EpochSampler(len(self.data.dataset), self.config.seed, epoch, self.context.rank, self.context.world_size)
+        return DataLoader(
+            self.data.dataset,
+            batch_size=self.config.batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.config.num_workers,
+            pin_memory=self.device.type == "cuda",
+            # Keeps the loader's own draws (worker base seeds) off the global generator.
+            generator=torch.Generator().manual_seed(derive_seed(self.config.seed, epoch, self.context.rank, 1)),
+        )
+
+    def _step(self, model: torch.nn.Module, batch: TrainingBatch, epoch: int) -> dict[str, float]:
+        """One optimiser step. Returns {"total": ..., <loss name>: ...} as floats."""
+        device = self.device
+        words = [self.class_names.resolve(key) for key in batch.categories]
+        with autocast(device, self.config.precision):
+            output = model(batch.images.to(device), words, batch.masks.to(device), batch.labels.to(device))
+        if not output.losses:
+            raise TrainingError(
+                f"method '{self.detector.name}' returned no losses in training mode (is it in train mode "
+                "and given masks and labels?)"
+            )
+        losses = {name: value.float() for name, value in output.losses.items()}
+        total = torch.stack(list(losses.values())).sum()
+        numbers = torch.stack([total.detach(), *(v.detach() for v in losses.values())]).tolist()
+        values = dict(zip(["total", *losses], numbers))
+        step = self.global_step + 1
+        if not all_ranks_agree(all(math.isfinite(v) for v in numbers), self.context, device):
+            raise TrainingError(
+                f"the loss is not finite at epoch {epoch}, step {step} ({values}); stopped before the "
+                f"optimiser step, so nothing was saved for this epoch (last checkpoint: {self.last_checkpoint}). "
+                "Try a lower --lr."
+            )
+        if not total.requires_grad:
+            raise TrainingError(f"the losses of '{self.detector.name}' do not depend on any trainable parameter")
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        norm = _gradient_norm(self.trainable)
+        if not math.isfinite(norm):
+            raise TrainingError(
+                f"the gradient is not finite at epoch {epoch}, step {step} (loss {values}); stopped before "
+                f"the optimiser step (last checkpoint: {self.last_checkpoint}). Try a lower --lr."
+            )
+        self.optimizer.step()
+        self.scheduler.step()
+        return values
+
+    def run_epoch(self, model: torch.nn.Module, epoch: int, log: TrainLog | None) -> dict[str, float]:
+        config = self.config
+        seed_everything(derive_seed(config.seed, epoch, self.context.rank))
+        loader = self._loader(epoch)
+        planned = len(loader) if config.max_steps_per_epoch is None else min(len(loader), config.max_steps_per_epoch)
+        model.train()
+        stats = _EpochStats()
+        bar = tqdm(
+            total=planned, desc=f"epoch {epoch}/{config.epochs}", disable=not self.show_progress,
+            file=sys.stderr, dynamic_ncols=True,
+        )
+        try:
+            for raw in loader:
+                batch, errors = readable_items(raw)
+                self._note_unreadable(errors)
+                if not all_ranks_agree(batch is not None, self.context, self.device):
+                    continue
+                lr = self.scheduler.get_last_lr()[0]
+                values = self._step(model, batch, epoch)
+                self.global_step += 1
+                stats.add(values)
+                if log is not None and self.global_step % config.log_every == 0:
+                    log.write(epoch, self.global_step, lr, values["total"], {k: v for k, v in values.items() if k != "total"})
+                bar.update(1)
+                running = stats.means()
+                bar.set_postfix({"loss": running["total"], **{k: v for k, v in running.items() if k != "total"}})
+                if stats.steps == planned:
+                    break
+        finally:
+            bar.close()
+        if stats.steps == 0:
+            raise TrainingError(f"epoch {epoch} had no readable images: nothing to train on")
+        return {"epoch": epoch, "steps": stats.steps, **stats.means()}
+
+    def save_epoch(self, epoch: int) -> None:
+        path = epoch_checkpoint_path(self.out_dir, epoch)
+        save_checkpoint(path, self.detector.trainable_state_dict(), self.run_config)
+        state = {
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch_means": self.epoch_means,
+            "wall_time_s": self.wall_time(),
+            "unreadable": sorted(self.unreadable),
+        }
+        atomic_save(train_state_path(path), lambda temporary: torch.save(state, temporary))
+        self.last_checkpoint = path
+
+    def finish(self) -> Path:
+        """model.safetensors, training_summary.md, loss_curves.png."""
+        model_path = self.out_dir / FINAL_CHECKPOINT_NAME
+        save_checkpoint(model_path, self.detector.trainable_state_dict(), self.run_config)
+        counts = (self.detector.trainable_parameter_count(), sum(p.numel() for p in self.detector.parameters()))
+        summary = summary_markdown(
+            self.run_config, self.detector.backbone.describe(), counts, self.data.image_counts,
+            self.epoch_means, self.global_step, self.wall_time(), sorted(self.unreadable),
+        )
+        atomic_write_text(self.out_dir / SUMMARY_NAME, summary)
+        write_loss_curves(self.out_dir / TRAIN_LOG_NAME, self.out_dir / CURVES_NAME)
+        return model_path
+
+
+def fit(
+    detector: AnomalyDetector,
+    train_specs: list[str],
+    out_dir: str | Path,
+    config: TrainingConfig,
+    class_names: ClassNames,
+    device: torch.device,
+    resume: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> TrainingResult:
+    """Train ``detector``'s own modules on the data sets ``train_specs`` (``KIND:PATH``).
+
+    Writes the run into ``out_dir`` (see the module docstring). ``resume`` continues from
+    the last completed epoch, after checking that the stored config matches (``epochs``
+    may be raised); a fresh run refuses a non-empty ``out_dir`` unless ``overwrite``.
+    Under torchrun (WORLD_SIZE/RANK/LOCAL_RANK set) every rank trains on its share of
+    each epoch through DDP and only rank 0 writes files. Raises TrainingError when the
+    loss or gradient stops being finite (the previous epoch's checkpoint stays valid).
+    Each epoch reseeds python's, numpy's and torch's global generators from
+    (config.seed, epoch, rank), which is what makes a resumed run repeat the straight one.
+    """
+    out_dir = Path(out_dir)
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out, --overwrite starts it over: pass only one")
+    autocast(device, config.precision)  # refuses bf16 on the CPU before any work
+    apply_activation_checkpointing(detector, config.activation_checkpointing)
+    trainable_parameters(detector)
+    with distributed_session(device) as (context, device):
+        point = latest_resume_point(out_dir) if resume else None
+        prepare_out_dir(out_dir, resume, overwrite, context)
+        run = _TrainingRun(detector, train_specs, out_dir, config, class_names, device, context, show_progress)
+        if point is not None:
+            run.restore(point)
+        detector.to(device)
+        run.build_optimiser(point)
+        model = wrap_for_training(detector, context, device)
+        if context.is_main:
+            atomic_write_json(out_dir / CONFIG_FILE_NAME, run.run_config)
+            if point is not None and point.epoch < config.epochs:
+                # The finished model of a shorter run would shadow the epochs to come.
+                (out_dir / FINAL_CHECKPOINT_NAME).unlink(missing_ok=True)
+        start_epoch = 1 if point is None else point.epoch + 1
+        log = TrainLog(out_dir / TRAIN_LOG_NAME, None if point is None else point.global_step) if context.is_main else None
+        try:
+            for epoch in range(start_epoch, config.epochs + 1):
+                run.epoch_means.append(run.run_epoch(model, epoch, log))
+                if context.is_main:
+                    run.save_epoch(epoch)
+        finally:
+            if log is not None:
+                log.close()
+        model_path = out_dir / FINAL_CHECKPOINT_NAME
+        if context.is_main:
+            model_path = run.finish()
+        barrier(context)
+        return TrainingResult(
+            out_dir=out_dir,
+            model_path=model_path,
+            epochs_completed=config.epochs,
+            global_step=run.global_step,
+            epoch_means=run.epoch_means,
+            image_counts=run.data.image_counts,
+            unreadable=sorted(run.unreadable),
+            wall_time_s=run.wall_time(),
+            resumed_from_epoch=None if point is None else point.epoch,
+        )

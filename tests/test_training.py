@@ -1,0 +1,467 @@
+"""The training engine: config, data order and seeds, the loop, outputs, resume, errors,
+the torchrun path (gloo, world size 1), and a MoECLIP smoke run."""
+from __future__ import annotations
+
+import socket
+import warnings
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zsad.backbone import create_backbone
+from zsad.data import build_dataset
+from zsad.data.synth import generate_mvtec_like
+from zsad.engine.checkpoints import epoch_checkpoints, read_checkpoint, train_state_path
+from zsad.engine.distributed import DistributedContext, context_from_environment, process_device
+from zsad.engine.train_config import TrainingConfig
+from zsad.engine.train_data import SeededItems, derive_seed, epoch_order, readable_items
+from zsad.engine.train_log import TrainLog, read_train_log
+from zsad.engine.training import RunDirectoryNotEmptyError, TrainingError, check_resume_config, fit
+from zsad.methods.base import AnomalyDetector, DetectorOutput, MethodConfig
+from zsad.text import ClassNames
+
+IMAGE_SIZE = 32
+STEPS_PER_EPOCH = 3  # 6 test images (2 good + 4 defects), batch 2
+
+
+# ---------------------------------------------------------------- a tiny trainable method
+
+
+@dataclass
+class TinyHeadConfig(MethodConfig):
+    aux_weight: float = 0.1
+    dropout: float = 0.2
+    activation_checkpointing: bool = False
+
+
+class TinyHeadDetector(AnomalyDetector):
+    """Linear heads on the projected patch tokens of the last block: a pixel map (BCE)
+    and an image score (BCE), plus an "aux" weight penalty. Test hooks (not config):
+    records the training flag of every forward call, raises at call ``fail_at_call``,
+    returns a NaN loss from call ``nan_at_call`` on."""
+
+    name = "tinyhead"
+    config_class = TinyHeadConfig
+    trainable = True
+
+    def __init__(self, backbone, config: TinyHeadConfig):
+        super().__init__(backbone, config)
+        self.pixel_head = nn.Linear(backbone.embed_dim, 1)
+        self.image_head = nn.Linear(backbone.embed_dim, 1)
+        self.dropout = nn.Dropout(config.dropout)
+        self.forward_modes: list[bool] = []
+        self.seen_masks: list[torch.Tensor] = []
+        self.fail_at_call: int | None = None
+        self.nan_at_call: int | None = None
+
+    def forward(self, images, class_names, masks=None, labels=None) -> DetectorOutput:
+        self.forward_modes.append(self.training)
+        call = len(self.forward_modes)
+        if self.fail_at_call is not None and call >= self.fail_at_call:
+            raise KeyboardInterrupt("interrupted by the test")
+        block = self.backbone.depth
+        with torch.no_grad():
+            features = self.backbone.forward_visual(images, taps=(block,))
+            tokens = self.backbone.project_tokens(features.patch_tokens(block))  # (B, L, d_t)
+        height, width = features.grid
+        pixel_logits = self.pixel_head(self.dropout(tokens)).reshape(-1, 1, height, width)
+        pixel_logits = F.interpolate(pixel_logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        image_logits = self.image_head(tokens.mean(dim=1))[:, 0]
+        output = DetectorOutput(pixel_logits.sigmoid()[:, 0], image_logits.sigmoid())
+        if self.training and masks is not None and labels is not None:
+            self.seen_masks.append(masks.detach().clone())
+            known = masks.flatten(1)[:, 0] >= 0
+            seg = F.binary_cross_entropy_with_logits(pixel_logits[known], masks[known]) if known.any() else pixel_logits.sum() * 0
+            cls = F.binary_cross_entropy_with_logits(image_logits[labels >= 0], labels[labels >= 0].float())
+            if self.nan_at_call is not None and call >= self.nan_at_call:
+                seg = seg * float("nan")
+            aux = self.config.aux_weight * self.pixel_head.weight.square().sum()
+            output.losses = {"seg": seg, "cls": cls, "aux": aux}
+        return output
+
+
+def make_backbone():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        torch.manual_seed(1234)
+        return create_backbone(model_name="zsad-tiny", weights="random", image_size=IMAGE_SIZE)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return make_backbone()
+
+
+def make_detector(backbone, init_seed: int = 0) -> TinyHeadDetector:
+    torch.manual_seed(init_seed)
+    return TinyHeadDetector(backbone, TinyHeadConfig())
+
+
+@pytest.fixture(scope="module")
+def data_spec(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("mvtec")
+    generate_mvtec_like(root, categories=["stripes"], n_train=2, n_good=2, n_defect_per_kind=1, size=IMAGE_SIZE, seed=0)
+    return f"mvtec:{root}"
+
+
+def quick_config(**overrides) -> TrainingConfig:
+    values = dict(epochs=2, batch_size=2, lr=1e-2, seed=3, milestones=(4,), gamma=0.5)
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+def run_fit(detector, spec, out, config=None, **kwargs):
+    return fit(detector, [spec], out, config or quick_config(), ClassNames.load(), torch.device("cpu"), show_progress=False, **kwargs)
+
+
+def own_state(detector) -> dict[str, torch.Tensor]:
+    return {key: value.clone() for key, value in detector.trainable_state_dict().items()}
+
+
+def assert_same_state(first: dict, second: dict) -> None:
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+@pytest.fixture(scope="module")
+def straight_run(backbone, data_spec, tmp_path_factory):
+    """2 epochs in one go: the reference for the resume and torchrun tests."""
+    out = tmp_path_factory.mktemp("straight")
+    detector = make_detector(backbone).eval()  # as loaded for inference: fit must switch it to training mode
+    result = run_fit(detector, data_spec, out)
+    return {"out": out, "detector": detector, "result": result, "state": own_state(detector), "log": read_train_log(out / "train_log.csv")}
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_training_config_defaults_round_trip_and_rejects_unknown_keys():
+    config = TrainingConfig()
+    assert (config.epochs, config.batch_size, config.lr, config.betas) == (20, 2, 5e-4, (0.5, 0.999))
+    assert (config.milestones, config.gamma, config.precision, config.augment_p) == ((16000, 32000), 0.5, "fp32", 0.5)
+    assert TrainingConfig.from_dict(config.to_dict()) == config
+    assert TrainingConfig.from_dict({"betas": [0.9, 0.99]}).betas == (0.9, 0.99)
+    with pytest.raises(ValueError, match="unknown training fields.*'epoch'"):
+        TrainingConfig.from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match="precision"):
+        TrainingConfig(precision="fp16")
+    with pytest.raises(ValueError, match="milestones"):
+        TrainingConfig(milestones=(10, 5))
+    assert TrainingConfig(include_train_split=True).split() == "all"
+
+
+# ---------------------------------------------------------------- data order and seeds
+
+
+def test_derived_seeds_depend_on_every_part_not_their_sum():
+    assert derive_seed(0, 1) != derive_seed(1, 0)
+    assert derive_seed(5, 2, 7) == derive_seed(5, 2, 7)
+    assert 0 <= derive_seed(2**40, 3) < 2**63
+
+
+def test_epoch_order_is_reproducible_and_differs_between_epochs():
+    assert epoch_order(50, seed=1, epoch=2) == epoch_order(50, seed=1, epoch=2)
+    assert epoch_order(50, seed=1, epoch=2) != epoch_order(50, seed=1, epoch=3)
+    assert epoch_order(50, seed=1, epoch=2) != epoch_order(50, seed=2, epoch=2)
+    assert sorted(epoch_order(50, seed=1, epoch=2)) == list(range(50))
+
+
+@pytest.mark.parametrize(("length", "world_size"), [(10, 3), (12, 4), (2, 3)])
+def test_rank_shards_cover_the_epoch_with_equal_lengths(length, world_size):
+    full = epoch_order(length, seed=0, epoch=1)
+    shards = [epoch_order(length, seed=0, epoch=1, rank=r, world_size=world_size) for r in range(world_size)]
+    assert len({len(shard) for shard in shards}) == 1
+    interleaved = [shard[i] for i in range(len(shards[0])) for shard in shards]
+    assert interleaved[:length] == full  # same permutation on every rank, padded at the end
+    assert set(interleaved) == set(range(length))
+    with pytest.raises(ValueError):
+        epoch_order(length, seed=0, epoch=1, rank=world_size, world_size=world_size)
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index_and_leaves_global_rng_alone(data_spec):
+    dataset = SeededItems(build_dataset(data_spec, image_size=IMAGE_SIZE, augment=True), seed=0)
+    before = torch.get_rng_state()
+    first = dataset[(1, 3)]["image"]
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(999)  # the global state must not matter
+    assert torch.equal(dataset[(1, 3)]["image"], first)
+    assert not all(torch.equal(dataset[(epoch, 3)]["image"], first) for epoch in range(2, 6))
+
+
+def test_readable_items_drop_errors_and_mark_missing_pixel_labels():
+    mask = torch.zeros(3, 1, 4, 4)
+    mask[1, 0, 1, 1] = 1
+    batch = {
+        "image": torch.arange(3.0)[:, None, None, None].expand(3, 3, 4, 4),
+        "mask": mask,
+        "has_mask": torch.tensor([True, True, False]),
+        "label": torch.tensor([0, -1, -1]),
+        "class_name": ["a", "b", "c"],
+        "path": ["p0", "p1", "p2"],
+        "error": ["", "", ""],
+    }
+    items, errors = readable_items(batch)
+    assert errors == {} and items.categories == ["a", "b", "c"]
+    assert items.labels.tolist() == [0, 1, -1]  # unknown label taken from a real mask only
+    assert torch.equal(items.masks[:2], mask[:2]) and bool((items.masks[2] == -1).all())
+    batch["error"] = ["", "broken", ""]
+    items, errors = readable_items(batch)
+    assert errors == {"p1": "broken"} and items.categories == ["a", "c"]
+    assert items.images[:, 0, 0, 0].tolist() == [0.0, 2.0]
+    batch["error"] = ["x", "y", "z"]
+    assert readable_items(batch)[0] is None
+
+
+# ---------------------------------------------------------------- the loop and its outputs
+
+
+def test_fit_writes_every_output_and_trains_in_train_mode(straight_run, backbone, data_spec):
+    out, detector, result = straight_run["out"], straight_run["detector"], straight_run["result"]
+    assert detector.forward_modes and all(detector.forward_modes), "the detector ran in eval mode during training"
+    assert result.global_step == 2 * STEPS_PER_EPOCH and result.epochs_completed == 2
+    assert [epoch for epoch, _ in epoch_checkpoints(out)] == [1, 2]
+    for _, path in epoch_checkpoints(out):
+        assert train_state_path(path).is_file()
+    tensors, stored = read_checkpoint(out / "model.safetensors")
+    assert_same_state(tensors, straight_run["state"])
+    assert stored["method"] == "tinyhead" and stored["training"]["epochs"] == 2
+    assert stored["data"] == [data_spec] and result.image_counts == {data_spec: 6}
+    assert stored["class_names"] == {"stripes": "stripes"}
+    assert (out / "config.json").is_file() and (out / "loss_curves.png").stat().st_size > 0
+    initial = make_detector(backbone).trainable_state_dict()
+    assert not torch.equal(initial["pixel_head.weight"], tensors["pixel_head.weight"])
+
+
+def test_train_log_has_one_row_per_step_with_lr_schedule_and_components(straight_run):
+    columns, rows = straight_run["log"]
+    assert columns == ["epoch", "step", "lr", "total", "seg", "cls", "aux"]
+    assert [row["step"] for row in rows] == list(range(1, 2 * STEPS_PER_EPOCH + 1))
+    assert [row["epoch"] for row in rows] == [1.0] * 3 + [2.0] * 3
+    assert [row["lr"] for row in rows] == [1e-2] * 4 + [5e-3] * 2  # MultiStepLR per iteration, milestone 4
+    for row in rows:
+        assert row["total"] == pytest.approx(row["seg"] + row["cls"] + row["aux"], rel=1e-6)
+    means = straight_run["result"].epoch_means
+    assert means[0]["steps"] == 3
+    assert means[0]["seg"] == pytest.approx(sum(r["seg"] for r in rows[:3]) / 3)
+
+
+def test_summary_reports_counts_means_and_random_weights(straight_run):
+    text = (straight_run["out"] / "training_summary.md").read_text()
+    assert "RANDOM BACKBONE WEIGHTS" in text
+    detector = straight_run["detector"]
+    assert f"{detector.trainable_parameter_count():,} of" in text
+    assert "| epoch | steps | total | seg | cls | aux |" in text
+    assert "| 6 |" in text  # image count of the data set
+    assert "wall time" in text
+
+
+def test_progress_bar_shows_the_loss_components(backbone, data_spec, tmp_path, capsys):
+    fit(make_detector(backbone), [data_spec], tmp_path / "run", quick_config(epochs=1), ClassNames.load(), torch.device("cpu"))
+    err = capsys.readouterr().err
+    for key in ("loss=", "seg=", "cls=", "aux="):
+        assert key in err
+
+
+def test_max_steps_per_epoch_and_log_every(backbone, data_spec, tmp_path):
+    result = run_fit(make_detector(backbone), data_spec, tmp_path / "run", quick_config(max_steps_per_epoch=2, log_every=2))
+    assert result.global_step == 4
+    _, rows = read_train_log(tmp_path / "run" / "train_log.csv")
+    assert [row["step"] for row in rows] == [2, 4]
+
+
+def test_images_without_pixel_labels_get_unknown_masks(backbone, tmp_path):
+    root = tmp_path / "folder"
+    from PIL import Image
+
+    for state in ("normal", "abnormal"):
+        (root / state).mkdir(parents=True)
+        for index in range(2):
+            Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (40 * index, 90, 200)).save(root / state / f"{index}.png")
+    detector = make_detector(backbone)
+    run_fit(detector, f"folder:{root}", tmp_path / "run", quick_config(epochs=1))
+    assert all(bool((masks == -1).all()) for masks in detector.seen_masks)
+
+
+# ---------------------------------------------------------------- resume
+
+
+def test_resume_repeats_the_straight_run_exactly(straight_run, backbone, data_spec, tmp_path):
+    out = tmp_path / "run"
+    run_fit(make_detector(backbone), data_spec, out, quick_config(epochs=1))
+    assert not (out / "checkpoints" / "epoch_002.safetensors").exists()
+    fresh = make_detector(backbone, init_seed=77)  # a new process would start from other weights
+    result = run_fit(fresh, data_spec, out, quick_config(epochs=2), resume=True)
+    assert result.resumed_from_epoch == 1
+    assert_same_state(own_state(fresh), straight_run["state"])
+    assert read_train_log(out / "train_log.csv") == straight_run["log"]  # same loss at every step
+    assert [m["total"] for m in result.epoch_means] == [m["total"] for m in straight_run["result"].epoch_means]
+
+
+def test_interrupted_run_keeps_the_last_epoch_and_resumes(straight_run, backbone, data_spec, tmp_path):
+    out = tmp_path / "run"
+    detector = make_detector(backbone)
+    detector.fail_at_call = STEPS_PER_EPOCH + 2  # the second step of epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(detector, data_spec, out)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_001.safetensors", "epoch_001.train_state.pt"]
+    assert not (out / "model.safetensors").exists()
+    assert not [p for p in out.rglob("*") if p.name.startswith(".") or ".tmp" in p.name], "partial files left behind"
+    _, rows = read_train_log(out / "train_log.csv")
+    assert len(rows) == STEPS_PER_EPOCH + 1  # flushed as it went
+    fresh = make_detector(backbone, init_seed=5)
+    run_fit(fresh, data_spec, out, resume=True)
+    assert_same_state(own_state(fresh), straight_run["state"])
+    assert read_train_log(out / "train_log.csv") == straight_run["log"]
+
+
+def test_resume_refuses_a_changed_config_but_accepts_more_epochs(straight_run, backbone, data_spec, tmp_path):
+    out = tmp_path / "run"
+    run_fit(make_detector(backbone), data_spec, out, quick_config(epochs=1))
+    with pytest.raises(ValueError, match=r"training\.lr: requested 0\.5"):
+        run_fit(make_detector(backbone), data_spec, out, quick_config(epochs=2, lr=0.5), resume=True)
+    with pytest.raises(ValueError, match=r"data"):
+        run_fit(make_detector(backbone), data_spec + "/stripes", out, quick_config(epochs=2), resume=True)
+    result = run_fit(make_detector(backbone), data_spec, out, quick_config(epochs=3, num_workers=0, log_every=1), resume=True)
+    assert result.global_step == 3 * STEPS_PER_EPOCH
+
+
+def test_check_resume_config_rejects_fewer_epochs_than_done():
+    stored = {"method": "m", "method_config": {}, "training": TrainingConfig(epochs=5).to_dict()}
+    requested = {**stored, "training": TrainingConfig(epochs=2).to_dict()}
+    with pytest.raises(ValueError, match="3 are done"):
+        check_resume_config(requested, stored, completed_epochs=3)
+    check_resume_config({**stored, "training": TrainingConfig(epochs=9, num_workers=4).to_dict()}, stored, 3)
+
+
+def test_resume_without_a_checkpoint_is_an_error(backbone, data_spec, tmp_path):
+    with pytest.raises(ValueError, match="no epoch checkpoint"):
+        run_fit(make_detector(backbone), data_spec, tmp_path / "empty", resume=True)
+    assert not (tmp_path / "empty").exists()
+
+
+def test_non_empty_out_dir_needs_resume_or_overwrite(backbone, data_spec, tmp_path):
+    out = tmp_path / "run"
+    run_fit(make_detector(backbone), data_spec, out, quick_config(epochs=2))
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirectoryNotEmptyError, match="--resume"):
+        run_fit(make_detector(backbone), data_spec, out, quick_config(epochs=1))
+    run_fit(make_detector(backbone), data_spec, out, quick_config(epochs=1), overwrite=True)
+    assert [epoch for epoch, _ in epoch_checkpoints(out)] == [1]  # the old epoch 2 is gone
+    assert (out / "notes.txt").read_text() == "mine"
+    with pytest.raises(ValueError, match="only one"):
+        run_fit(make_detector(backbone), data_spec, out, resume=True, overwrite=True)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_non_finite_loss_stops_before_a_poisoned_checkpoint(backbone, data_spec, tmp_path):
+    out = tmp_path / "run"
+    detector = make_detector(backbone)
+    detector.nan_at_call = STEPS_PER_EPOCH + 2
+    with pytest.raises(TrainingError, match=r"not finite at epoch 2, step 5"):
+        run_fit(detector, data_spec, out)
+    assert [epoch for epoch, _ in epoch_checkpoints(out)] == [1]
+    tensors, _ = read_checkpoint(out / "checkpoints" / "epoch_001.safetensors")
+    assert all(torch.isfinite(t).all() for t in tensors.values())
+
+
+def test_unreadable_images_are_skipped_and_reported_once(backbone, tmp_path):
+    root = tmp_path / "mvtec"
+    generate_mvtec_like(root, categories=["disc"], n_train=0, n_good=2, n_defect_per_kind=1, size=IMAGE_SIZE)
+    broken = root / "disc" / "test" / "good" / "999.png"
+    broken.write_text("not an image")
+    result = run_fit(make_detector(backbone), f"mvtec:{root}", tmp_path / "run", quick_config(epochs=2))
+    assert result.unreadable == [str(broken)]
+    assert result.epoch_means[0]["steps"] == 4  # 7 items, 6 readable, batch 2: the broken one is dropped
+    assert "unreadable images skipped: 1" in (tmp_path / "run" / "training_summary.md").read_text()
+
+
+def test_bf16_on_cpu_and_untrainable_methods_are_refused(backbone, data_spec, tmp_path):
+    with pytest.raises(ValueError, match="bf16"):
+        run_fit(make_detector(backbone), data_spec, tmp_path / "a", quick_config(precision="bf16"))
+    from zsad.methods import build_method
+
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        run_fit(build_method("zeroshot", backbone), data_spec, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_activation_checkpointing_is_set_on_the_method_config(backbone, data_spec, tmp_path):
+    detector = make_detector(backbone)
+    run_fit(detector, data_spec, tmp_path / "run", quick_config(epochs=1, activation_checkpointing=True))
+    assert detector.config.activation_checkpointing is True
+    _, stored = read_checkpoint(tmp_path / "run")
+    assert stored["method_config"]["activation_checkpointing"] is True
+
+
+def test_train_log_extends_its_header_for_a_late_component(tmp_path):
+    with TrainLog(tmp_path / "log.csv") as log:
+        log.write(1, 1, 0.1, 1.0, {"seg": 1.0})
+        log.write(1, 2, 0.1, 3.0, {"seg": 1.0, "extra": 2.0})
+    columns, rows = read_train_log(tmp_path / "log.csv")
+    assert columns == ["epoch", "step", "lr", "total", "seg", "extra"]
+    assert rows[0]["extra"] is None and rows[1]["extra"] == 2.0
+    with TrainLog(tmp_path / "log.csv", resume_after_step=1) as log:
+        pass
+    assert [row["step"] for row in read_train_log(tmp_path / "log.csv")[1]] == [1]
+
+
+# ---------------------------------------------------------------- torchrun
+
+
+def test_context_from_environment():
+    assert context_from_environment({}) == DistributedContext()
+    context = context_from_environment({"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "0"})
+    assert (context.rank, context.world_size, context.local_rank, context.active, context.is_main) == (2, 4, 0, True, False)
+    with pytest.raises(ValueError):
+        context_from_environment({"WORLD_SIZE": "2", "RANK": "2"})
+    assert process_device(torch.device("cuda"), context) == torch.device("cuda", 0)
+    assert process_device(torch.device("cpu"), context) == torch.device("cpu")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_torchrun_path_with_gloo_matches_the_single_process_run(straight_run, backbone, data_spec, tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    for key, value in {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(key, value)
+    detector = make_detector(backbone)
+    run_fit(detector, data_spec, tmp_path / "run")
+    assert not dist.is_initialized()
+    assert all(detector.forward_modes)
+    assert_same_state(own_state(detector), straight_run["state"])
+
+
+# ---------------------------------------------------------------- MoECLIP
+
+
+def test_moeclip_trains_two_steps_with_all_its_losses(backbone, data_spec, tmp_path):
+    from zsad.methods import build_method
+
+    torch.manual_seed(0)
+    detector = build_method("moeclip", backbone, {})
+    before = {k: v.clone() for k, v in detector.trainable_state_dict().items()}
+    result = run_fit(detector, data_spec, tmp_path / "run", quick_config(epochs=1, max_steps_per_epoch=2, lr=5e-4))
+    assert result.global_step == 2
+    columns, rows = read_train_log(tmp_path / "run" / "train_log.csv")
+    assert {"seg", "cls", "etf", "balance"} <= set(columns)
+    assert all(row["etf"] > 0 and row["balance"] >= 0 for row in rows)
+    after = detector.trainable_state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("lora_b" in k for k in changed) and any("router" in k for k in changed)
+
+
+def test_worker_processes_load_the_same_augmented_batches(straight_run, backbone, data_spec, tmp_path):
+    detector = make_detector(backbone)
+    run_fit(detector, data_spec, tmp_path / "run", quick_config(num_workers=2))
+    assert_same_state(own_state(detector), straight_run["state"])
