@@ -116,10 +116,12 @@ def test_image_only_and_mask_only_sets_report_n_a(tmp_path):
 
 
 def test_demo_runs_offline_end_to_end(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--image-size", "64", "--device", "cpu", "--quiet"])
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--image-size", "64", "--epochs", "1", "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "pipeline check" in result.output.lower()
     assert (tmp_path / "demo" / "zeroshot" / "metrics.json").is_file()
+    assert (tmp_path / "demo" / "moeclip" / "train" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "demo" / "moeclip" / "test" / "metrics.json").read_text())["method"] == "moeclip"
     assert any((tmp_path / "demo" / "predict" / "overlays").iterdir())
 
 

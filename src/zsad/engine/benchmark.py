@@ -63,7 +63,7 @@ def _dataset_keys(specs: list[str]) -> list[str]:
 
 
 def _train_and_test(
-    plan: BenchmarkPlan, train_spec: str, test_specs: list[str], run_dir: Path, class_names: ClassNames,
+    plan: BenchmarkPlan, train_spec: str, tests: dict[str, str], run_dir: Path, class_names: ClassNames,
     device: str, overwrite: bool, show_progress: bool, say: Callable[[str], None],
 ) -> dict[str, dict[str, Any]]:
     with warnings.catch_warnings():
@@ -79,7 +79,7 @@ def _train_and_test(
     meta = {"method": plan.method, "backbone": described["model_name"], "weights": described["weights"],
             "image_size": described["image_size"], "pipeline_check": described["random_weights"], "trained_on": train_spec}
     results = {}
-    for key, spec in zip(_dataset_keys(test_specs), test_specs):
+    for key, spec in tests.items():
         say(f"testing on {spec}")
         run = run_test(detector, spec, run_dir / "test" / key, batch_size=plan.training.batch_size,
                        overwrite=overwrite, show_progress=show_progress, meta=meta)
@@ -98,12 +98,14 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Run the plan; write benchmark.json and benchmark.md into out_dir; return the json."""
     check_can_write([out_dir / "benchmark.json", out_dir / "benchmark.md"], overwrite)
-    results = _train_and_test(plan, plan.train, plan.tests, out_dir / "main", class_names, device, overwrite, show_progress, say)
-    train_key = _dataset_keys([plan.train])[0]
+    train_key, *test_keys = _dataset_keys([plan.train, *plan.tests])
+    results = _train_and_test(
+        plan, plan.train, dict(zip(test_keys, plan.tests)), out_dir / "main", class_names, device, overwrite, show_progress, say
+    )
     if plan.swap:
-        results[train_key] = _train_and_test(
-            plan, plan.tests[0], [plan.train], out_dir / "swap", class_names, device, overwrite, show_progress, say
-        )[train_key]
+        results.update(_train_and_test(
+            plan, plan.tests[0], {train_key: plan.train}, out_dir / "swap", class_names, device, overwrite, show_progress, say
+        ))
     paper = paper_results(plan.method)
     random_weights = (plan.weights or "openai").lower() == "random"
     summary = {
