@@ -5,11 +5,13 @@ import json
 
 from typer.testing import CliRunner
 
+from data_factories import SHARED_DATA
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
 from zsad.engine.benchmark import paper_results
 
 runner = CliRunner()
+CLINICDB = SHARED_DATA / "fixtures" / "cvc-clinicdb"
 
 
 def test_paper_table_holds_fractions_of_tab_1():
@@ -25,7 +27,7 @@ def test_benchmark_trains_once_tests_each_set_and_swaps(tmp_path):
     out = tmp_path / "bench"
     result = runner.invoke(app, [
         "benchmark", "--method", "moeclip", "--train", f"mvtec:{tmp_path / 'aux'}",
-        "--test", f"mvtec:{tmp_path / 'target'},clinicdb:../shared/data/fixtures/cvc-clinicdb", "--out", str(out),
+        "--test", f"mvtec:{tmp_path / 'target'},clinicdb:{CLINICDB}", "--out", str(out),
         "--swap", "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "2",
         "--backbone", "zsad-tiny", "--weights", "random", "--image-size", "64", "--device", "cpu", "--quiet",
     ])

@@ -10,11 +10,13 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from data_factories import SHARED_DATA
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
 from zsad.viz import load_map_png16
 
 runner = CliRunner()
+CLINICDB = SHARED_DATA / "fixtures" / "cvc-clinicdb"
 TINY = ["--backbone", "zsad-tiny", "--weights", "random", "--image-size", "64", "--device", "cpu", "--quiet"]
 
 
@@ -107,14 +109,6 @@ def test_test_reports_unreadable_images_and_goes_on(tmp_path, mvtec_tree):
     assert report["per_class"]["tile"]["n_images"] == 5
 
 
-def test_image_only_and_mask_only_sets_report_n_a(tmp_path):
-    out = tmp_path / "clinic"
-    result = runner.invoke(app, ["test", "--data", "clinicdb:../shared/data/fixtures/cvc-clinicdb", "--out", str(out), *TINY])
-    assert result.exit_code == 0, result.output
-    clinic = json.loads((out / "metrics.json").read_text())["mean"]
-    assert clinic["image_auroc"] is None and clinic["pixel_auroc"] is not None
-
-
 def test_demo_runs_offline_end_to_end(tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--image-size", "64", "--epochs", "1", "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
@@ -143,3 +137,52 @@ def test_every_command_and_option_is_explained():
             if parameter.param_type_name == "option":
                 assert parameter.help, f"zsad {name} {parameter.opts[0]} has no help text"
     assert runner.invoke(app, ["predict", "--help"]).exit_code == 0
+
+
+def _layout(kind, root, mvtec_tree):
+    """Build a small tree of `kind` under root; return the --data spec."""
+    from data_factories import make_btad_tree, make_folder_tree, make_manifest, make_mvtec_like_tree
+
+    from zsad.data.synth import generate_visa_like
+
+    if kind == "visa":
+        generate_visa_like(root, categories=["tile"], size=64, n_good=2, n_defect_per_kind=1)
+    elif kind == "btad":
+        make_btad_tree(root)
+    elif kind in ("mpdd", "dtd", "rsdd", "ksdd2"):
+        make_mvtec_like_tree(root, mask_suffix="_mask" if kind != "ksdd2" else "")
+    elif kind == "folder":
+        make_folder_tree(root)
+    elif kind == "manifest":
+        images = sorted((mvtec_tree / "tile" / "test").rglob("*.png"))
+        records = [
+            {"image_path": str(p), "label": int(p.parent.name != "good"), "class_name": "tile",
+             **({"mask_path": str(mvtec_tree / "tile" / "ground_truth" / p.parent.name / f"{p.stem}_mask.png")} if p.parent.name != "good" else {})}
+            for p in images
+        ]
+        return f"manifest:{make_manifest(root, records)}"
+    return f"{kind}:{root}"
+
+
+@pytest.mark.parametrize("kind", ["visa", "btad", "mpdd", "dtd", "rsdd", "ksdd2", "folder", "manifest"])
+def test_zeroshot_test_runs_on_every_generated_layout(tmp_path, mvtec_tree, kind):
+    spec = _layout(kind, tmp_path / kind, mvtec_tree)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["test", "--method", "zeroshot", "--data", spec, "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    mean = json.loads((out / "metrics.json").read_text())["mean"]
+    assert mean["pixel_auroc"] is not None and mean["image_auroc"] is not None
+
+
+@pytest.mark.parametrize("kind, folder, has_pixels, has_images", [
+    ("headct", "headct", False, True),
+    ("brainmri", "brainmri", False, True),
+    ("clinicdb", "fixtures/cvc-clinicdb", True, False),
+])
+def test_zeroshot_test_runs_on_the_real_medical_sets(tmp_path, kind, folder, has_pixels, has_images):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["test", "--data", f"{kind}:{SHARED_DATA / folder}", "--out", str(out), "--batch-size", "32", *TINY])
+    assert result.exit_code == 0, result.output
+    mean = json.loads((out / "metrics.json").read_text())["mean"]
+    assert (mean["pixel_auroc"] is not None) == has_pixels
+    assert (mean["image_auroc"] is not None) == has_images
