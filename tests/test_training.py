@@ -145,7 +145,7 @@ def test_training_config_defaults_round_trip_and_rejects_unknown_keys():
     assert (config.milestones, config.gamma, config.precision, config.augment_p) == ((16000, 32000), 0.5, "fp32", 0.5)
     assert TrainingConfig.from_dict(config.to_dict()) == config
     assert TrainingConfig.from_dict({"betas": [0.9, 0.99]}).betas == (0.9, 0.99)
-    with pytest.raises(ValueError, match="unknown training fields.*'epoch'"):
+    with pytest.raises(ValueError, match="unknown TrainingConfig fields.*'epoch'"):
         TrainingConfig.from_dict({"epoch": 3})
     with pytest.raises(ValueError, match="precision"):
         TrainingConfig(precision="fp16")

@@ -1,9 +1,9 @@
 """Training settings (the `training:` section of a recipe): one dataclass, JSON round trip."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
+from ..settings import Settings
 from .runtime import PRECISIONS
 
 # Fields that may differ between a run and its resumption without changing what is
@@ -12,7 +12,7 @@ RESUMABLE_CHANGES = ("epochs", "num_workers", "log_every", "activation_checkpoin
 
 
 @dataclass
-class TrainingConfig:
+class TrainingConfig(Settings):
     """How a method is trained (defaults: MoECLIP's recipe, paper B.3).
 
     epochs: passes over the training data; the final model is the last epoch's.
@@ -71,21 +71,6 @@ class TrainingConfig:
             raise ValueError(f"max_steps_per_epoch must be >= 1 or None, got {self.max_steps_per_epoch}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "TrainingConfig":
-        """Build from a plain dict (recipe / JSON); unknown keys raise ValueError."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training fields {unknown}; known fields: {sorted(known)}")
-        converted = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
-        return cls(**converted)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
 
     def split(self) -> str:
         """The data-set split trained on: ``test`` or ``all`` (test + train/good)."""

@@ -1,13 +1,14 @@
 """The contract every method follows: images in, a typed output out."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import nn
 
 from ..backbone import ClipBackbone
+from ..settings import Settings
 
 
 @dataclass
@@ -27,23 +28,8 @@ class DetectorOutput:
 
 
 @dataclass
-class MethodConfig:
-    """Base class of method configs: plain fields, JSON round trip, checked keys."""
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "MethodConfig":
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(known)}")
-        converted = {
-            key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
-        }
-        return cls(**converted)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+class MethodConfig(Settings):
+    """Base class of method configs (plain fields, JSON round trip, checked keys)."""
 
 
 class AnomalyDetector(nn.Module):

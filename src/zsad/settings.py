@@ -1,0 +1,27 @@
+"""Base class of the settings dataclasses (method configs, training config): a JSON /
+YAML round trip with unknown keys refused."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+SettingsT = TypeVar("SettingsT", bound="Settings")
+
+
+@dataclass
+class Settings:
+    """Subclasses are dataclasses of plain values; tuples travel as JSON lists."""
+
+    @classmethod
+    def from_dict(cls: type[SettingsT], values: dict[str, Any] | None) -> SettingsT:
+        """Build from a plain dict (recipe / JSON); unknown keys raise ValueError."""
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(known)}")
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
