@@ -41,7 +41,7 @@ def test_predict_on_a_folder_mixing_good_and_broken_files(tmp_path, mvtec_tree):
     images = tmp_path / "images"
     _mixed_folder(images, mvtec_tree)
     out = tmp_path / "out"
-    result = runner.invoke(app, ["predict", str(images), "--out", str(out), "--threshold", "0.4", *TINY])
+    result = runner.invoke(app, ["predict", str(images), "--out", str(out), "--threshold", "0.4", "--num-workers", "2", *TINY])
     assert result.exit_code == 2, result.output
     rows = list(csv.DictReader((out / "scores.csv").open()))
     by_name = {row["path"].split("/")[-1]: row for row in rows}
@@ -55,6 +55,9 @@ def test_predict_on_a_folder_mixing_good_and_broken_files(tmp_path, mvtec_tree):
     raw = load_map_png16(out / "maps" / "nested__gray.png")
     assert raw.shape == (64, 64) and 0 <= raw.min() and raw.max() <= 1
     assert Image.open(out / "overlays" / "good.png").size == (64, 64)
+    assert {row["weights"] for row in rows} == {"random"}  # provenance in every file
+    assert Image.open(out / "overlays" / "good.png").text["zsad:weights"] == "random"
+    assert Image.open(out / "maps" / "good.png").text["zsad:method"] == "zeroshot"
     meta = json.loads((out / "scores.json").read_text())["meta"]
     assert meta["weights"] == "random" and meta["pipeline_check"] is True and meta["threshold"] == 0.4
     # Nothing is overwritten without --overwrite, and what exists stays intact.
@@ -186,3 +189,31 @@ def test_zeroshot_test_runs_on_the_real_medical_sets(tmp_path, kind, folder, has
     mean = json.loads((out / "metrics.json").read_text())["mean"]
     assert (mean["pixel_auroc"] is not None) == has_pixels
     assert (mean["image_auroc"] is not None) == has_images
+
+
+def test_test_and_predict_accept_moeclip_checkpoints(tmp_path, mvtec_tree):
+    import warnings
+
+    import torch
+
+    from zsad.api import build_detector, full_config
+    from zsad.engine.checkpoints import epoch_checkpoint_path, save_checkpoint
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_detector("moeclip", backbone="zsad-tiny", weights="random", image_size=64)
+    with torch.no_grad():
+        model.moe_layers[0].experts.lora_b.normal_()
+    run = tmp_path / "run"
+    save_checkpoint(run / "model.safetensors", model.trainable_state_dict(), full_config(model))
+    save_checkpoint(epoch_checkpoint_path(run, 1), model.trainable_state_dict(), full_config(model))
+    device = ["--device", "cpu", "--quiet"]
+    tested = runner.invoke(app, ["test", "--checkpoint", str(run), "--data", f"mvtec:{mvtec_tree}", "--out", str(tmp_path / "t"), *device])
+    assert tested.exit_code == 0, tested.output
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["method"] == "moeclip"
+    image = mvtec_tree / "tile" / "test" / "good" / "000.png"
+    predicted = runner.invoke(app, ["predict", str(image), "--checkpoint", str(epoch_checkpoint_path(run, 1)), "--out", str(tmp_path / "p"), *device])
+    assert predicted.exit_code == 0, predicted.output
+    assert json.loads((tmp_path / "p" / "scores.json").read_text())["meta"]["method"] == "moeclip"
+    mismatch = runner.invoke(app, ["test", "--checkpoint", str(run), "--image-size", "96", "--data", f"mvtec:{mvtec_tree}", "--out", str(tmp_path / "m"), *device])
+    assert mismatch.exit_code == 1 and "image_size: requested 96, checkpoint has 64" in mismatch.output

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 from scipy import ndimage
 
 from zsad.fileio import atomic_save
@@ -169,10 +170,21 @@ def overlay_heatmap(
 # --------------------------------------------------------------------------- raw maps
 
 
-def save_map_png16(path: Path | str, anomaly_map: Any) -> Path:
+def png_text(metadata: dict[str, Any] | None) -> PngInfo | None:
+    """PNG text chunks ("zsad:<key>") recording how a picture was made."""
+    if not metadata:
+        return None
+    info = PngInfo()
+    for key, value in metadata.items():
+        info.add_text(f"zsad:{key}", str(value))
+    return info
+
+
+def save_map_png16(path: Path | str, anomaly_map: Any, metadata: dict[str, Any] | None = None) -> Path:
     """Save a map ``(H, W)`` as a 16-bit grayscale PNG: ``round(clip(v, 0, 1) * 65535)``.
 
-    Use :func:`load_map_png16` to read it back (error at most ``1 / 65535``).
+    Use :func:`load_map_png16` to read it back (error at most ``1 / 65535``). ``metadata``
+    is stored as PNG text chunks (e.g. the weights that produced the map).
     """
     values = _to_numpy(anomaly_map).astype(np.float64)
     if values.ndim == 3 and values.shape[0] == 1:
@@ -183,7 +195,7 @@ def save_map_png16(path: Path | str, anomaly_map: Any) -> Path:
         raise ValueError("anomaly map contains NaN or infinite values")
     levels = np.rint(np.clip(values, 0.0, 1.0) * _PNG16_SCALE).astype(np.uint16)
     picture = Image.fromarray(levels)
-    return atomic_save(path, lambda tmp: picture.save(tmp, format="PNG"))
+    return atomic_save(path, lambda tmp: picture.save(tmp, format="PNG", pnginfo=png_text(metadata)))
 
 
 def load_map_png16(path: Path | str) -> np.ndarray:

@@ -110,6 +110,7 @@ def predict(
     device: opt.Device = "auto",
     precision: opt.Precision = "fp32",
     batch_size: opt.BatchSize = 8,
+    num_workers: Annotated[int, typer.Option(min=0, help="Threads that decode images while the model runs (0 = none).")] = 0,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -127,7 +128,7 @@ def predict(
     )
     summary = predict_files(
         detector, paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
-        show_progress=not quiet, meta=run_metadata(detector.model),
+        show_progress=not quiet, meta=run_metadata(detector.model), num_workers=num_workers,
     )
     scored = [row for row in summary.rows if not row["error"]]
     flagged = sum(row["label"] for row in scored)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from ..api import Detector
 from ..fileio import check_can_write
 from ..imageio import ImageReadError, read_image
 from ..reports import write_scores
-from ..viz import overlay_heatmap, save_map_png16
+from ..fileio import atomic_save
+from ..viz import overlay_heatmap, png_text, save_map_png16
 from .runtime import progress
 
 OVERLAY_DIR = "overlays"
@@ -42,6 +44,13 @@ def output_names(paths: list[Path]) -> list[str]:
     return names
 
 
+def _read(path: Path) -> Image.Image | ImageReadError:
+    try:
+        return read_image(path)
+    except ImageReadError as error:
+        return error
+
+
 def predict_files(
     detector: Detector,
     paths: list[Path],
@@ -52,13 +61,18 @@ def predict_files(
     overwrite: bool = False,
     show_progress: bool = True,
     meta: dict[str, Any] | None = None,
+    num_workers: int = 0,
 ) -> PredictionSummary:
     """Score every image; write per image an overlay PNG (heat map + contour at
     ``threshold``) and the raw map as 16-bit PNG, then scores.csv / scores.json.
 
     Unreadable files get a row with their error; every other image is still processed.
-    Nothing that exists is overwritten unless ``overwrite``.
+    Nothing that exists is overwritten unless ``overwrite``. ``meta`` (method, backbone,
+    weights...) is recorded in every file: scores.json, a column of scores.csv, and PNG
+    text chunks. ``num_workers`` threads decode the images.
     """
+    meta = meta or {}
+    provenance = {key: meta[key] for key in ("method", "backbone", "weights") if key in meta}
     names = output_names(paths)
     targets = [out_dir / OVERLAY_DIR / f"{n}.png" for n in names] + [out_dir / MAP_DIR / f"{n}.png" for n in names]
     check_can_write(targets + [out_dir / "scores.csv", out_dir / "scores.json"], overwrite)
@@ -69,21 +83,24 @@ def predict_files(
     written: list[Path] = []
     order = list(zip(paths, names))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    pool = ThreadPoolExecutor(max_workers=num_workers) if num_workers > 0 else None
+    read = pool.map if pool is not None else map
     for batch in progress(batches, "predict", total=len(batches), enabled=show_progress):
         readable: list[tuple[Path, str, Image.Image]] = []
-        for path, name in batch:
-            try:
-                readable.append((path, name, read_image(path)))
-            except ImageReadError as error:
-                rows.append({"path": str(path), "score": None, "label": None, "error": error.reason})
+        for (path, name), image in zip(batch, read(_read, [path for path, _ in batch])):
+            if isinstance(image, ImageReadError):
+                rows.append({"path": str(path), "score": None, "label": None, "error": image.reason, **provenance})
+            else:
+                readable.append((path, name, image))
         if not readable:
             continue
         predictions = detector.predict([image for _, _, image in readable], class_name=class_name, batch_size=batch_size)
         for (path, name, image), prediction in zip(readable, predictions):
             overlay = out_dir / OVERLAY_DIR / f"{name}.png"
             raw = out_dir / MAP_DIR / f"{name}.png"
-            overlay_heatmap(image, prediction.anomaly_map, threshold=threshold).save(overlay)
-            save_map_png16(raw, prediction.anomaly_map)
+            picture = overlay_heatmap(image, prediction.anomaly_map, threshold=threshold)
+            atomic_save(overlay, lambda tmp, picture=picture: picture.save(tmp, format="PNG", pnginfo=png_text(provenance)))
+            save_map_png16(raw, prediction.anomaly_map, metadata=provenance)
             written += [overlay, raw]
             rows.append(
                 {
@@ -91,9 +108,12 @@ def predict_files(
                     "score": prediction.score,
                     "label": int(prediction.score >= threshold),
                     "error": "",
+                    **provenance,
                 }
             )
+    if pool is not None:
+        pool.shutdown()
     position = {str(path): i for i, path in enumerate(paths)}
     rows.sort(key=lambda row: position[row["path"]])
-    written += write_scores(rows, out_dir, overwrite=True, extra={**(meta or {}), "threshold": threshold})
+    written += write_scores(rows, out_dir, overwrite=True, extra={**meta, "threshold": threshold})
     return PredictionSummary(rows=rows, written=written)
