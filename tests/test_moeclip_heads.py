@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from zsad.maps import cosine_scores
 from zsad.methods.moeclip.heads import (
     DepthwiseAdapter,
     LayerProjections,
     anomaly_logits,
-    cosine_scores,
     patch_average,
     segmentation_probs,
 )

@@ -208,6 +208,9 @@ def test_readable_items_drop_errors_and_mark_missing_pixel_labels():
     assert errors == {} and items.categories == ["a", "b", "c"]
     assert items.labels.tolist() == [0, 1, -1]  # unknown label taken from a real mask only
     assert torch.equal(items.masks[:2], mask[:2]) and bool((items.masks[2] == -1).all())
+    batch["label"] = torch.tensor([0, -1, 0])  # a normal image of a set without masks
+    items, _ = readable_items(batch)
+    assert bool((items.masks[2] == 0).all()) and items.labels.tolist() == [0, 1, 0]
     batch["error"] = ["", "broken", ""]
     items, errors = readable_items(batch)
     assert errors == {"p1": "broken"} and items.categories == ["a", "c"]
@@ -273,7 +276,7 @@ def test_max_steps_per_epoch_and_log_every(backbone, data_spec, tmp_path):
     assert [row["step"] for row in rows] == [2, 4]
 
 
-def test_images_without_pixel_labels_get_unknown_masks(backbone, tmp_path):
+def test_anomalous_images_without_pixel_labels_get_unknown_masks(backbone, tmp_path):
     root = tmp_path / "folder"
     from PIL import Image
 
@@ -283,7 +286,11 @@ def test_images_without_pixel_labels_get_unknown_masks(backbone, tmp_path):
             Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (40 * index, 90, 200)).save(root / state / f"{index}.png")
     detector = make_detector(backbone)
     run_fit(detector, f"folder:{root}", tmp_path / "run", quick_config(epochs=1))
-    assert all(bool((masks == -1).all()) for masks in detector.seen_masks)
+    per_image = torch.cat(detector.seen_masks).flatten(1)
+    unknown = (per_image == -1).all(dim=1)
+    empty = (per_image == 0).all(dim=1)
+    # 2 anomalous images without masks: unknown; 2 normal images: known to be empty
+    assert int(unknown.sum()) == 2 and int(empty.sum()) == 2
 
 
 # ---------------------------------------------------------------- resume

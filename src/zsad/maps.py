@@ -5,6 +5,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 
 def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -31,21 +32,41 @@ def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, kernel.view(1, 1, 1, -1)).squeeze(1)
 
 
-def cosine_logits(features: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
-    """Scaled cosine similarity of features with the [normal, abnormal] text pair.
+def patch_grid_size(num_tokens: int) -> int:
+    """Side of the square patch grid holding ``num_tokens`` tokens; error if not square."""
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(f"{num_tokens} patch tokens do not form a square grid (CLS must be excluded)")
+    return side
 
-    features: (B, L, d_t); text: (B, 2, d_t) or (2, d_t). Returns (B, L, 2).
+
+def tokens_to_grid(tokens: Tensor) -> Tensor:
+    """(B, L, C) raster-order tokens -> (B, C, h, h) feature map."""
+    batch, length, channels = tokens.shape
+    side = patch_grid_size(length)
+    return tokens.transpose(1, 2).reshape(batch, channels, side, side)
+
+
+def grid_to_tokens(grid: Tensor) -> Tensor:
+    """(B, C, h, w) feature map -> (B, h*w, C) raster-order tokens."""
+    return grid.flatten(2).transpose(1, 2)
+
+
+def cosine_scores(features: Tensor, text: Tensor) -> Tensor:
+    """Cosine similarity of features with the [T_N, T_A] text features.
+
+    Args:
+        features: (B, ..., d_t).
+        text: (2, d_t) shared, or (B, 2, d_t) per image (normal first, anomalous second).
+
+    Returns:
+        (B, ..., 2).
     """
     features = F.normalize(features, dim=-1)
     text = F.normalize(text, dim=-1)
     if text.dim() == 2:
-        return scale * features @ text.t()
-    return scale * torch.einsum("bld,bkd->blk", features, text)
-
-
-def tokens_to_grid(values: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(B, L, C) token values -> (B, C, h, w) on the patch grid (raster order)."""
-    batch, tokens, channels = values.shape
-    if tokens != grid[0] * grid[1]:
-        raise ValueError(f"{tokens} tokens do not fill a {grid[0]} x {grid[1]} grid")
-    return values.transpose(1, 2).reshape(batch, channels, grid[0], grid[1])
+        return features @ text.T
+    if text.dim() != 3 or text.shape[0] != features.shape[0]:
+        raise ValueError(f"text must be (2, d_t) or (B, 2, d_t), got {tuple(text.shape)}")
+    flat = features.reshape(features.shape[0], -1, features.shape[-1])  # (B, M, d_t)
+    return (flat @ text.transpose(1, 2)).reshape(*features.shape[:-1], text.shape[1])

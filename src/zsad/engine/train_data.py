@@ -125,8 +125,9 @@ UNKNOWN = -1
 class TrainingBatch:
     """The readable items of a collated batch, ready for the detector.
 
-    images (B', 3, S, S); masks (B', 1, S, S) in {0, 1}, or all -1 for an image without a
-    pixel label (the methods skip its segmentation loss); labels (B',) int64 in {0, 1, -1
+    images (B', 3, S, S); masks (B', 1, S, S) in {0, 1} (all 0 for a normal image, also in
+    a set without mask files), or all -1 for an anomalous image without a pixel label
+    (the methods skip its segmentation loss); labels (B',) int64 in {0, 1, -1
     unknown}, an unknown label being taken from a real mask when there is one;
     categories: (B',) category keys.
     """
@@ -146,10 +147,12 @@ def readable_items(batch: dict) -> tuple[TrainingBatch | None, dict[str, str]]:
         return None, errors
     index = torch.tensor(rows)
     has_mask = batch["has_mask"][index]
-    masks = torch.where(has_mask[:, None, None, None], batch["mask"][index], torch.tensor(float(UNKNOWN)))
+    given_labels = batch["label"][index]
+    # A normal image has an empty mask even in a set without mask files.
+    pixel_labelled = has_mask | (given_labels == 0)
+    masks = torch.where(pixel_labelled[:, None, None, None], batch["mask"][index], torch.tensor(float(UNKNOWN)))
     from_mask = torch.where(has_mask, (masks.flatten(1).amax(dim=1) > 0.5).long(), UNKNOWN)
-    labels = batch["label"][index]
-    labels = torch.where(labels >= 0, labels, from_mask)
+    labels = torch.where(given_labels >= 0, given_labels, from_mask)
     return (
         TrainingBatch(batch["image"][index], masks, labels, [batch["class_name"][i] for i in rows]),
         errors,

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from ..backbone import ClipBackbone
-from ..maps import cosine_logits, gaussian_smooth, tokens_to_grid, upsample
+from ..maps import cosine_scores, gaussian_smooth, tokens_to_grid, upsample
 from ..text import TextFeatureBank
 from .base import AnomalyDetector, DetectorOutput, MethodConfig
 
@@ -58,13 +58,13 @@ class ZeroShotDetector(AnomalyDetector):
             layer_probs = []
             for block in self.taps:
                 projected = backbone.project_tokens(features.patch_tokens(block))
-                probs = cosine_logits(projected, text, scale).softmax(dim=-1)[..., 1:]  # (B, L, 1)
-                layer_probs.append(tokens_to_grid(probs, features.grid))
+                probs = (scale * cosine_scores(projected, text)).softmax(dim=-1)[..., 1:]  # (B, L, 1)
+                layer_probs.append(tokens_to_grid(probs))
             patch_map = torch.stack(layer_probs).mean(dim=0)  # (B, 1, h, w)
             size = images.shape[-1]
             anomaly_map = upsample(patch_map, size).squeeze(1)
             sigma = self.config.smoothing_sigma * size / 518
             anomaly_map = gaussian_smooth(anomaly_map, sigma).clamp(0, 1)
-            global_prob = cosine_logits(features.image_embedding.unsqueeze(1), text, scale).softmax(-1)[:, 0, 1]
+            global_prob = (scale * cosine_scores(features.image_embedding, text)).softmax(-1)[:, 1]
             score = 0.5 * (anomaly_map.flatten(1).amax(dim=1) + global_prob)
         return DetectorOutput(anomaly_map=anomaly_map, pred_score=score)

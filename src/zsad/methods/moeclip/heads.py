@@ -6,31 +6,12 @@ grid) with the CLS token already removed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def patch_grid_size(num_tokens: int) -> int:
-    """Side of the square patch grid holding ``num_tokens`` tokens; error if not square."""
-    side = math.isqrt(num_tokens)
-    if side * side != num_tokens:
-        raise ValueError(f"{num_tokens} patch tokens do not form a square grid (CLS must be excluded)")
-    return side
-
-
-def tokens_to_grid(tokens: Tensor) -> Tensor:
-    """(B, L, C) raster-order tokens -> (B, C, h, h) feature map."""
-    batch, length, channels = tokens.shape
-    side = patch_grid_size(length)
-    return tokens.transpose(1, 2).reshape(batch, channels, side, side)
-
-
-def grid_to_tokens(grid: Tensor) -> Tensor:
-    """(B, C, h, w) feature map -> (B, h*w, C) raster-order tokens."""
-    return grid.flatten(2).transpose(1, 2)
+from ...maps import cosine_scores, grid_to_tokens, tokens_to_grid
 
 
 def patch_average(tokens: Tensor, scales: Sequence[int] = (1, 3, 5)) -> list[Tensor]:
@@ -105,26 +86,6 @@ class DepthwiseAdapter(nn.Module):
         sequence = self.norm(tokens).transpose(1, 2)  # (B, d, L)
         features = self.pointwise(self.activation(self.depthwise(sequence)))  # (B, d_t, L)
         return features.mean(dim=-1)
-
-
-def cosine_scores(features: Tensor, text: Tensor) -> Tensor:
-    """Cosine similarity of features with the [T_N, T_A] text features.
-
-    Args:
-        features: (B, ..., d_t).
-        text: (2, d_t) shared, or (B, 2, d_t) per image (normal first, anomalous second).
-
-    Returns:
-        (B, ..., 2).
-    """
-    features = F.normalize(features, dim=-1)
-    text = F.normalize(text, dim=-1)
-    if text.dim() == 2:
-        return features @ text.T
-    if text.dim() != 3 or text.shape[0] != features.shape[0]:
-        raise ValueError(f"text must be (2, d_t) or (B, 2, d_t), got {tuple(text.shape)}")
-    flat = features.reshape(features.shape[0], -1, features.shape[-1])  # (B, M, d_t)
-    return (flat @ text.transpose(1, 2)).reshape(*features.shape[:-1], text.shape[1])
 
 
 def anomaly_logits(features: Tensor, text: Tensor, logit_scale: float = 100.0) -> Tensor:

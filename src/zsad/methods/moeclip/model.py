@@ -16,12 +16,12 @@ from torch import nn
 
 from ...backbone import ClipBackbone
 from ...losses import dice_loss, focal_loss
-from ...maps import gaussian_smooth
+from ...maps import cosine_scores, gaussian_smooth
 from ...text import TextFeatureBank
 from ..base import AnomalyDetector, DetectorOutput
 from .aux_losses import balance_loss, etf_loss
 from .config import MoEClipConfig
-from .heads import DepthwiseAdapter, LayerProjections, anomaly_logits, cosine_scores, patch_average, segmentation_probs
+from .heads import DepthwiseAdapter, LayerProjections, anomaly_logits, patch_average, segmentation_probs
 from .moe import MoeAdapter
 
 
