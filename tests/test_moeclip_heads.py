@@ -12,6 +12,7 @@ from zsad.methods.moeclip.heads import (
     LayerProjections,
     anomaly_logits,
     patch_average,
+    project_patch_averages,
     segmentation_probs,
 )
 
@@ -148,3 +149,24 @@ def test_segmentation_probs_upsample_then_softmax():
     assert not torch.allclose(probs, probabilities_first, atol=1e-4)
     constant = torch.tensor([0.0, math.log(3.0)]).reshape(1, 2, 1, 1).expand(1, 2, 3, 3)
     assert torch.allclose(segmentation_probs(constant, (5, 7))[0, 1], torch.full((5, 7), 0.75))
+
+
+def test_one_projection_serves_every_paa_scale_exactly():
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 36, 24) * 3 + 0.5
+    layer_norm = torch.nn.LayerNorm(24)
+    with torch.no_grad():
+        layer_norm.weight.normal_(1.0, 0.3)
+        layer_norm.bias.normal_(0.0, 0.3)
+    projection = torch.nn.Linear(24, 10, bias=False)
+    fused = project_patch_averages(tokens, (1, 3, 5), layer_norm, projection)
+    plain = [projection(layer_norm(averaged)) for averaged in patch_average(tokens, (1, 3, 5))]
+    for fast, reference in zip(fused, plain):
+        assert torch.allclose(fast, reference, atol=1e-4), (fast - reference).abs().max()
+    # gradients reach the projection and the tokens the same way
+    grads = []
+    for outputs in (fused, plain):
+        projection.zero_grad()
+        sum(o.square().sum() for o in outputs).backward(retain_graph=True)
+        grads.append(projection.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-3)

@@ -50,6 +50,18 @@ def _to_numpy(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
+def _map_array(anomaly_map: Any, dtype: type) -> np.ndarray:
+    """An anomaly map (h, w) or (1, h, w), numpy or torch -> finite (h, w) array of dtype."""
+    values = _to_numpy(anomaly_map).astype(dtype)
+    if values.ndim == 3 and values.shape[0] == 1:
+        values = values[0]
+    if values.ndim != 2:
+        raise ValueError(f"anomaly map must have shape (h, w), got {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("anomaly map contains NaN or infinite values")
+    return values
+
+
 def _as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     """Return the image as ``uint8`` ``(H, W, 3)``."""
     if isinstance(image, Image.Image):
@@ -71,13 +83,7 @@ def _as_map(anomaly_map: Any, size_hw: tuple[int, int]) -> np.ndarray:
     when ``(h, w) != size_hw``. Non-finite values are an error (they point to a
     bug upstream and would be silently painted as 0 or 1 otherwise).
     """
-    values = _to_numpy(anomaly_map).astype(np.float32)
-    if values.ndim == 3 and values.shape[0] == 1:
-        values = values[0]
-    if values.ndim != 2:
-        raise ValueError(f"anomaly map must have shape (h, w), got {values.shape}")
-    if not np.all(np.isfinite(values)):
-        raise ValueError("anomaly map contains NaN or infinite values")
+    values = _map_array(anomaly_map, np.float32)
     if values.shape != tuple(size_hw):
         height, width = size_hw
         resized = Image.fromarray(values).resize((width, height), Image.BILINEAR)
@@ -186,13 +192,7 @@ def save_map_png16(path: Path | str, anomaly_map: Any, metadata: dict[str, Any] 
     Use :func:`load_map_png16` to read it back (error at most ``1 / 65535``). ``metadata``
     is stored as PNG text chunks (e.g. the weights that produced the map).
     """
-    values = _to_numpy(anomaly_map).astype(np.float64)
-    if values.ndim == 3 and values.shape[0] == 1:
-        values = values[0]
-    if values.ndim != 2:
-        raise ValueError(f"anomaly map must have shape (H, W), got {values.shape}")
-    if not np.all(np.isfinite(values)):
-        raise ValueError("anomaly map contains NaN or infinite values")
+    values = _map_array(anomaly_map, np.float64)
     levels = np.rint(np.clip(values, 0.0, 1.0) * _PNG16_SCALE).astype(np.uint16)
     picture = Image.fromarray(levels)
     return atomic_save(path, lambda tmp: picture.save(tmp, format="PNG", pnginfo=png_text(metadata)))

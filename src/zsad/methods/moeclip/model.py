@@ -21,7 +21,7 @@ from ...text import TextFeatureBank
 from ..base import AnomalyDetector, DetectorOutput
 from .aux_losses import balance_loss, etf_loss
 from .config import MoEClipConfig
-from .heads import DepthwiseAdapter, LayerProjections, anomaly_logits, patch_average, segmentation_probs
+from .heads import DepthwiseAdapter, LayerProjections, anomaly_logits, project_patch_averages, segmentation_probs
 from .moe import MoeAdapter
 
 
@@ -100,8 +100,8 @@ class MoEClipDetector(AnomalyDetector):
         segmentation = []  # 12 maps of (B, 2, S, S) probabilities
         for layer, block in enumerate(self.blocks):
             tokens = features.hidden[block][:, 1:]
-            for aggregated in patch_average(tokens, config.paa_scales):
-                projected = self.projections(layer, ln_post(aggregated))
+            projection = self.projections.projections[layer]
+            for projected in project_patch_averages(tokens, config.paa_scales, ln_post, projection):
                 segmentation.append(segmentation_probs(anomaly_logits(projected, text, config.logit_scale), size))
         raw_map = torch.stack([probs[:, 1] for probs in segmentation]).mean(dim=0)  # (B, S, S)
 
