@@ -47,11 +47,6 @@ def tokens_to_grid(tokens: Tensor) -> Tensor:
     return tokens.transpose(1, 2).reshape(batch, channels, side, side)
 
 
-def grid_to_tokens(grid: Tensor) -> Tensor:
-    """(B, C, h, w) feature map -> (B, h*w, C) raster-order tokens."""
-    return grid.flatten(2).transpose(1, 2)
-
-
 def cosine_scores(features: Tensor, text: Tensor) -> Tensor:
     """Cosine similarity of features with the [T_N, T_A] text features.
 

@@ -11,14 +11,26 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...maps import cosine_scores, grid_to_tokens, tokens_to_grid
+from ...maps import cosine_scores, patch_grid_size, tokens_to_grid
+
+
+def _box_mean_along(x: Tensor, dim: int, scale: int) -> Tensor:
+    """Zero-padded moving average of window ``scale`` along ``dim`` (divides by scale):
+    a cumulative sum over the padded axis, then differences ``scale`` apart."""
+    half = scale // 2
+    padding = [0, 0] * (x.dim() - 1 - dim) + [half + 1, half]
+    sums = F.pad(x, padding).cumsum(dim=dim)
+    length = x.shape[dim]
+    return (sums.narrow(dim, scale, length) - sums.narrow(dim, 0, length)) / scale
 
 
 def patch_average(tokens: Tensor, scales: Sequence[int] = (1, 3, 5)) -> list[Tensor]:
     """Patch Average Aggregation (Eq. 10): s x s mean of neighbouring patches, per scale.
 
     Stride 1, zero padding s // 2, always divided by s^2 (border windows count
-    the padded zeros), i.e. ``avg_pool2d(count_include_pad=True)``.
+    the padded zeros), i.e. ``avg_pool2d(count_include_pad=True)``. Computed as two 1-D
+    box means on the (B, h, w, d) token grid (channels stay contiguous, and the cost
+    does not grow with s).
 
     Args:
         tokens: (B, L, d) patch tokens, L a perfect square.
@@ -30,14 +42,16 @@ def patch_average(tokens: Tensor, scales: Sequence[int] = (1, 3, 5)) -> list[Ten
     for scale in scales:
         if scale < 1 or scale % 2 == 0:
             raise ValueError(f"PAA scales must be odd positive integers, got {scale}")
-    grid = tokens_to_grid(tokens)
+    batch, length, width = tokens.shape
+    side = patch_grid_size(length)
+    grid = tokens.reshape(batch, side, side, width)
     averaged = []
     for scale in scales:
         if scale == 1:
             averaged.append(tokens)
             continue
-        pooled = F.avg_pool2d(grid, kernel_size=scale, stride=1, padding=scale // 2, count_include_pad=True)
-        averaged.append(grid_to_tokens(pooled))
+        pooled = _box_mean_along(_box_mean_along(grid, 1, scale), 2, scale)
+        averaged.append(pooled.reshape(batch, length, width))
     return averaged
 
 
