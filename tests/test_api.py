@@ -117,3 +117,12 @@ def test_foreign_or_missing_files_are_clear_errors(tmp_path):
         read_checkpoint(garbage)
     with pytest.raises(CheckpointError, match="not found"):
         read_checkpoint(tmp_path / "nothing.safetensors")
+
+
+def test_building_for_training_does_not_warn_about_untrained_adapters():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        build_detector("moeclip", backbone="zsad-tiny", weights="random", image_size=64, for_training=True)

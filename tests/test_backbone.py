@@ -2,7 +2,6 @@
 modules, the V-V path, freezing and the hub-failure message."""
 from __future__ import annotations
 
-import warnings
 
 import open_clip
 import pytest

@@ -37,8 +37,12 @@ def build_detector(
     image_size: int | None = None,
     method_config: dict[str, Any] | None = None,
     cache_dir: str | None = None,
+    for_training: bool = False,
 ) -> AnomalyDetector:
     """Build a method on a frozen backbone, from scratch or from a checkpoint.
+
+    A trainable method built without a checkpoint warns that its adapters are untrained,
+    unless ``for_training`` says that is the point.
 
     With a checkpoint, its stored config decides the method, the backbone and the image
     size; anything passed explicitly must agree with it (otherwise a CheckpointError names
@@ -48,7 +52,7 @@ def build_detector(
         if method is None:
             raise ValueError("name a method (e.g. 'zeroshot') or give a checkpoint")
         cls = method_class(method)
-        if cls.trainable:
+        if cls.trainable and not for_training:
             warnings.warn(
                 f"method '{method}' is trainable but no checkpoint was given: its adapters are untrained "
                 "(pass --checkpoint from `zsad train`)",

@@ -22,7 +22,7 @@ import logging
 import math
 import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence

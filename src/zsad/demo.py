@@ -10,10 +10,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-import warnings
-
-import torch
-
 from .api import Detector, build_detector, load
 from .backbone import TINY_MODEL_NAME
 from .data.synth import TEST_CATEGORIES, TRAIN_CATEGORIES, generate_mvtec_like
@@ -70,9 +66,7 @@ def run_demo(
 
     console.print(f"3/4 training MoECLIP for {epochs} epochs on the training categories, then evaluating it")
     torch_device = resolve_device(device)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is trainable but no checkpoint was given")
-        moeclip_model = build_detector("moeclip", **tiny)
+    moeclip_model = build_detector("moeclip", **tiny, for_training=True)
     fit(moeclip_model, [f"mvtec:{train_dir}"], out / "moeclip" / "train", TrainingConfig(epochs=epochs, batch_size=4, lr=1e-3),
         ClassNames.load(), torch_device, overwrite=True, show_progress=show_progress)
     moeclip = Detector(moeclip_model, torch_device, ClassNames.load())

@@ -1,7 +1,6 @@
 """`zsad benchmark`: train once, test every listed set, compare with the paper."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer

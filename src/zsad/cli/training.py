@@ -185,10 +185,8 @@ def _run(
     main = is_main_process()
     seed_everything(settings.training.seed)
     with warnings.catch_warnings():
-        # The panel below replaces the library's random-weights warning; "untrained
-        # adapters" is exactly what training starts from.
+        # The panel below replaces the library's random-weights warning.
         warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
-        warnings.filterwarnings("ignore", message=".*is trainable but no checkpoint was given")
         detector = build_detector(
             settings.method,
             backbone=settings.model_name,
@@ -196,6 +194,7 @@ def _run(
             image_size=settings.image_size,
             method_config=settings.method_config,
             cache_dir=str(cache_dir) if cache_dir else None,
+            for_training=True,
         )
     if main:
         from . import warn_if_random

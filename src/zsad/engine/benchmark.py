@@ -8,7 +8,6 @@ VisA direction).
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -66,9 +65,8 @@ def _train_and_test(
     plan: BenchmarkPlan, train_spec: str, tests: dict[str, str], run_dir: Path, class_names: ClassNames,
     device: str, overwrite: bool, show_progress: bool, say: Callable[[str], None],
 ) -> dict[str, dict[str, Any]]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is trainable but no checkpoint was given")
-        model = build_detector(plan.method, None, plan.backbone, plan.weights, plan.image_size, plan.method_config, plan.cache_dir)
+    model = build_detector(plan.method, None, plan.backbone, plan.weights, plan.image_size, plan.method_config,
+                           plan.cache_dir, for_training=True)
     torch_device = resolve_device(device)
     if method_class(plan.method).trainable:
         say(f"training {plan.method} on {train_spec}")

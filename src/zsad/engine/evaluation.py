@@ -53,7 +53,7 @@ def _class_metrics(predictions: ClassPredictions, has_masks: bool, normalisation
         "n_images": int(len(labels)),
         "n_anomalous": int((labels == 1).sum()),
     }
-    result.update(image_metrics(scores[known], labels[known]) if known.any() else image_metrics(scores[:0], labels[:0]))
+    result.update(image_metrics(scores[known], labels[known]))  # all None without both labels
     if has_masks and predictions.maps:
         result.update(pixel_metrics(np.stack(predictions.maps), np.stack(predictions.masks)))
     return result
