@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..base import MethodConfig
+from .moe import NORM_MATCH_GRADIENTS
 
 SCORE_MODES = ("fused", "det", "map")
 
@@ -17,6 +18,10 @@ class MoEClipConfig(MethodConfig):
     num_experts, top_k: K and k of the router (K = k = 1 is the single-expert row).
     rank, lora_alpha, lora_dropout: LoRA experts (r = 8, alpha = 16, dropout 0.05).
     lambda_moe: residual weight of the norm-matched MoE output (0.1).
+    norm_match_gradient: backward of the norm matching (Eq. 4). "bounded" (default) caps
+        its gain at 10 where the MoE update is tiny next to the token (at init B = 0), so
+        that B's first gradient does not stall Adam; "paper" is the exact gradient (B then
+        barely moves for ~10^4 steps). The forward pass is the same in both.
     fofs: frozen orthogonal feature-separation projections (False = "w/o FOFS").
     full_rank_experts: d x d experts instead of LoRA (ablation; needs fofs False).
     router_hidden: width of a router MLP (ablation); None = one bias-free Linear.
@@ -42,6 +47,7 @@ class MoEClipConfig(MethodConfig):
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
     lambda_moe: float = 0.1
+    norm_match_gradient: str = "bounded"
     fofs: bool = True
     full_rank_experts: bool = False
     router_hidden: int | None = None
@@ -64,6 +70,10 @@ class MoEClipConfig(MethodConfig):
     def __post_init__(self) -> None:
         if self.score_mode not in SCORE_MODES:
             raise ValueError(f"score_mode must be one of {SCORE_MODES}, got {self.score_mode!r}")
+        if self.norm_match_gradient not in NORM_MATCH_GRADIENTS:
+            raise ValueError(
+                f"norm_match_gradient must be one of {NORM_MATCH_GRADIENTS}, got {self.norm_match_gradient!r}"
+            )
         if not self.paa_scales or any(s < 1 or s % 2 == 0 for s in self.paa_scales):
             raise ValueError(f"paa_scales must be odd window sizes >= 1, got {self.paa_scales}")
         if self.etf_loss and self.etf_weight <= 0:

@@ -63,6 +63,7 @@ class MoEClipDetector(AnomalyDetector):
                 router_hidden=config.router_hidden,
                 noise_std_ratio=config.router_noise,
                 dispatch=config.dispatch,
+                norm_match_gradient=config.norm_match_gradient,
             )
             for index in range(len(self.blocks))
         )

@@ -242,15 +242,68 @@ class TopKRouter(nn.Module):
         return RoutingDecision(logits, probs, topk_index, topk_weight, dense_weight)
 
 
-def match_norm(update: Tensor, reference: Tensor, eps: float = 1e-6) -> Tensor:
+NormMatchGradient = Literal["bounded", "paper"]
+NORM_MATCH_GRADIENTS = ("bounded", "paper")
+
+# Below this ratio ||x'|| / ||x||, the bounded backward of the norm matching uses the gain
+# it has at ||x'|| = GAIN_FLOOR * ||x||, i.e. at most 1 / GAIN_FLOOR (see match_norm).
+GAIN_FLOOR = 1e-1
+
+
+def match_norm(update: Tensor, reference: Tensor, eps: float = 1e-6, gradient: NormMatchGradient = "paper") -> Tensor:
     """Rescale each token of ``update`` to the norm of ``reference`` (Eq. 4).
 
-    ``update * ||reference|| / (||update|| + eps)`` over the last dim. A zero
-    update stays zero (with a large but finite Jacobian). Shapes (..., d).
+    Forward, for both ``gradient`` modes and bit for bit the same:
+    ``update * ||reference|| / (||update|| + eps)`` over the last dim. A zero update stays
+    zero.
+
+    Backward: with ``n = ||update||``, ``r = ||reference||``, the exact gradient with
+    respect to ``update`` is ``r / (n + eps) * (g - (u.g) u * n / (n + eps))`` (u the unit
+    update). Its gain ``r / (n + eps)`` is about ``r / eps`` (~10^6 r) at the zero update
+    of initialisation, where LoRA B = 0.
+    - "paper": that exact gradient (plain autograd). B's first gradient is then ~10^4 times
+      its later ones and fills Adam's second moment, which stalls B for ~10^4 steps.
+    - "bounded": the gain is ``r / max(n + eps, GAIN_FLOOR * r)``: exact wherever
+      ``n >= GAIN_FLOOR * r`` (minus eps), and never above ``1 / GAIN_FLOOR``. Where it
+      bites, only the length of the gradient changes, not its direction. The gradient with
+      respect to ``reference`` is exact in both modes. Stateless: nothing to save or resume.
+
+    Shapes (..., d); compute in float32 (the caller casts).
     """
-    update_norm = torch.linalg.vector_norm(update, dim=-1, keepdim=True)
-    reference_norm = torch.linalg.vector_norm(reference, dim=-1, keepdim=True)
-    return update * (reference_norm / (update_norm + eps))
+    if gradient == "paper":
+        update_norm = torch.linalg.vector_norm(update, dim=-1, keepdim=True)
+        reference_norm = torch.linalg.vector_norm(reference, dim=-1, keepdim=True)
+        return update * (reference_norm / (update_norm + eps))
+    if gradient == "bounded":
+        return _BoundedNormMatch.apply(update, reference, eps)
+    raise ValueError(f"norm-matching gradient must be one of {NORM_MATCH_GRADIENTS}, got {gradient!r}")
+
+
+class _BoundedNormMatch(torch.autograd.Function):
+    """Eq. 4 with the bounded-gain backward of :func:`match_norm` ("bounded")."""
+
+    @staticmethod
+    def forward(ctx, update: Tensor, reference: Tensor, eps: float) -> Tensor:
+        update_norm = torch.linalg.vector_norm(update, dim=-1, keepdim=True)
+        reference_norm = torch.linalg.vector_norm(reference, dim=-1, keepdim=True)
+        ctx.save_for_backward(update, reference, update_norm, reference_norm)
+        ctx.eps = eps
+        return update * (reference_norm / (update_norm + eps))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        update, reference, update_norm, reference_norm = ctx.saved_tensors
+        shifted = update_norm + ctx.eps  # n + eps >= eps > 0
+        along = (update * grad).sum(dim=-1, keepdim=True) / shifted  # (u.g) n / (n + eps)
+        grad_update = grad_reference = None
+        if ctx.needs_input_grad[0]:
+            unit = update / torch.where(update_norm > 0, update_norm, torch.ones_like(update_norm))  # 0 at 0
+            gain = reference_norm / torch.maximum(shifted, GAIN_FLOOR * reference_norm)
+            grad_update = gain * (grad - along * unit)
+        if ctx.needs_input_grad[1]:
+            safe_reference_norm = torch.where(reference_norm > 0, reference_norm, torch.ones_like(reference_norm))
+            grad_reference = along * reference / safe_reference_norm
+        return grad_update, grad_reference, None
 
 
 @dataclass
@@ -288,6 +341,8 @@ class MoeAdapter(nn.Module):
         rank, alpha, dropout, fofs, full_rank, seed: see :class:`LoraExperts`.
         lambda_moe: residual weight of the adapted feature (Eq. 5).
         eps: norm-matching constant (Eq. 4).
+        norm_match_gradient: backward of the norm matching, "bounded" (default) or
+            "paper"; the forward is the same (see :func:`match_norm`).
         router_hidden, router_init_std, noise_std_ratio: see :class:`TopKRouter`.
         dispatch: "sparse" or "dense" expert evaluation outside training.
     """
@@ -309,8 +364,11 @@ class MoeAdapter(nn.Module):
         router_init_std: float = 0.02,
         noise_std_ratio: float | None = None,
         dispatch: Dispatch = "sparse",
+        norm_match_gradient: NormMatchGradient = "bounded",
     ) -> None:
         super().__init__()
+        if norm_match_gradient not in NORM_MATCH_GRADIENTS:
+            raise ValueError(f"norm_match_gradient must be one of {NORM_MATCH_GRADIENTS}, got {norm_match_gradient!r}")
         if dispatch not in ("dense", "sparse"):
             raise ValueError(f"dispatch must be 'dense' or 'sparse', got {dispatch!r}")
         if not 0.0 <= lambda_moe <= 1.0:
@@ -318,6 +376,7 @@ class MoeAdapter(nn.Module):
         self.lambda_moe = lambda_moe
         self.eps = eps
         self.dispatch = dispatch
+        self.norm_match_gradient = norm_match_gradient
         self.router = TopKRouter(d, num_experts, top_k, router_hidden, router_init_std, noise_std_ratio)
         self.experts = LoraExperts(d, num_experts, rank, alpha, dropout, fofs, full_rank, seed)
 
@@ -333,7 +392,7 @@ class MoeAdapter(nn.Module):
             expert_outputs = None
             mixed = self.experts.forward_sparse(x, decision.topk_index, decision.topk_weight)
         # Norm matching in float32: the rescale divides by a norm that is 0 at init.
-        normalised = match_norm(mixed.float(), x.float(), self.eps)
+        normalised = match_norm(mixed.float(), x.float(), self.eps, self.norm_match_gradient)
         out = self.lambda_moe * normalised + (1.0 - self.lambda_moe) * x.float()
 
         def unflatten(t: Tensor) -> Tensor:
