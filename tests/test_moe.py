@@ -329,3 +329,12 @@ def test_moe_alone_lowers_the_loss_with_a_frozen_head():
         loss_fn().backward()
         optimiser.step()
     assert loss_fn().item() < start - 0.05
+
+
+def test_etf_gram_is_float32_under_bf16_autocast():
+    outputs = torch.randn(64, 4, 32).bfloat16()
+    expected = etf_loss(outputs.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = etf_loss(outputs)
+    assert loss.dtype == torch.float32
+    assert torch.allclose(loss, expected, rtol=1e-6)

@@ -170,3 +170,50 @@ def test_one_projection_serves_every_paa_scale_exactly():
         sum(o.square().sum() for o in outputs).backward(retain_graph=True)
         grads.append(projection.weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-3)
+
+
+# ---------------------------------------------------------------- bf16 autocast
+
+
+def _bf16_token_distributions() -> dict[str, torch.Tensor]:
+    base = torch.randn(1, 37 * 37, 1024, generator=torch.Generator().manual_seed(0))
+    outlier = base.clone()
+    outlier[..., 0] += 300.0
+    return {"zero mean": base, "mean shifted by 3": base + 3.0, "one channel at +300": outlier}
+
+
+@pytest.mark.parametrize("distribution", ["zero mean", "mean shifted by 3", "one channel at +300"])
+def test_fused_head_under_bf16_autocast_stays_within_plain_fp32_error(distribution):
+    """Spec "Precision": bf16 vs fp32 feature relative error <= 1 %, max logit error <= 0.1
+    (d = 1024, 37 x 37 grid), for tokens with a large mean or a channel in the hundreds."""
+    tokens = _bf16_token_distributions()[distribution]
+    layer_norm = torch.nn.LayerNorm(1024)
+    with torch.no_grad():
+        layer_norm.weight.uniform_(0.8, 1.2)
+        layer_norm.bias.normal_(0.0, 0.1)
+    projection = torch.nn.Linear(1024, 768, bias=False)
+    torch.nn.init.xavier_uniform_(projection.weight)
+    text = F.normalize(torch.randn(2, 768), dim=-1)
+    with torch.no_grad():
+        reference = project_patch_averages(tokens, (1, 3, 5), layer_norm, projection)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = project_patch_averages(tokens, (1, 3, 5), layer_norm, projection)
+            low_logits = [anomaly_logits(features, text) for features in low]
+            assert torch.get_autocast_dtype("cpu") == torch.bfloat16  # the region was really bf16
+        for features, expected, logits in zip(low, reference, low_logits):
+            assert features.dtype == torch.float32 and logits.dtype == torch.float32
+            relative = torch.linalg.vector_norm(features - expected) / torch.linalg.vector_norm(expected)
+            assert relative <= 0.01
+            assert (logits - anomaly_logits(expected, text)).abs().max() <= 0.1
+
+
+def test_cosines_softmax_and_smoothing_stay_float32_under_autocast():
+    from zsad.maps import gaussian_smooth
+
+    features, text = torch.randn(2, 9, 8), F.normalize(torch.randn(2, 8), dim=-1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = cosine_scores(features.bfloat16(), text)
+        probs = segmentation_probs(torch.randn(2, 2, 3, 3).bfloat16(), 6)
+        smoothed = gaussian_smooth(torch.rand(2, 6, 6).bfloat16(), 1.0)
+    assert scores.dtype == probs.dtype == smoothed.dtype == torch.float32
+    assert torch.allclose(scores, cosine_scores(features.bfloat16().float(), text), atol=1e-6)

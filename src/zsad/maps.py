@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .precision import float32_region
+
 
 def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of (B, C, h, w) maps to size (align_corners False)."""
@@ -19,17 +21,18 @@ def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 
     The kernel spans +-4 sigma, borders are reflected, and the blur runs as two 1-D
     passes (the same result as a 2-D Gaussian kernel at a fraction of the cost).
-    sigma <= 0 returns the input.
+    sigma <= 0 returns the input. Runs in float32 (also under autocast) and returns float32.
     """
     if sigma <= 0:
         return maps
     half = math.ceil(4 * sigma)
-    offsets = torch.arange(-half, half + 1, dtype=maps.dtype, device=maps.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    x = F.pad(maps.unsqueeze(1), (half, half, half, half), mode="reflect")
-    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
-    return F.conv2d(x, kernel.view(1, 1, 1, -1)).squeeze(1)
+    with float32_region(maps.device):
+        offsets = torch.arange(-half, half + 1, dtype=torch.float32, device=maps.device)
+        kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        x = F.pad(maps.float().unsqueeze(1), (half, half, half, half), mode="reflect")
+        x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+        return F.conv2d(x, kernel.view(1, 1, 1, -1)).squeeze(1)
 
 
 def patch_grid_size(num_tokens: int) -> int:
@@ -55,13 +58,14 @@ def cosine_scores(features: Tensor, text: Tensor) -> Tensor:
         text: (2, d_t) shared, or (B, 2, d_t) per image (normal first, anomalous second).
 
     Returns:
-        (B, ..., 2).
+        (B, ..., 2) float32: norms and products run in float32, also under autocast.
     """
-    features = F.normalize(features, dim=-1)
-    text = F.normalize(text, dim=-1)
-    if text.dim() == 2:
-        return features @ text.T
-    if text.dim() != 3 or text.shape[0] != features.shape[0]:
+    if text.dim() not in (2, 3) or (text.dim() == 3 and text.shape[0] != features.shape[0]):
         raise ValueError(f"text must be (2, d_t) or (B, 2, d_t), got {tuple(text.shape)}")
-    flat = features.reshape(features.shape[0], -1, features.shape[-1])  # (B, M, d_t)
-    return (flat @ text.transpose(1, 2)).reshape(*features.shape[:-1], text.shape[1])
+    with float32_region(features.device):
+        features = F.normalize(features.float(), dim=-1)
+        text = F.normalize(text.float(), dim=-1)
+        if text.dim() == 2:
+            return features @ text.T
+        flat = features.reshape(features.shape[0], -1, features.shape[-1])  # (B, M, d_t)
+        return (flat @ text.transpose(1, 2)).reshape(*features.shape[:-1], text.shape[1])

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...precision import float32_region
+
 
 def ideal_etf_gram(num_experts: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Tensor:
     """(K, K) Gram matrix of a simplex ETF (Eq. 3): 1 on the diagonal, -1/(K-1) off it."""
@@ -47,8 +49,9 @@ def etf_loss(expert_outputs: Tensor, eps: float = 1e-6) -> Tensor:
     num_experts, width = expert_outputs.shape[-2:]
     if num_experts == 1:
         return expert_outputs.sum() * 0.0
-    unit = F.normalize(expert_outputs.reshape(-1, num_experts, width).float(), dim=-1, eps=eps)
-    gram = unit @ unit.transpose(1, 2)  # (N, K, K)
+    with float32_region(expert_outputs.device):  # norms and Gram in float32 under autocast
+        unit = F.normalize(expert_outputs.reshape(-1, num_experts, width).float(), dim=-1, eps=eps)
+        gram = unit @ unit.transpose(1, 2)  # (N, K, K)
     ideal = ideal_etf_gram(num_experts, device=gram.device, dtype=gram.dtype)
     return (gram - ideal).pow(2).mean()
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...maps import cosine_scores, patch_grid_size, tokens_to_grid
+from ...precision import float32_region
 
 
 def _box_mean_along(x: Tensor, dim: int, scale: int) -> Tensor:
@@ -80,24 +81,29 @@ def project_patch_averages(
 ) -> list[Tensor]:
     """``projection(layer_norm(patch_average(tokens, s)))`` for every scale, with ONE matmul.
 
-    LayerNorm is an affine map of the centred, rescaled token, and averaging, centring and
-    the bias-free projection are linear: with W' = W diag(gamma),
-    ``W LN(A x) = (A (W' x) - mu(A x) W' 1) / sigma(A x) + W beta``. So the d -> d_t
-    projection runs once per layer and the averaging runs on its output; only the per-token
-    mean and std of each averaged token are taken from the d-wide tokens. Same values as
-    the plain composition (up to rounding), a third of the projection cost for 3 scales.
+    LayerNorm is an affine map of the centred, rescaled token, and averaging (A), centring
+    and the bias-free projection are linear. Centring commutes with A (mu(A x) = A mu(x)),
+    so with c = x - mu(x) and W' = W diag(gamma):
+    ``W LN(A x) = A (W' c) / sigma(A x) + W beta``, ``sigma(A x)^2 = mean(A c ^ 2) + eps``.
+    The d -> d_t projection runs once per layer, on the CENTRED tokens, and the averaging
+    runs on its output. Centring first matters under bf16 autocast: projecting raw tokens
+    and subtracting mu W' 1 afterwards cancels most of the value when a token's mean is
+    large next to its spread. Only the matmul may run in bf16; centring, averaging and
+    the normalisation run in float32.
 
-    tokens: (B, L, d) patch tokens (L square); returns one (B, L, d_t) tensor per scale.
+    tokens: (B, L, d) patch tokens (L square); returns one float32 (B, L, d_t) tensor per scale.
     """
-    weight = projection.weight * layer_norm.weight  # (d_t, d)
-    projected = tokens @ weight.t()  # (B, L, d_t)
-    projected_ones = weight.sum(dim=1)  # W' 1, (d_t,)
-    projected_bias = projection.weight @ layer_norm.bias  # W beta, (d_t,)
+    with float32_region(tokens.device):
+        tokens = tokens.float()
+        centred = tokens - tokens.mean(dim=-1, keepdim=True)
+        weight = projection.weight.float() * layer_norm.weight.float()  # W', (d_t, d)
+        projected_bias = projection.weight.float() @ layer_norm.bias.float()  # W beta, (d_t,)
+    projected = (centred @ weight.t()).float()  # (B, L, d_t): the one matmul (autocast decides)
     results = []
-    for averaged, averaged_projection in zip(patch_average(tokens, scales), patch_average(projected, scales)):
-        mean = averaged.mean(dim=-1, keepdim=True)
-        std = (averaged.var(dim=-1, unbiased=False, keepdim=True) + layer_norm.eps).sqrt()
-        results.append((averaged_projection - mean * projected_ones) / std + projected_bias)
+    with float32_region(tokens.device):
+        for averaged, averaged_projection in zip(patch_average(centred, scales), patch_average(projected, scales)):
+            std = (averaged.square().mean(dim=-1, keepdim=True) + layer_norm.eps).sqrt()
+            results.append(averaged_projection / std + projected_bias)
     return results
 
 
@@ -146,7 +152,8 @@ def segmentation_probs(logits: Tensor, out_size: int | tuple[int, int]) -> Tenso
     """Bilinear upsampling of (B, 2, h, w) logits to ``out_size``, then softmax over the 2 channels.
 
     Returns:
-        (B, 2, H, W) probabilities.
+        (B, 2, H, W) float32 probabilities (computed in float32, also under autocast).
     """
-    upsampled = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
-    return upsampled.softmax(dim=1)
+    with float32_region(logits.device):
+        upsampled = F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False)
+        return upsampled.softmax(dim=1)

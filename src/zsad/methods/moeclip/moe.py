@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ...precision import float32_region
+
 Dispatch = Literal["dense", "sparse"]
 
 
@@ -392,8 +394,9 @@ class MoeAdapter(nn.Module):
             expert_outputs = None
             mixed = self.experts.forward_sparse(x, decision.topk_index, decision.topk_weight)
         # Norm matching in float32: the rescale divides by a norm that is 0 at init.
-        normalised = match_norm(mixed.float(), x.float(), self.eps, self.norm_match_gradient)
-        out = self.lambda_moe * normalised + (1.0 - self.lambda_moe) * x.float()
+        with float32_region(x.device):
+            normalised = match_norm(mixed.float(), x.float(), self.eps, self.norm_match_gradient)
+            out = self.lambda_moe * normalised + (1.0 - self.lambda_moe) * x.float()
 
         def unflatten(t: Tensor) -> Tensor:
             return t.reshape(batch, tokens, *t.shape[1:])
