@@ -63,6 +63,24 @@ def test_auxiliary_losses_are_active_and_train_router_and_b(tiny_backbone):
             assert trained.grad is not None and trained.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("score_mode", ["fused", "det", "map"])
+def test_training_keeps_map_and_score_out_of_the_graph_with_eval_values(tiny_backbone, score_mode):
+    """In training only the losses carry gradients; the returned map and score are the
+    same values as in eval mode (no dropout, dense dispatch: same computation)."""
+    model = _model(tiny_backbone, lora_dropout=0.0, dispatch="dense", score_mode=score_mode)
+    _randomise_b(model)
+    images, masks, labels = _batch()
+    trained = model.train()(images, ["bottle"] * 2, masks=masks, labels=labels)
+    assert not trained.anomaly_map.requires_grad and not trained.pred_score.requires_grad
+    assert all(loss.requires_grad for loss in trained.losses.values())
+    with torch.no_grad():
+        evaluated = model.eval()(images, ["bottle"] * 2)
+    assert torch.allclose(trained.anomaly_map, evaluated.anomaly_map, atol=1e-6)
+    assert torch.allclose(trained.pred_score, evaluated.pred_score, atol=1e-6)
+    # Outside training, gradients reach the map (e.g. for saliency analyses).
+    assert model.eval()(images, ["bottle"] * 2).anomaly_map.requires_grad
+
+
 def test_no_losses_in_eval_mode(tiny_backbone):
     model = _model(tiny_backbone).eval()
     images, masks, labels = _batch()

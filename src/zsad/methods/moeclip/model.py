@@ -87,7 +87,8 @@ class MoEClipDetector(AnomalyDetector):
         """images (B, 3, S, S); masks (B, 1, S, S) in {0, 1}, negative = unknown (no
         segmentation loss for that image); labels (B,) in {0, 1}, -1 = unknown.
         Returns maps (B, S, S), scores (B,), and in training the weighted loss terms
-        seg, cls, etf, balance."""
+        seg, cls, etf, balance. In training mode the map and the score carry no gradient
+        (only the losses do)."""
         config, backbone = self.config, self.backbone
         size = images.shape[-1]
         text = self.text_features(class_names, images.device)
@@ -104,8 +105,6 @@ class MoEClipDetector(AnomalyDetector):
             projection = self.projections.projections[layer]
             for projected in project_patch_averages(tokens, config.paa_scales, ln_post, projection):
                 segmentation.append(segmentation_probs(anomaly_logits(projected, text, config.logit_scale), size))
-        raw_map = torch.stack([probs[:, 1] for probs in segmentation]).mean(dim=0)  # (B, S, S)
-
         last_tokens = ln_post(features.hidden[self.blocks[-1]][:, 1:])
         if self.image_adapter is not None:
             image_feature = self.image_adapter(last_tokens)
@@ -113,16 +112,28 @@ class MoEClipDetector(AnomalyDetector):
             image_feature = self.projections(len(self.blocks) - 1, last_tokens).mean(dim=1)
         image_logits = cosine_scores(image_feature, text) / config.score_temperature  # (B, 2)
 
-        anomaly_map = gaussian_smooth(raw_map, config.smoothing_sigma * size / 518).clamp(0, 1)
-        detection = image_logits.softmax(dim=-1)[:, 1]
-        map_score = anomaly_map.flatten(1).amax(dim=1)
-        score = {"det": detection, "map": map_score, "fused": 0.5 * (detection + map_score)}[config.score_mode]
+        # Only the losses need gradients: in training the map and the score are computed
+        # outside the autograd graph (same values, detached), so that the graph does not
+        # hold the 12-map mean, the smoothing and the score.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.training):
+            anomaly_map, score = self._map_and_score(segmentation, image_logits, size)
 
         routing = {block: features.stream_outputs[block] for block in self.blocks}
         output = DetectorOutput(anomaly_map=anomaly_map, pred_score=score, extras={"routing": routing})
         if self.training and (masks is not None or labels is not None):
             output.losses = self._losses(segmentation, image_logits, routing, masks, labels)
         return output
+
+    def _map_and_score(self, segmentation, image_logits, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference map (B, S, S): mean of the 12 abnormal probabilities, Gaussian-smoothed,
+        in [0, 1]; image score (B,) by ``score_mode``."""
+        config = self.config
+        raw_map = torch.stack([probs[:, 1] for probs in segmentation]).mean(dim=0)
+        anomaly_map = gaussian_smooth(raw_map, config.smoothing_sigma * size / 518).clamp(0, 1)
+        detection = image_logits.softmax(dim=-1)[:, 1]
+        map_score = anomaly_map.flatten(1).amax(dim=1)
+        score = {"det": detection, "map": map_score, "fused": 0.5 * (detection + map_score)}[config.score_mode]
+        return anomaly_map, score
 
     def _losses(self, segmentation, image_logits, routing, masks, labels) -> dict[str, torch.Tensor]:
         config = self.config
