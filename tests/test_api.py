@@ -61,15 +61,28 @@ def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
     save_checkpoint(path, detector.trainable_state_dict(), full_config(detector))
     tensors, config = read_checkpoint(path)
     assert config["method"] == "moeclip" and config["method_config"]["rank"] == 4
-    assert config["backbone"] == {"model_name": "zsad-tiny", "weights": "random", "image_size": 64, "quick_gelu": None}
+    assert config["backbone"] == {"model_name": "zsad-tiny", "weights": "random:0", "image_size": 64, "quick_gelu": None}
+    torch.manual_seed(99)  # another global RNG state must not change the rebuilt random backbone
     rebuilt = build_detector(checkpoint=path).eval()  # the file alone rebuilds the model
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        # the random backbone differs between builds: compare the method's own tensors
-        for key, value in detector.trainable_state_dict().items():
-            assert torch.equal(rebuilt.trainable_state_dict()[key], value), key
-        rebuilt.backbone = detector.backbone
-        assert torch.allclose(rebuilt(images, ["object"] * 2).anomaly_map, detector(images, ["object"] * 2).anomaly_map)
+        for key, value in detector.state_dict().items():
+            assert torch.equal(rebuilt.state_dict()[key], value), key
+        assert torch.equal(rebuilt(images, ["object"] * 2).anomaly_map, detector(images, ["object"] * 2).anomaly_map)
+
+
+def test_a_checkpoint_storing_plain_random_rebuilds_the_seed_0_backbone(tmp_path):
+    detector = _moeclip()
+    config = full_config(detector)
+    config["backbone"]["weights"] = "random"  # what checkpoints written before seeds store
+    path = tmp_path / "old.safetensors"
+    save_checkpoint(path, detector.trainable_state_dict(), config)
+    rebuilt = build_detector(checkpoint=path)
+    assert rebuilt.backbone.weights_description == "random:0"
+    for key, value in detector.backbone.state_dict().items():
+        assert torch.equal(rebuilt.backbone.state_dict()[key], value), key
+    with pytest.raises(CheckpointError, match=r"backbone.weights: requested 'random:3', checkpoint has 'random'"):
+        build_detector(checkpoint=path, weights="random:3")
 
 
 def test_a_run_directory_means_its_final_or_latest_checkpoint(tmp_path):

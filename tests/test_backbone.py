@@ -106,9 +106,57 @@ def test_image_size_resizes_the_grid_and_default_is_518_for_vit_l(tiny_backbone)
     larger = create_backbone(model_name="zsad-tiny", weights="random", image_size=96)
     assert larger.grid == (12, 12)
     assert larger.clip.visual.positional_embedding.shape[0] == 1 + 144
-    with pytest.raises(ValueError, match="multiple of the patch size"):
-        create_backbone(model_name="zsad-tiny", weights="random", image_size=90)
     assert backbone_module._DEFAULT_IMAGE_SIZES["ViT-L-14-336"] == 518
+    with pytest.raises(ValueError, match="smaller than the patch size 8"):
+        create_backbone(model_name="zsad-tiny", weights="random", image_size=7)
+
+
+def test_a_size_that_is_not_a_multiple_of_the_patch_is_resampled_to_the_grid():
+    odd = create_backbone(model_name="zsad-tiny", weights="random", image_size=100)  # patch 8
+    assert odd.grid == (12, 12) and odd.patched_size == 96
+    images = torch.randn(2, 3, 100, 100)
+    fitted = odd.fit_to_patch_grid(images)
+    assert fitted.shape == (2, 3, 96, 96)
+    # the whole image is kept: a constant right/bottom strip survives the resampling
+    images[..., 96:] = 5.0
+    assert odd.fit_to_patch_grid(images)[..., -1].mean() > 4.0
+    features = odd.forward_visual(images)
+    assert features.hidden[4].shape == (2, 1 + 144, odd.width) and features.grid == (12, 12)
+    same = create_backbone(model_name="zsad-tiny", weights="random", image_size=96)
+    aligned = torch.randn(1, 3, 96, 96)
+    assert same.fit_to_patch_grid(aligned) is aligned  # a multiple of the patch is left as it is
+
+
+def _clip_state(backbone):
+    return {key: value.clone() for key, value in backbone.clip.state_dict().items()}
+
+
+def test_random_weights_depend_only_on_the_model_and_the_seed():
+    torch.manual_seed(1)
+    first = _clip_state(create_backbone(model_name="zsad-tiny", weights="random"))
+    torch.manual_seed(2)
+    torch.randn(1000)  # whatever ran before must not matter
+    create_backbone(model_name="zsad-tiny", weights="random:5")
+    second = create_backbone(model_name="zsad-tiny", weights="random:0")
+    assert second.weights_description == "random:0" and second.config.weights == "random:0"
+    for key, value in first.items():
+        assert torch.equal(second.clip.state_dict()[key], value), key
+    other = create_backbone(model_name="zsad-tiny", weights="random:1").clip.state_dict()
+    assert not torch.equal(other["visual.conv1.weight"], first["visual.conv1.weight"])
+
+
+def test_building_a_random_backbone_leaves_the_global_rng_alone():
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    create_backbone(model_name="zsad-tiny", weights="random:2")
+    assert torch.equal(torch.rand(4), expected)
+
+
+@pytest.mark.parametrize("weights", ["random:", "random:-1", "random:x"])
+def test_a_malformed_random_seed_is_a_clear_error(weights):
+    with pytest.raises(WeightsUnavailableError, match=r"random:SEED"):
+        create_backbone(model_name="zsad-tiny", weights=weights)
 
 
 def test_taps_equal_a_plain_openclip_forward(tiny_backbone):

@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .backbone import DEFAULT_MODEL_NAME, BackboneConfig, create_backbone
+from .backbone import DEFAULT_MODEL_NAME, BackboneConfig, canonical_weights, create_backbone, is_random_weights
 from .data.transforms import EvalTransform
 from .engine.checkpoints import CheckpointError, config_differences, load_method_state, read_checkpoint
 from .engine.runtime import autocast, resolve_device
 from .imageio import read_image
 from .maps import upsample
-from .methods import build_method, method_class
+from .methods import DEFAULT_INIT_SEED, build_method, method_class
 from .methods.base import AnomalyDetector
 from .text import ClassNames
 
@@ -38,11 +38,14 @@ def build_detector(
     method_config: dict[str, Any] | None = None,
     cache_dir: str | None = None,
     for_training: bool = False,
+    seed: int = DEFAULT_INIT_SEED,
 ) -> AnomalyDetector:
     """Build a method on a frozen backbone, from scratch or from a checkpoint.
 
     A trainable method built without a checkpoint warns that its adapters are untrained,
-    unless ``for_training`` says that is the point.
+    unless ``for_training`` says that is the point. ``seed`` fixes the initialisation of
+    the method's own modules (see :func:`zsad.methods.build_method`); random backbone
+    weights take their seed from ``weights`` (``random:SEED``).
 
     With a checkpoint, its stored config decides the method, the backbone and the image
     size; anything passed explicitly must agree with it (otherwise a CheckpointError names
@@ -61,7 +64,7 @@ def build_detector(
         config = BackboneConfig(
             model_name=backbone or DEFAULT_MODEL_NAME, weights=weights or "openai", image_size=image_size, cache_dir=cache_dir
         )
-        return build_method(method, create_backbone(config), method_config)
+        return build_method(method, create_backbone(config), method_config, seed=seed)
 
     tensors, stored = read_checkpoint(checkpoint)
     requested = {
@@ -79,6 +82,9 @@ def build_detector(
         for key, value in requested.items()
         if value is not None and value != stored_flat[key]
     ]
+    stored_weights = stored["backbone"]["weights"]
+    if weights is not None and is_random_weights(weights) and canonical_weights(weights) != canonical_weights(stored_weights):
+        conflicts.append(f"backbone.weights: requested {canonical_weights(weights)!r}, checkpoint has {stored_weights!r}")
     if method_config is not None:
         stored_method_config = method_class(stored["method"]).config_class.from_dict(stored["method_config"]).to_dict()
         requested_config = method_class(stored["method"]).config_class.from_dict(method_config).to_dict()
@@ -87,12 +93,12 @@ def build_detector(
         raise CheckpointError(f"checkpoint {checkpoint} was made with another config: " + "; ".join(conflicts))
     config = BackboneConfig(
         model_name=stored["backbone"]["model_name"],
-        weights=weights or stored["backbone"]["weights"],
+        weights=weights or stored_weights,
         image_size=stored["backbone"]["image_size"],
         cache_dir=cache_dir,
         quick_gelu=stored["backbone"].get("quick_gelu"),
     )
-    detector = build_method(stored["method"], create_backbone(config), stored["method_config"])
+    detector = build_method(stored["method"], create_backbone(config), stored["method_config"], seed=seed)
     load_method_state(detector, tensors, str(checkpoint))
     return detector
 

@@ -40,6 +40,7 @@ DEFAULT_MODEL_NAME = "ViT-L-14-336"
 # The papers run ViT-L-14-336 at 518 px (a 37 x 37 patch grid).
 _DEFAULT_IMAGE_SIZES = {"ViT-L-14-336": 518}
 RANDOM_WEIGHTS = "random"
+DEFAULT_RANDOM_SEED = 0
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -51,8 +52,11 @@ class BackboneConfig:
     """Everything needed to rebuild a backbone.
 
     model_name: an OpenCLIP model name (``ViT-L-14-336``, ``ViT-B-16``, ``zsad-tiny``...).
-    weights: an OpenCLIP hub tag (``openai``), a local weight file, or ``random``.
+    weights: an OpenCLIP hub tag (``openai``), a local weight file, or ``random[:SEED]``
+        (random weights, a deterministic function of the model config and SEED; ``random``
+        is seed 0).
     image_size: input side in pixels; None = 518 for ViT-L-14-336, else the model's own.
+        The patch grid is image_size // patch (a remainder is resampled away).
     cache_dir: where OpenCLIP caches hub downloads (None = its default).
     quick_gelu: None = as the weights were trained (True for OpenAI weights and files).
     """
@@ -84,8 +88,31 @@ def register_bundled_model_configs() -> None:
     open_clip.add_model_config(Path(str(config_dir)))
 
 
+def random_weights_seed(weights: str) -> int | None:
+    """The seed of a ``random`` / ``random:SEED`` weights string, None for any other.
+
+    ``random`` (without a seed, as older checkpoints store it) means seed 0.
+    """
+    text = weights.strip().lower()
+    if text == RANDOM_WEIGHTS:
+        return DEFAULT_RANDOM_SEED
+    prefix = RANDOM_WEIGHTS + ":"
+    if not text.startswith(prefix):
+        return None
+    seed = text[len(prefix) :].strip()
+    if not seed.isdigit():
+        raise WeightsUnavailableError(f"'{weights}': the seed of random weights must be a non-negative integer (random:SEED)")
+    return int(seed)
+
+
 def is_random_weights(weights: str) -> bool:
-    return weights.strip().lower() == RANDOM_WEIGHTS
+    return random_weights_seed(weights) is not None
+
+
+def canonical_weights(weights: str) -> str:
+    """``random`` -> ``random:0``, ``random:7`` -> ``random:7``; anything else unchanged."""
+    seed = random_weights_seed(weights)
+    return weights if seed is None else f"{RANDOM_WEIGHTS}:{seed}"
 
 
 def _is_torchscript_archive(path: Path) -> bool:
@@ -168,6 +195,18 @@ def _openclip_log_quiet():
         logging.disable(previous)
 
 
+def build_random_clip(model_name: str, seed: int, quick_gelu: bool) -> nn.Module:
+    """An OpenCLIP model with random weights that depend only on (model config, seed).
+
+    OpenCLIP initialises from torch's global CPU generator; the model is built on the CPU
+    inside a forked RNG scope seeded with ``seed``, so neither the caller's RNG state nor
+    what was built before changes the weights, and the caller's RNG state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]), _openclip_log_quiet():
+        torch.manual_seed(seed)
+        return open_clip.create_model(model_name, pretrained=None, force_quick_gelu=quick_gelu, device="cpu")
+
+
 def _build_clip(config: BackboneConfig) -> tuple[nn.Module, str]:
     """Create the OpenCLIP model with its weights. Returns (model, weights description)."""
     register_bundled_model_configs()
@@ -178,15 +217,15 @@ def _build_clip(config: BackboneConfig) -> tuple[nn.Module, str]:
             f"{', '.join(m for m in open_clip.list_models() if m.startswith('ViT'))[:400]}..., {TINY_MODEL_NAME}"
         )
     weight_path = Path(weights).expanduser()
-    if is_random_weights(weights):
+    seed = random_weights_seed(weights)
+    if seed is not None:
         warnings.warn(
-            f"RANDOM WEIGHTS: the CLIP backbone '{name}' is randomly initialised. Every score and map "
+            f"RANDOM WEIGHTS: the CLIP backbone '{name}' is randomly initialised (seed {seed}). Every score and map "
             "is meaningless except as a pipeline check.",
             stacklevel=3,
         )
         quick_gelu = True if config.quick_gelu is None else config.quick_gelu
-        with _openclip_log_quiet():  # our own warning above says it better
-            return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu), RANDOM_WEIGHTS
+        return build_random_clip(name, seed, quick_gelu), canonical_weights(weights)
     tags = open_clip.list_pretrained_tags_by_model(name)
     if weight_path.exists() or (weights not in tags and (weight_path.suffix or "/" in weights)):
         quick_gelu = True if config.quick_gelu is None else config.quick_gelu
@@ -197,7 +236,7 @@ def _build_clip(config: BackboneConfig) -> tuple[nn.Module, str]:
     if weights not in tags:
         raise WeightsUnavailableError(
             f"'{weights}' is neither a weight file nor a known OpenCLIP tag for '{name}' "
-            f"(known tags: {', '.join(tags) or 'none'}). Pass --weights PATH, a tag, or 'random'."
+            f"(known tags: {', '.join(tags) or 'none'}). Pass --weights PATH, a tag, or 'random[:SEED]'."
         )
     tag_config = open_clip.get_pretrained_cfg(name, weights)
     quick_gelu = bool(tag_config.get("quick_gelu", False)) if config.quick_gelu is None else config.quick_gelu
@@ -275,14 +314,17 @@ class ClipBackbone(nn.Module):
         self.patch_size = visual.patch_size[0]
         native = visual.image_size[0]
         self.image_size = config.image_size or _DEFAULT_IMAGE_SIZES.get(config.model_name, native)
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image size {self.image_size} is not a multiple of the patch size {self.patch_size}")
+        if self.image_size < self.patch_size:
+            raise ValueError(f"image size {self.image_size} is smaller than the patch size {self.patch_size}")
+        # grid = size // patch (spec); a size that is not a multiple of the patch is
+        # resampled to grid * patch inside the backbone (see _embed_patches).
         grid = (self.image_size // self.patch_size,) * 2
+        self.patched_size = grid[0] * self.patch_size
         if tuple(visual.grid_size) != grid:
             new_pos = interpolate_pos_embed(visual.positional_embedding.data, grid)
             visual.positional_embedding = nn.Parameter(new_pos, requires_grad=False)
             visual.grid_size = grid
-            visual.image_size = (self.image_size, self.image_size)
+            visual.image_size = (self.patched_size, self.patched_size)
         self.grid = grid
         for parameter in self.clip.parameters():
             parameter.requires_grad_(False)
@@ -326,7 +368,7 @@ class ClipBackbone(nn.Module):
             "model_name": self.config.model_name,
             "weights": self.weights_description,
             "image_size": self.image_size,
-            "random_weights": self.weights_description == RANDOM_WEIGHTS,
+            "random_weights": is_random_weights(self.weights_description),
         }
 
     def train(self, mode: bool = True) -> "ClipBackbone":
@@ -336,12 +378,25 @@ class ClipBackbone(nn.Module):
         return self
 
     # ------------------------------------------------------------------ vision
-    def _embed_patches(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) -> (B, 1 + L, d) tokens entering block 1."""
-        visual = self.clip.visual
+    def fit_to_patch_grid(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) -> (B, C, S', S'), S' = (S // P) * P for patch size P.
+
+        Images whose side S is not a multiple of P are resampled (bicubic, antialiased), so
+        that the h x w patch grid covers the whole image: a strided patch convolution would
+        drop the last S - S' rows and columns, and the map upsampled back to S would be
+        shifted against the image. Other images are returned unchanged.
+        """
         size = images.shape[-2:]
         if tuple(size) != (self.image_size, self.image_size):
             raise ValueError(f"images are {tuple(size)}, the backbone expects {self.image_size} x {self.image_size}")
+        if self.patched_size == self.image_size:
+            return images
+        return F.interpolate(images, size=(self.patched_size,) * 2, mode="bicubic", align_corners=False, antialias=True)
+
+    def _embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, 1 + L, d) tokens entering block 1 (see fit_to_patch_grid)."""
+        visual = self.clip.visual
+        images = self.fit_to_patch_grid(images)
         x = visual.conv1(images.to(visual.conv1.weight.dtype))
         x = x.flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -463,5 +518,7 @@ def create_backbone(config: BackboneConfig | None = None, **overrides: Any) -> C
     config = config or BackboneConfig()
     if overrides:
         config = BackboneConfig(**{**config.to_dict(), **overrides})
+    # Store the seed explicitly ("random" -> "random:0"), so checkpoints and provenance name it.
+    config = BackboneConfig(**{**config.to_dict(), "weights": canonical_weights(config.weights)})
     clip_model, description = _build_clip(config)
     return ClipBackbone(clip_model, config, description)

@@ -180,7 +180,8 @@ def analyze_experts(
                 output = model(images.to(detector.device), words)
                 routing = {block: strip_cls(output.extras["routing"][block]) for block in blocks}
                 rgb = [to_uint8_rgb(image) for image in images]
-                accumulator.add(item.name, routing, np.stack([to_grayscale(picture) for picture in rgb]))
+                patched = model.backbone.fit_to_patch_grid(images)  # the pixels the patches saw
+                accumulator.add(item.name, routing, np.stack([to_grayscale(to_uint8_rgb(picture)) for picture in patched]))
                 chosen = [(row, selection_names[item.name][indices[i]]) for row, i in enumerate(good) if indices[i] in selection_names[item.name]]
                 for block in blocks if chosen else ():
                     experts, weights = selection_maps(routing[block], ranks)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.panel import Panel
 
-from ..backbone import WeightsUnavailableError
+from ..backbone import WeightsUnavailableError, is_random_weights
 from ..data.cli import data_app
 from ..engine.checkpoints import CheckpointError
 from ..fileio import OutputExistsError
@@ -47,7 +47,7 @@ def friendly_errors(command: Callable) -> Callable:
 
 
 def warn_if_random(weights_description: str) -> None:
-    if weights_description == "random":
+    if is_random_weights(weights_description):
         err_console.print(
             Panel(
                 "The CLIP backbone has RANDOM weights. Scores, maps and metrics are a pipeline check, "
@@ -186,7 +186,7 @@ def test(
 @friendly_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the generated data and all results.")] = Path("zsad-demo"),
-    image_size: Annotated[int, typer.Option(help="Input side for the tiny model (multiple of 8).")] = 128,
+    image_size: Annotated[int, typer.Option(help="Input side for the tiny model (patch grid: side // 8).")] = 128,
     epochs: Annotated[int, typer.Option(min=1, help="MoECLIP training epochs on the generated training categories.")] = 2,
     device: opt.Device = "auto",
     overwrite: opt.Overwrite = False,

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
             image_size=image_size, cache_dir=str(cache_dir) if cache_dir else None, train=train,
             tests=[part.strip() for part in test.split(",") if part.strip()], training=training, swap=swap,
         )
-        warn_if_random("random" if (weights or "").lower() == "random" else "")
+        warn_if_random(weights or "")
         summary = run_benchmark(plan, out, ClassNames.load(class_names), device=device, overwrite=overwrite,
                                 show_progress=not quiet, say=lambda text: console.print(f"[bold]>[/] {text}"))
         console.print(Markdown((out / "benchmark.md").read_text()))

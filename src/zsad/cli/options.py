@@ -22,13 +22,14 @@ Weights = Annotated[
     Optional[str],
     typer.Option(
         help="CLIP weights: an OpenCLIP tag (`openai`, downloaded once into the cache), a local file (OpenAI JIT "
-        "archive such as ViT-L-14-336px.pt, or an OpenCLIP .pt/.bin/.safetensors state dict), or `random` "
-        "(pipeline checks only) (default: openai, or the checkpoint's)."
+        "archive such as ViT-L-14-336px.pt, or an OpenCLIP .pt/.bin/.safetensors state dict), or `random[:SEED]` "
+        "(pipeline checks only; the same seed gives the same weights everywhere, `random` = seed 0) "
+        "(default: openai, or the checkpoint's)."
     ),
 ]
 ImageSize = Annotated[
     Optional[int],
-    typer.Option(help="Input side in pixels; positional embeddings are interpolated (default: 518 for ViT-L-14-336, else the model's own, or the checkpoint's)."),
+    typer.Option(help="Input side in pixels; the patch grid is side // patch and positional embeddings are interpolated to it (default: 518 for ViT-L-14-336, else the model's own, or the checkpoint's)."),
 ]
 CacheDir = Annotated[Optional[Path], typer.Option(help="Folder for OpenCLIP's weight downloads (default: OpenCLIP's cache).")]
 Device = Annotated[str, typer.Option(help="`auto` (GPU when available), `cpu`, `cuda`, `cuda:1`, ...")]

@@ -22,7 +22,6 @@ from ..data import parse_data_spec
 from ..engine.distributed import is_main_process
 from ..engine.runtime import resolve_device
 from ..engine.train_config import TrainingConfig
-from ..engine.train_data import seed_everything
 from ..engine.training import TrainingError, fit
 from ..fileio import OutputExistsError
 from ..methods import method_class
@@ -179,11 +178,10 @@ def _run(
     overwrite: bool,
     quiet: bool,
 ) -> None:
-    """Build the detector (seeded) and train it; rank 0 reports where the model is."""
+    """Build the detector (initialised from the training seed) and train it; rank 0 reports where the model is."""
     if not method_class(settings.method).trainable:
         raise ValueError(f"method '{settings.method}' has no trainable parameters: it needs no training")
     main = is_main_process()
-    seed_everything(settings.training.seed)
     with warnings.catch_warnings():
         # The panel below replaces the library's random-weights warning.
         warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
@@ -195,6 +193,7 @@ def _run(
             method_config=settings.method_config,
             cache_dir=str(cache_dir) if cache_dir else None,
             for_training=True,
+            seed=settings.training.seed,
         )
     if main:
         from . import warn_if_random

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..api import Detector, build_detector
+from ..backbone import canonical_weights, is_random_weights
 from ..data import parse_data_spec
 from ..fileio import atomic_write_json, atomic_write_text, check_can_write
 from ..methods import method_class
@@ -66,7 +67,7 @@ def _train_and_test(
     device: str, overwrite: bool, show_progress: bool, say: Callable[[str], None],
 ) -> dict[str, dict[str, Any]]:
     model = build_detector(plan.method, None, plan.backbone, plan.weights, plan.image_size, plan.method_config,
-                           plan.cache_dir, for_training=True)
+                           plan.cache_dir, for_training=True, seed=plan.training.seed)
     torch_device = resolve_device(device)
     if method_class(plan.method).trainable:
         say(f"training {plan.method} on {train_spec}")
@@ -105,12 +106,12 @@ def run_benchmark(
             plan, plan.tests[0], {train_key: plan.train}, out_dir / "swap", class_names, device, overwrite, show_progress, say
         ))
     paper = paper_results(plan.method)
-    random_weights = (plan.weights or "openai").lower() == "random"
+    random_weights = is_random_weights(plan.weights or "openai")
     summary = {
         "method": plan.method,
         "method_config": plan.method_config,
         "backbone": plan.backbone,
-        "weights": plan.weights or "openai",
+        "weights": canonical_weights(plan.weights or "openai"),
         "pipeline_check": random_weights,
         "train": plan.train,
         "swap_train": plan.tests[0] if plan.swap else None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+import torch
+
 from ..backbone import ClipBackbone
 from .base import AnomalyDetector, DetectorOutput, MethodConfig
 
@@ -24,12 +26,27 @@ def method_class(name: str) -> type[AnomalyDetector]:
     return getattr(import_module(module_name), class_name)
 
 
-def build_method(name: str, backbone: ClipBackbone, config: dict[str, Any] | MethodConfig | None = None) -> AnomalyDetector:
-    """Instantiate method ``name`` on ``backbone`` with a config (dict or dataclass)."""
+DEFAULT_INIT_SEED = 0
+
+
+def build_method(
+    name: str,
+    backbone: ClipBackbone,
+    config: dict[str, Any] | MethodConfig | None = None,
+    seed: int = DEFAULT_INIT_SEED,
+) -> AnomalyDetector:
+    """Instantiate method ``name`` on ``backbone`` with a config (dict or dataclass).
+
+    The method's own modules (routers, projections...) are initialised from torch's CPU
+    generator seeded with ``seed`` inside a forked RNG scope: the same (config, seed) gives
+    the same initial state whatever ran before, and the caller's RNG state is untouched.
+    """
     cls = method_class(name)
     if not isinstance(config, MethodConfig):
         config = cls.config_class.from_dict(config)
-    return cls(backbone, config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return cls(backbone, config)
 
 
-__all__ = ["AnomalyDetector", "DetectorOutput", "MethodConfig", "available_methods", "build_method", "method_class"]
+__all__ = ["DEFAULT_INIT_SEED", "AnomalyDetector", "DetectorOutput", "MethodConfig", "available_methods", "build_method", "method_class"]
