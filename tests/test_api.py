@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import zsad
-from zsad.api import build_detector, full_config
+from zsad.api import Detector, build_detector, full_config
 from zsad.engine.checkpoints import (
     CheckpointError,
     epoch_checkpoint_path,
@@ -17,6 +17,7 @@ from zsad.engine.checkpoints import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from zsad.text import ClassNames
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +140,34 @@ def test_building_for_training_does_not_warn_about_untrained_adapters():
         warnings.simplefilter("error")
         warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
         build_detector("moeclip", backbone="zsad-tiny", weights="random", image_size=64, for_training=True)
+
+
+def _trainable_state(seed: int) -> dict[str, torch.Tensor]:
+    detector = build_detector("moeclip", backbone="zsad-tiny", weights="random", image_size=64, for_training=True, seed=seed)
+    return {key: value.clone() for key, value in detector.trainable_state_dict().items()}
+
+
+def test_the_seed_fixes_the_method_initialisation_whatever_ran_before():
+    torch.manual_seed(11)
+    first = _trainable_state(seed=4)
+    torch.manual_seed(12)
+    torch.randn(500)
+    second = _trainable_state(seed=4)
+    assert first.keys() == second.keys()
+    for key, value in first.items():
+        assert torch.equal(second[key], value), key
+    other = _trainable_state(seed=5)
+    routers = [key for key in first if "router" in key]
+    assert routers and all(not torch.equal(other[key], first[key]) for key in routers)
+
+
+@pytest.mark.parametrize("method", ["zeroshot", "moeclip"])
+def test_an_image_size_that_is_not_a_multiple_of_the_patch_works_end_to_end(method):
+    detector = build_detector(method, backbone="zsad-tiny", weights="random", image_size=100, for_training=True).eval()
+    assert detector.backbone.grid == (12, 12)  # zsad-tiny's patch is 8: 100 // 8, remainder 4
+    with torch.no_grad():
+        output = detector(torch.randn(2, 3, 100, 100), ["object"] * 2)
+    assert output.anomaly_map.shape == (2, 100, 100) and output.pred_score.shape == (2,)
+    assert torch.isfinite(output.anomaly_map).all()
+    predictions = Detector(detector, torch.device("cpu"), ClassNames.load()).predict(torch.rand(3, 70, 90))
+    assert predictions[0].anomaly_map.shape == (70, 90)

@@ -55,11 +55,11 @@ def test_predict_on_a_folder_mixing_good_and_broken_files(tmp_path, mvtec_tree):
     raw = load_map_png16(out / "maps" / "nested__gray.png")
     assert raw.shape == (64, 64) and 0 <= raw.min() and raw.max() <= 1
     assert Image.open(out / "overlays" / "good.png").size == (64, 64)
-    assert {row["weights"] for row in rows} == {"random"}  # provenance in every file
-    assert Image.open(out / "overlays" / "good.png").text["zsad:weights"] == "random"
+    assert {row["weights"] for row in rows} == {"random:0"}  # provenance in every file
+    assert Image.open(out / "overlays" / "good.png").text["zsad:weights"] == "random:0"
     assert Image.open(out / "maps" / "good.png").text["zsad:method"] == "zeroshot"
     meta = json.loads((out / "scores.json").read_text())["meta"]
-    assert meta["weights"] == "random" and meta["pipeline_check"] is True and meta["threshold"] == 0.4
+    assert meta["weights"] == "random:0" and meta["pipeline_check"] is True and meta["threshold"] == 0.4
     # Nothing is overwritten without --overwrite, and what exists stays intact.
     before = (out / "scores.csv").read_bytes()
     again = runner.invoke(app, ["predict", str(images), "--out", str(out), *TINY])
@@ -82,7 +82,7 @@ def test_test_writes_metrics_json_and_markdown(tmp_path, mvtec_tree):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "metrics.json").read_text())
     assert {"method", "backbone", "weights", "dataset", "per_class", "mean"} <= set(report)
-    assert report["method"] == "zeroshot" and report["weights"] == "random"
+    assert report["method"] == "zeroshot" and report["weights"] == "random:0"
     assert set(report["per_class"]) == {"checker", "tile"}
     checker = report["per_class"]["checker"]
     assert checker["n_images"] == 6 and checker["n_anomalous"] == 4
