@@ -11,10 +11,22 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 from PIL import Image
 
+# A few real files of the medical sets in their real layouts, carried by the repository.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# The full sets, optional: present on the development machines beside the checkout.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def needs_full_set(folder: str):
+    """Skip marker for a test that needs the whole of ``SHARED_DATA / folder``."""
+    path = SHARED_DATA / folder
+    return pytest.mark.skipif(
+        not path.is_dir(), reason=f"needs the full data set at {path} (optional; tests/fixtures covers the format)"
+    )
 
 
 def square_image(size: tuple[int, int] = (32, 24), colour=(200, 60, 30)) -> np.ndarray:

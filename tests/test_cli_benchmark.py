@@ -5,13 +5,13 @@ import json
 
 from typer.testing import CliRunner
 
-from data_factories import SHARED_DATA
+from data_factories import FIXTURES
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
 from zsad.engine.benchmark import paper_results
 
 runner = CliRunner()
-CLINICDB = SHARED_DATA / "fixtures" / "cvc-clinicdb"
+CLINICDB = FIXTURES / "cvc-clinicdb"
 
 
 def test_paper_table_holds_fractions_of_tab_1():

@@ -10,13 +10,12 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from data_factories import SHARED_DATA
+from data_factories import FIXTURES
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
 from zsad.viz import load_map_png16
 
 runner = CliRunner()
-CLINICDB = SHARED_DATA / "fixtures" / "cvc-clinicdb"
 TINY = ["--backbone", "zsad-tiny", "--weights", "random", "--image-size", "64", "--device", "cpu", "--quiet"]
 
 
@@ -180,11 +179,11 @@ def test_zeroshot_test_runs_on_every_generated_layout(tmp_path, mvtec_tree, kind
 @pytest.mark.parametrize("kind, folder, has_pixels, has_images", [
     ("headct", "headct", False, True),
     ("brainmri", "brainmri", False, True),
-    ("clinicdb", "fixtures/cvc-clinicdb", True, False),
+    ("clinicdb", "cvc-clinicdb", True, False),
 ])
 def test_zeroshot_test_runs_on_the_real_medical_sets(tmp_path, kind, folder, has_pixels, has_images):
     out = tmp_path / "out"
-    result = runner.invoke(app, ["test", "--data", f"{kind}:{SHARED_DATA / folder}", "--out", str(out), "--batch-size", "32", *TINY])
+    result = runner.invoke(app, ["test", "--data", f"{kind}:{FIXTURES / folder}", "--out", str(out), "--batch-size", "32", *TINY])
     assert result.exit_code == 0, result.output
     mean = json.loads((out / "metrics.json").read_text())["mean"]
     assert (mean["pixel_auroc"] is not None) == has_pixels

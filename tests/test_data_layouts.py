@@ -8,11 +8,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from data_factories import (
+    FIXTURES,
     SHARED_DATA,
     make_btad_tree,
     make_folder_tree,
     make_manifest,
     make_mvtec_like_tree,
+    needs_full_set,
     save,
     square_image,
     square_mask,
@@ -31,7 +33,6 @@ from zsad.data import (
 )
 from zsad.data.synth import generate_mvtec_like, generate_visa_like
 
-needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not found at {SHARED_DATA}")
 SIZE = 32
 
 
@@ -311,31 +312,54 @@ def test_find_duplicate_files(tmp_path):
     assert [[p.name for p in group] for group in groups] == [["a", "b", "d"]]
 
 
-# --- real data (light) ------------------------------------------------------------------
+# --- real data: the repository's fixtures (always), the full sets (when present) ----------
 
 
-@needs_shared_data
-def test_kvasir_all_anomalous_with_masks():
+def test_kvasir_fixture_all_anomalous_with_masks():
+    dataset = build_dataset(f"kvasir:{FIXTURES / 'kvasir-seg'}", image_size=SIZE)
+    assert len(dataset) == 2 and dataset.classes == ["kvasir"]
+    assert dataset.has_masks and not dataset.has_image_labels
+    for index in range(2):
+        item = dataset[index]
+        assert item["error"] == "" and item["has_mask"] and 0 < item["mask"].mean() < 1
+
+
+@needs_full_set("kvasir-seg")
+def test_kvasir_full_set_counts():
     dataset = build_dataset(f"kvasir:{SHARED_DATA / 'kvasir-seg'}", image_size=SIZE)
     assert len(dataset) == 1000 and dataset.classes == ["kvasir"]
-    assert dataset.has_masks and not dataset.has_image_labels
     for index in (0, 500, 999):
         item = dataset[index]
         assert item["error"] == "" and item["has_mask"] and 0 < item["mask"].mean() < 1
 
 
-@needs_shared_data
-def test_headct_labels_csv_with_spaced_header():
-    dataset = build_dataset(f"headct:{SHARED_DATA / 'headct'}", image_size=SIZE)
-    assert labels(dataset).count(0) == 100 and labels(dataset).count(1) == 100
+def test_headct_fixture_labels_csv_with_spaced_header():
+    assert (FIXTURES / "headct" / "labels.csv").read_text().splitlines()[0] == "id, hemorrhage"
+    dataset = build_dataset(f"headct:{FIXTURES / 'headct'}", image_size=SIZE)
+    assert [s.image_path.name for s in dataset.samples] == ["060.png", "192.png", "198.png"]
+    assert labels(dataset) == [1, 0, 0]
     assert not dataset.has_masks and dataset.has_image_labels
-    assert dataset.samples[0].image_path.name == "000.png" and dataset.samples[199].image_path.name == "199.png"
     item = dataset[0]
     assert item["error"] == "" and item["has_mask"] is False
 
 
-@needs_shared_data
-def test_brainmri_counts_and_duplicates():
+@needs_full_set("headct")
+def test_headct_full_set_counts():
+    dataset = build_dataset(f"headct:{SHARED_DATA / 'headct'}", image_size=SIZE)
+    assert labels(dataset).count(0) == 100 and labels(dataset).count(1) == 100
+    assert dataset.samples[0].image_path.name == "000.png" and dataset.samples[199].image_path.name == "199.png"
+
+
+def test_brainmri_fixture_yes_no_folders_and_spaced_names():
+    dataset = build_dataset(f"brainmri:{FIXTURES / 'brainmri'}", image_size=SIZE)
+    assert labels(dataset).count(1) == 2 and labels(dataset).count(0) == 4
+    assert dataset.classes == ["brainmri"] and not dataset.has_masks
+    assert {"11 no.jpg", "no 98.jpg"} <= {s.image_path.name for s in dataset.samples}
+    assert all(dataset[index]["error"] == "" for index in range(len(dataset)))
+
+
+@needs_full_set("brainmri")
+def test_brainmri_full_set_counts_and_duplicates():
     dataset = build_dataset(f"brainmri:{SHARED_DATA / 'brainmri'}", image_size=SIZE)
     assert labels(dataset).count(1) == 155 and labels(dataset).count(0) == 98
     assert dataset.classes == ["brainmri"] and not dataset.has_masks
@@ -346,10 +370,9 @@ def test_brainmri_counts_and_duplicates():
     assert len({s.image_path for s in dataset.samples}) == len(dataset)
 
 
-@needs_shared_data
-def test_clinicdb_tiff_pairs():
-    dataset = build_dataset(f"clinicdb:{SHARED_DATA / 'fixtures' / 'cvc-clinicdb'}", image_size=SIZE)
-    assert len(dataset) == 6 and dataset.has_masks and not dataset.has_image_labels
-    assert [s.image_path.stem for s in dataset.samples] == ["1", "57", "123", "250", "388", "601"]
+def test_clinicdb_fixture_tiff_pairs_in_numeric_order():
+    dataset = build_dataset(f"clinicdb:{FIXTURES / 'cvc-clinicdb'}", image_size=SIZE)
+    assert len(dataset) == 2 and dataset.has_masks and not dataset.has_image_labels
+    assert [s.image_path.stem for s in dataset.samples] == ["57", "123"]  # numeric, not "123" < "57"
     item = dataset[0]
     assert item["error"] == "" and item["original_size"].tolist() == [288, 384] and item["mask"].sum() > 0
