@@ -97,7 +97,7 @@ def test_metrics_markdown_prefers_given_mean_and_shows_settings() -> None:
     assert "checkpoint: runs/a.safetensors" in markdown and "image_size: 518" in markdown
 
 
-@pytest.mark.parametrize("report", [_report(weights="random"), _report(pipeline_check=True)])
+@pytest.mark.parametrize("report", [_report(weights="random"), _report(weights="random:3"), _report(pipeline_check=True)])
 def test_metrics_markdown_warns_on_pipeline_checks(report: dict) -> None:
     markdown = metrics_markdown(report)
     warning = next(line for line in markdown.splitlines() if "WARNING" in line)

@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from zsad.backbone import is_random_weights
 from zsad.fileio import atomic_write_json, atomic_write_text, check_can_write
 
 __all__ = [
@@ -103,7 +104,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: i
 
 def is_pipeline_check(report: Mapping[str, Any]) -> bool:
     """True when the numbers come from random weights and must not be read as results."""
-    return report.get("weights") == "random" or bool(report.get("pipeline_check"))
+    return is_random_weights(str(report.get("weights", ""))) or bool(report.get("pipeline_check"))
 
 
 def metrics_markdown(report: Mapping[str, Any]) -> str:
