@@ -317,7 +317,7 @@ class ClipBackbone(nn.Module):
         if self.image_size < self.patch_size:
             raise ValueError(f"image size {self.image_size} is smaller than the patch size {self.patch_size}")
         # grid = size // patch (spec); a size that is not a multiple of the patch is
-        # resampled to grid * patch inside the backbone (see _embed_patches).
+        # resampled to grid * patch inside the backbone (see fit_to_patch_grid).
         grid = (self.image_size // self.patch_size,) * 2
         self.patched_size = grid[0] * self.patch_size
         if tuple(visual.grid_size) != grid:
