@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import torch
 from typer.testing import CliRunner
 
 from data_factories import FIXTURES
@@ -41,3 +42,19 @@ def test_benchmark_trains_once_tests_each_set_and_swaps(tmp_path):
     assert (out / "swap" / "train" / "model.safetensors").is_file()
     markdown = (out / "benchmark.md").read_text()
     assert "89.7" in markdown and "clinicdb" in markdown
+
+
+def test_benchmark_repeats_exactly_with_the_same_seed(tmp_path):
+    generate_mvtec_like(tmp_path / "aux", categories=["stripes"], size=32, n_good=1, n_defect_per_kind=1)
+    generate_mvtec_like(tmp_path / "target", categories=["tile"], size=32, n_good=1, n_defect_per_kind=1, seed=1)
+    results = []
+    for run in ("a", "b"):
+        torch.manual_seed(len(results))  # another global RNG state before each run
+        result = runner.invoke(app, [
+            "benchmark", "--method", "moeclip", "--train", f"mvtec:{tmp_path / 'aux'}", "--test", f"mvtec:{tmp_path / 'target'}",
+            "--out", str(tmp_path / run), "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "2", "--seed", "3",
+            "--backbone", "zsad-tiny", "--weights", "random", "--image-size", "32", "--device", "cpu", "--quiet",
+        ])
+        assert result.exit_code == 0, result.output
+        results.append(json.loads((tmp_path / run / "benchmark.json").read_text())["results"])
+    assert results[0] == results[1]
