@@ -15,7 +15,7 @@ from zsad.backbone import create_backbone
 from zsad.data import build_dataset
 from zsad.data.synth import generate_mvtec_like
 from zsad.engine.checkpoints import epoch_checkpoints, read_checkpoint, train_state_path
-from zsad.engine.distributed import DistributedContext, context_from_environment, process_device
+from zsad.engine.distributed import DistributedContext, context_from_environment, ddp_options, process_device
 from zsad.engine.train_config import TrainingConfig
 from zsad.engine.train_data import SeededItems, derive_seed, epoch_order, readable_items
 from zsad.engine.train_log import TrainLog, read_train_log
@@ -429,6 +429,26 @@ def test_context_from_environment():
         context_from_environment({"WORLD_SIZE": "2", "RANK": "2"})
     assert process_device(torch.device("cuda"), context) == torch.device("cuda", 0)
     assert process_device(torch.device("cpu"), context) == torch.device("cpu")
+
+
+# DistributedDataParallel.__init__'s keywords in torch 2.1, the oldest supported release.
+TORCH_2_1_DDP_KEYWORDS = {
+    "device_ids", "output_device", "dim", "broadcast_buffers", "process_group", "bucket_cap_mb",
+    "find_unused_parameters", "check_reduction", "gradient_as_bucket_view", "static_graph",
+}
+
+
+@pytest.mark.parametrize("device", [torch.device("cpu"), torch.device("cuda", 1)])
+def test_ddp_options_exist_in_the_oldest_supported_torch_and_in_this_one(device):
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    options = ddp_options(device)
+    assert set(options) <= TORCH_2_1_DDP_KEYWORDS
+    assert set(options) <= set(inspect.signature(DistributedDataParallel.__init__).parameters)
+    assert options["device_ids"] == ([1] if device.type == "cuda" else None)
+    assert options["broadcast_buffers"] is False
 
 
 def _free_port() -> int:

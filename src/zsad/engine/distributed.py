@@ -107,10 +107,17 @@ def wrap_for_training(detector: AnomalyDetector, context: DistributedContext, de
     frozen = [f"backbone.{name}" for name, _ in detector.backbone.named_parameters()]
     frozen += [f"backbone.{name}" for name, _ in detector.backbone.named_buffers()]
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(detector, frozen)
-    return DistributedDataParallel(
-        detector,
-        device_ids=[device.index] if device.type == "cuda" else None,
-        forward_sync_buffers=False,  # method buffers are fixed (e.g. FOFS projections)
+    return DistributedDataParallel(detector, **ddp_options(device))
+
+
+def ddp_options(device: torch.device) -> dict[str, object]:
+    """Keyword arguments for ``DistributedDataParallel``, restricted to those that every
+    supported torch (>= 2.1) accepts."""
+    return {
+        "device_ids": [device.index] if device.type == "cuda" else None,
+        # Method buffers are fixed (e.g. FOFS projections): nothing to re-broadcast
+        # before each forward.
+        "broadcast_buffers": False,
         # Methods may leave some parameters out of a step (e.g. an ablated branch).
-        find_unused_parameters=True,
-    )
+        "find_unused_parameters": True,
+    }
