@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
+from .vit_blocks import run_block
+
 logger = logging.getLogger(__name__)
 
 TINY_MODEL_NAME = "zsad-tiny"
@@ -326,6 +328,9 @@ class ClipBackbone(nn.Module):
             visual.grid_size = grid
             visual.image_size = (self.patched_size, self.patched_size)
         self.grid = grid
+        # Blocks run with one packed q/k/v projection and fused attention; False runs
+        # OpenCLIP's own block forward (the reference the fused path is tested against).
+        self.fused_attention = True
         for parameter in self.clip.parameters():
             parameter.requires_grad_(False)
         self.clip.eval()
@@ -403,21 +408,6 @@ class ClipBackbone(nn.Module):
         x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
         return visual.ln_pre(x)
 
-    @staticmethod
-    def _vv_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """V-V self-attention of a block on its (normalised) input: (B, T, d) -> (B, T, d)."""
-        attention: nn.MultiheadAttention = block.attn
-        d = x.shape[-1]
-        heads = attention.num_heads
-        w_v = attention.in_proj_weight[2 * d :]
-        b_v = attention.in_proj_bias[2 * d :] if attention.in_proj_bias is not None else None
-        v = F.linear(block.ln_1(x), w_v, b_v)
-        batch, tokens, _ = v.shape
-        v = v.reshape(batch, tokens, heads, d // heads).transpose(1, 2)
-        mixed = F.scaled_dot_product_attention(v, v, v)
-        mixed = mixed.transpose(1, 2).reshape(batch, tokens, d)
-        return block.ls_1(attention.out_proj(mixed))
-
     def forward_visual(
         self,
         images: torch.Tensor,
@@ -456,12 +446,15 @@ class ClipBackbone(nn.Module):
                 vv = x
             frozen_only = index < first_trainable
             with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_only):
-                if vv is not None:
-                    vv = vv + self._vv_attention(block, x)
+                with_vv = vv is not None
                 if checkpoint_frozen_blocks and not frozen_only and torch.is_grad_enabled():
-                    x = activation_checkpoint(block, x, use_reentrant=False)
+                    x, update = activation_checkpoint(
+                        run_block, block, x, with_vv, self.fused_attention, use_reentrant=False
+                    )
                 else:
-                    x = block(x)
+                    x, update = run_block(block, x, with_vv, self.fused_attention)
+                if update is not None:
+                    vv = vv + update
             if index in stream_modules:
                 result = stream_modules[index](x)
                 stream_outputs[index] = result
