@@ -231,7 +231,7 @@ def test_dense_dispatch_gives_expert_outputs_and_restores_the_setting(tiny_backb
     assert set(routing) == set(model.blocks)
     layer = strip_cls(routing[model.blocks[0]])
     assert layer.grid == tiny_backbone.grid and layer.expert_outputs.shape[:3] == (2, 64, 4)
-    assert all(layer.dispatch == "sparse" for layer in model.moe_layers)
+    assert all(layer.dispatch == model.config.dispatch for layer in model.moe_layers)
     assert default_statistics_block((6, 12, 18, 24)) == 18 and default_statistics_block((3, 5)) == 5
 
 

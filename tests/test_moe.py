@@ -11,6 +11,7 @@ from zsad.methods.moeclip.moe import (
     fofs_block_sizes,
     fofs_projections,
     match_norm,
+    resolve_dispatch,
 )
 
 
@@ -154,11 +155,14 @@ def test_sparse_dispatch_equals_dense_dispatch(num_experts, top_k):
     _randomise_b(adapter)
     hidden = _hidden()
     sparse = adapter(hidden)
+    adapter.dispatch = "stacked"
+    stacked = adapter(hidden)
     adapter.dispatch = "dense"
     dense = adapter(hidden)
-    assert sparse.expert_outputs is None
+    assert sparse.expert_outputs is None and stacked.expert_outputs is None
     assert dense.expert_outputs.shape == (2, 5, num_experts, 16)
     assert torch.allclose(sparse.hidden, dense.hidden, atol=1e-5)
+    assert torch.allclose(stacked.hidden, dense.hidden, atol=1e-5)
     assert not torch.allclose(sparse.hidden, 0.9 * hidden, atol=1e-3)  # experts really contribute
     # Mixed expert output by hand from the dense outputs.
     x = hidden.reshape(-1, 16)
@@ -168,6 +172,27 @@ def test_sparse_dispatch_equals_dense_dispatch(num_experts, top_k):
     selected = dense.expert_outputs.reshape(-1, num_experts, 16).gather(1, index.unsqueeze(-1).expand(-1, -1, 16))
     by_hand = (selected * weight.unsqueeze(-1)).sum(1)
     assert torch.allclose(mixture, by_hand, atol=1e-5)
+
+
+@pytest.mark.parametrize("full_rank", [False, True])
+def test_stacked_experts_equal_the_weighted_sum_of_dense_outputs(full_rank):
+    torch.manual_seed(1)
+    experts = LoraExperts(12, num_experts=3, rank=2, fofs=not full_rank, full_rank=full_rank).eval()
+    with torch.no_grad():
+        for parameter in experts.parameters():
+            parameter.normal_()
+    x = torch.randn(7, 12)
+    weight = torch.rand(7, 3)
+    by_hand = (weight.unsqueeze(-1) * experts.forward_dense(x)).sum(1)
+    assert torch.allclose(experts.forward_stacked(x, weight), by_hand, atol=1e-4)
+
+
+def test_auto_dispatch_is_sparse_on_cpu_and_stacked_on_gpus():
+    assert resolve_dispatch("auto", torch.device("cpu")) == "sparse"
+    assert resolve_dispatch("auto", torch.device("cuda", 0)) == "stacked"
+    assert resolve_dispatch("dense", torch.device("cuda", 0)) == "dense"
+    with pytest.raises(ValueError, match="dispatch must be one of"):
+        MoeAdapter(16, dispatch="gather")
 
 
 def test_training_mode_always_dispatches_densely():

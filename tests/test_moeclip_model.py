@@ -31,17 +31,20 @@ def _randomise_b(model):
             layer.experts.lora_b.normal_(0, 0.5)
 
 
-def test_sparse_and_dense_inference_give_the_same_maps(tiny_backbone):
+def test_sparse_stacked_and_dense_inference_give_the_same_maps(tiny_backbone):
     model = _model(tiny_backbone).eval()
     _randomise_b(model)
     images, _, _ = _batch()
+    outputs = {}
     with torch.no_grad():
-        sparse = model(images, ["bottle"] * 2)
-        for layer in model.moe_layers:
-            layer.dispatch = "dense"
-        dense = model(images, ["bottle"] * 2)
-    assert torch.allclose(sparse.anomaly_map, dense.anomaly_map, atol=1e-5)
-    assert torch.allclose(sparse.pred_score, dense.pred_score, atol=1e-5)
+        for dispatch in ("sparse", "stacked", "dense"):
+            for layer in model.moe_layers:
+                layer.dispatch = dispatch
+            outputs[dispatch] = model(images, ["bottle"] * 2)
+    sparse = outputs["sparse"]
+    for other in ("stacked", "dense"):
+        assert torch.allclose(sparse.anomaly_map, outputs[other].anomaly_map, atol=1e-5)
+        assert torch.allclose(sparse.pred_score, outputs[other].pred_score, atol=1e-5)
     assert sparse.anomaly_map.shape == (2, 64, 64)
     assert 0 <= float(sparse.anomaly_map.min()) and float(sparse.anomaly_map.max()) <= 1
 

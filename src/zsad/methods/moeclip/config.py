@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..base import MethodConfig
-from .moe import NORM_MATCH_GRADIENTS
+from .moe import DISPATCHES, NORM_MATCH_GRADIENTS
 
 SCORE_MODES = ("fused", "det", "map")
 
@@ -35,7 +35,9 @@ class MoEClipConfig(MethodConfig):
     score_temperature: temperature of the image-level softmax / cross-entropy (1).
     smoothing_sigma: Gaussian smoothing of the inference map, px at 518 (scaled with size).
     logit_scale: multiplier of the patch-text cosines (CLIP's 100).
-    dispatch: sparse (only the k chosen experts run at inference) or dense.
+    dispatch: expert evaluation at inference: auto (stacked on GPUs, sparse on the CPU),
+        sparse (only the k chosen experts run), stacked (all experts as two matmuls) or
+        dense (every expert's output kept, for the analyses).
     activation_checkpointing: recompute frozen blocks after the first MoE in backward.
     fofs_seed: seed of the frozen FOFS projections (layer i uses fofs_seed + i).
     """
@@ -63,7 +65,7 @@ class MoEClipConfig(MethodConfig):
     score_temperature: float = 1.0
     smoothing_sigma: float = 4.0
     logit_scale: float = 100.0
-    dispatch: str = "sparse"
+    dispatch: str = "auto"
     activation_checkpointing: bool = False
     fofs_seed: int = 0
 
@@ -82,5 +84,7 @@ class MoEClipConfig(MethodConfig):
             raise ValueError("balance_weight must be > 0 while balance_loss is on (set balance_loss: false for the ablation)")
         if self.score_temperature <= 0:
             raise ValueError("score_temperature must be > 0")
+        if self.dispatch not in DISPATCHES:
+            raise ValueError(f"dispatch must be one of {DISPATCHES}, got {self.dispatch!r}")
         if self.full_rank_experts and self.fofs:
             raise ValueError("full_rank_experts has no A matrix to make orthogonal: set fofs: false")

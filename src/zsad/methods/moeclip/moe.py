@@ -23,7 +23,16 @@ from torch import Tensor, nn
 
 from ...precision import float32_region
 
-Dispatch = Literal["dense", "sparse"]
+Dispatch = Literal["dense", "sparse", "stacked", "auto"]
+DISPATCHES = ("dense", "sparse", "stacked", "auto")
+
+
+def resolve_dispatch(dispatch: str, device: torch.device) -> str:
+    """"auto" -> "stacked" on GPUs (a few large matmuls beat per-expert gathers there),
+    "sparse" elsewhere (only the chosen experts' FLOPs); other values unchanged."""
+    if dispatch != "auto":
+        return dispatch
+    return "sparse" if device.type == "cpu" else "stacked"
 
 
 def fofs_block_sizes(d: int, num_experts: int) -> list[int]:
@@ -139,6 +148,29 @@ class LoraExperts(nn.Module):
             return torch.einsum("nd,ked->nke", x, self.full_weight)
         down = torch.einsum("nd,krd->nkr", x, self.lora_a)
         return torch.einsum("nkr,kdr->nkd", down, self.lora_b) * self.scale
+
+    def forward_stacked(self, x: Tensor, dense_weight: Tensor) -> Tensor:
+        """Routing-weighted sum of all K experts without forming each expert's output.
+
+        The K down-projections run as one (d -> K r) matmul, the routing weights scale
+        each expert's r coordinates, and one (K r -> d) matmul mixes them; equals
+        ``einsum("nk,nkd->nd", dense_weight, forward_dense(x))`` (in eval mode).
+
+        Args:
+            x: (N, d) tokens.
+            dense_weight: (N, K) routing weights, zero for unselected experts.
+
+        Returns:
+            (N, d).
+        """
+        if self.full_rank:
+            return torch.einsum("nk,nkd->nd", dense_weight.to(x.dtype), self.forward_dense(x))
+        x = self.dropout(x)
+        num_experts, width, rank = self.lora_b.shape
+        down = x @ self.lora_a.reshape(num_experts * rank, width).T  # (N, K r)
+        down = down.unflatten(-1, (num_experts, rank)) * dense_weight.to(down.dtype).unsqueeze(-1)
+        up = self.lora_b.transpose(1, 2).reshape(num_experts * rank, width)  # rows (k, r)
+        return (down.flatten(1) @ up) * self.scale
 
     def expert(self, index: int, x: Tensor) -> Tensor:
         """Expert ``index`` alone on already-dropped-out tokens. x: (M, d) -> (M, d)."""
@@ -318,7 +350,7 @@ class MoeOutput:
         topk_index: (B, T, k) selected experts per token.
         topk_weight: (B, T, k) their renormalised weights.
         expert_outputs: (B, T, K, d) every expert's scaled output before the routing
-            weights (ETF loss); None under sparse dispatch.
+            weights (ETF loss); None under sparse and stacked dispatch.
     """
 
     hidden: Tensor
@@ -334,7 +366,9 @@ class MoeAdapter(nn.Module):
     Dispatch: in training mode, or when ``dispatch == "dense"``, all K experts run
     on every token and ``expert_outputs`` is returned (the ETF loss needs it);
     in eval mode with ``dispatch == "sparse"`` (default) only the k selected
-    experts run per token. Both give the same ``hidden``.
+    experts run per token; ``"stacked"`` runs all experts as two matmuls without
+    per-expert outputs; ``"auto"`` is stacked on GPUs, sparse on the CPU. All give
+    the same ``hidden``.
 
     Args:
         d: token width.
@@ -346,7 +380,8 @@ class MoeAdapter(nn.Module):
         norm_match_gradient: backward of the norm matching, "bounded" (default) or
             "paper"; the forward is the same (see :func:`match_norm`).
         router_hidden, router_init_std, noise_std_ratio: see :class:`TopKRouter`.
-        dispatch: "sparse" or "dense" expert evaluation outside training.
+        dispatch: "sparse", "dense", "stacked" or "auto" expert evaluation outside
+            training (see :func:`resolve_dispatch`).
     """
 
     def __init__(
@@ -371,8 +406,8 @@ class MoeAdapter(nn.Module):
         super().__init__()
         if norm_match_gradient not in NORM_MATCH_GRADIENTS:
             raise ValueError(f"norm_match_gradient must be one of {NORM_MATCH_GRADIENTS}, got {norm_match_gradient!r}")
-        if dispatch not in ("dense", "sparse"):
-            raise ValueError(f"dispatch must be 'dense' or 'sparse', got {dispatch!r}")
+        if dispatch not in DISPATCHES:
+            raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
         if not 0.0 <= lambda_moe <= 1.0:
             raise ValueError(f"lambda_moe must lie in [0, 1], got {lambda_moe}")
         self.lambda_moe = lambda_moe
@@ -387,11 +422,14 @@ class MoeAdapter(nn.Module):
         batch, tokens, width = hidden.shape
         x = hidden.reshape(batch * tokens, width)
         decision = self.router(x)
-        if self.training or self.dispatch == "dense":
+        dispatch = "dense" if self.training else resolve_dispatch(self.dispatch, hidden.device)
+        expert_outputs = None
+        if dispatch == "dense":
             expert_outputs = self.experts.forward_dense(x)  # (N, K, d)
             mixed = torch.einsum("nk,nkd->nd", decision.dense_weight.to(expert_outputs.dtype), expert_outputs)
+        elif dispatch == "stacked":
+            mixed = self.experts.forward_stacked(x, decision.dense_weight)
         else:
-            expert_outputs = None
             mixed = self.experts.forward_sparse(x, decision.topk_index, decision.topk_weight)
         # Norm matching in float32: the rescale divides by a norm that is 0 at init.
         with float32_region(x.device):
