@@ -377,6 +377,25 @@ def test_non_finite_loss_stops_before_a_poisoned_checkpoint(backbone, data_spec,
     assert all(torch.isfinite(t).all() for t in tensors.values())
 
 
+def test_step_numbers_reach_the_host_in_one_sync_per_block_of_steps(backbone, data_spec, tmp_path, monkeypatch):
+    from zsad.engine import training
+
+    sizes = []
+    original = training._TrainingRun._sync
+
+    def counting_sync(self, pending, stats, log):
+        if pending:
+            sizes.append(len(pending))
+        return original(self, pending, stats, log)
+
+    monkeypatch.setattr(training._TrainingRun, "_sync", counting_sync)
+    monkeypatch.setattr(training, "HOST_SYNC_EVERY", 2)
+    run_fit(make_detector(backbone), data_spec, tmp_path / "run")
+    assert sizes == [2, 1, 2, 1]  # 3 steps an epoch: a full block of 2, then the epoch's end
+    _, rows = read_train_log(tmp_path / "run" / "train_log.csv")
+    assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
+
+
 def test_unreadable_images_are_skipped_and_reported_once(backbone, tmp_path):
     root = tmp_path / "mvtec"
     generate_mvtec_like(root, categories=["disc"], n_train=0, n_good=2, n_defect_per_kind=1, size=IMAGE_SIZE)

@@ -12,6 +12,7 @@ loss_curves.png. Every file is written atomically.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -52,6 +53,9 @@ CONFIG_FILE_NAME = "config.json"
 TRAIN_LOG_NAME = "train_log.csv"
 SUMMARY_NAME = "training_summary.md"
 CURVES_NAME = "loss_curves.png"
+# Steps whose losses stay on the device before one host sync checks, logs and shows
+# them (a sync per step stalls a GPU on every .item()).
+HOST_SYNC_EVERY = 16
 _RUN_FILES = (CONFIG_FILE_NAME, TRAIN_LOG_NAME, SUMMARY_NAME, CURVES_NAME, FINAL_CHECKPOINT_NAME)
 
 
@@ -114,6 +118,20 @@ class _EpochStats:
 
     def means(self) -> dict[str, float]:
         return {key: total / self.steps for key, total in self.sums.items()}
+
+
+@dataclass
+class _PendingStep:
+    """One optimiser step whose numbers are still on the device.
+
+    values: (1 + n_losses + 1,) float32 [total, each loss, gradient norm]; names: the
+    loss names in that order (without "total" and the norm)."""
+
+    epoch: int
+    step: int
+    lr: float
+    names: list[str]
+    values: torch.Tensor
 
 
 # ---------------------------------------------------------------- run directory and config
@@ -213,11 +231,12 @@ def apply_activation_checkpointing(detector: AnomalyDetector, enabled: bool) -> 
     detector.config.activation_checkpointing = True
 
 
-def _gradient_norm(parameters: list[torch.nn.Parameter]) -> float:
+def _gradient_norm(parameters: list[torch.nn.Parameter]) -> torch.Tensor:
+    """() float32 on the parameters' device: the global L2 norm of the gradients (no host sync)."""
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+        return torch.zeros((), device=parameters[0].device)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
 
 
 # ---------------------------------------------------------------- the loop
@@ -299,12 +318,19 @@ class _TrainingRun:
             generator=torch.Generator().manual_seed(derive_seed(self.config.seed, epoch, self.context.rank, 1)),
         )
 
-    def _step(self, model: torch.nn.Module, batch: TrainingBatch, epoch: int) -> dict[str, float]:
-        """One optimiser step. Returns {"total": ..., <loss name>: ...} as floats."""
+    def _step(self, model: torch.nn.Module, batch: TrainingBatch, epoch: int) -> _PendingStep:
+        """One optimiser step, without waiting for the device: the losses and the gradient
+        norm stay on it until :meth:`_sync` checks and logs them."""
         device = self.device
         words = [self.class_names.resolve(key) for key in batch.categories]
+        non_blocking = device.type == "cuda"
         with autocast(device, self.config.precision):
-            output = model(batch.images.to(device), words, batch.masks.to(device), batch.labels.to(device))
+            output = model(
+                batch.images.to(device, non_blocking=non_blocking),
+                words,
+                batch.masks.to(device, non_blocking=non_blocking),
+                batch.labels.to(device, non_blocking=non_blocking),
+            )
         if not output.losses:
             raise TrainingError(
                 f"method '{self.detector.name}' returned no losses in training mode (is it in train mode "
@@ -312,28 +338,45 @@ class _TrainingRun:
             )
         losses = {name: value.float() for name, value in output.losses.items()}
         total = torch.stack(list(losses.values())).sum()
-        numbers = torch.stack([total.detach(), *(v.detach() for v in losses.values())]).tolist()
-        values = dict(zip(["total", *losses], numbers))
-        step = self.global_step + 1
-        if not all_ranks_agree(all(math.isfinite(v) for v in numbers), self.context, device):
-            raise TrainingError(
-                f"the loss is not finite at epoch {epoch}, step {step} ({values}); stopped before the "
-                f"optimiser step, so nothing was saved for this epoch (last checkpoint: {self.last_checkpoint}). "
-                "Try a lower --lr."
-            )
         if not total.requires_grad:
             raise TrainingError(f"the losses of '{self.detector.name}' do not depend on any trainable parameter")
+        lr = self.scheduler.get_last_lr()[0]
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         norm = _gradient_norm(self.trainable)
-        if not math.isfinite(norm):
-            raise TrainingError(
-                f"the gradient is not finite at epoch {epoch}, step {step} (loss {values}); stopped before "
-                f"the optimiser step (last checkpoint: {self.last_checkpoint}). Try a lower --lr."
-            )
         self.optimizer.step()
         self.scheduler.step()
-        return values
+        values = torch.stack([total.detach(), *(v.detach() for v in losses.values()), norm])
+        return _PendingStep(epoch, self.global_step + 1, lr, list(losses), values)
+
+    def _sync(self, pending: list[_PendingStep], stats: _EpochStats, log: TrainLog | None) -> None:
+        """Bring the pending steps' numbers to the host at once (one device sync), stop
+        on the first non-finite loss or gradient, then log and count them."""
+        if not pending:
+            return
+        rows = torch.cat([step.values for step in pending]).tolist()
+        offset = 0
+        numbers = []
+        for step in pending:
+            numbers.append(rows[offset : offset + len(step.values)])
+            offset += len(step.values)
+        finite = [all(math.isfinite(v) for v in row) for row in numbers]
+        if not all_ranks_agree(all(finite), self.context, self.device):
+            bad = next((step for step, ok in zip(pending, finite) if not ok), pending[0])
+            row = numbers[pending.index(bad)]
+            what = "loss" if not all(math.isfinite(v) for v in row[:-1]) else "gradient"
+            raise TrainingError(
+                f"the {what} is not finite at epoch {bad.epoch}, step {bad.step} "
+                f"({dict(zip(['total', *bad.names, 'grad_norm'], row))}); stopped within {len(pending)} steps "
+                f"of it, and nothing of this epoch was saved (last checkpoint: {self.last_checkpoint}). "
+                "Try a lower --lr."
+            )
+        for step, row in zip(pending, numbers):
+            values = dict(zip(["total", *step.names], row[:-1]))
+            stats.add(values)
+            if log is not None and step.step % self.config.log_every == 0:
+                log.write(step.epoch, step.step, step.lr, values["total"], {k: v for k, v in values.items() if k != "total"})
+        pending.clear()
 
     def run_epoch(self, model: torch.nn.Module, epoch: int, log: TrainLog | None) -> dict[str, float]:
         config = self.config
@@ -342,6 +385,8 @@ class _TrainingRun:
         planned = len(loader) if config.max_steps_per_epoch is None else min(len(loader), config.max_steps_per_epoch)
         model.train()
         stats = _EpochStats()
+        pending: list[_PendingStep] = []
+        steps = 0
         bar = tqdm(
             total=planned, desc=f"epoch {epoch}/{config.epochs}", disable=not self.show_progress,
             file=sys.stderr, dynamic_ncols=True,
@@ -352,17 +397,23 @@ class _TrainingRun:
                 self._note_unreadable(errors)
                 if not all_ranks_agree(batch is not None, self.context, self.device):
                     continue
-                lr = self.scheduler.get_last_lr()[0]
-                values = self._step(model, batch, epoch)
+                pending.append(self._step(model, batch, epoch))
                 self.global_step += 1
-                stats.add(values)
-                if log is not None and self.global_step % config.log_every == 0:
-                    log.write(epoch, self.global_step, lr, values["total"], {k: v for k, v in values.items() if k != "total"})
+                steps += 1
                 bar.update(1)
-                running = stats.means()
-                bar.set_postfix({"loss": running["total"], **{k: v for k, v in running.items() if k != "total"}})
-                if stats.steps == planned:
+                if len(pending) >= HOST_SYNC_EVERY or steps == planned:
+                    self._sync(pending, stats, log)
+                    running = stats.means()
+                    bar.set_postfix({"loss": running["total"], **{k: v for k, v in running.items() if k != "total"}})
+                if steps == planned:
                     break
+            self._sync(pending, stats, log)
+        except BaseException:
+            # Interrupted (single process): the steps already taken still reach the log.
+            if pending and not self.context.active:
+                with contextlib.suppress(TrainingError):
+                    self._sync(pending, stats, log)
+            raise
         finally:
             bar.close()
         if stats.steps == 0:
