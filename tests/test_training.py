@@ -448,6 +448,18 @@ def test_context_from_environment():
         context_from_environment({"WORLD_SIZE": "2", "RANK": "2"})
     assert process_device(torch.device("cuda"), context) == torch.device("cuda", 0)
     assert process_device(torch.device("cpu"), context) == torch.device("cpu")
+    assert context.local_world_size == 4
+    assert context_from_environment({"WORLD_SIZE": "8", "RANK": "0", "LOCAL_WORLD_SIZE": "2"}).local_world_size == 2
+
+
+def test_default_num_workers_shares_the_free_cores():
+    from zsad.engine.runtime import default_num_workers
+
+    assert default_num_workers(cpus=1) == 0  # a worker would only compete with the step
+    assert default_num_workers(cpus=2) == 1
+    assert default_num_workers(cpus=64) == 8  # capped
+    assert default_num_workers(processes_per_machine=4, cpus=16) == 3
+    assert default_num_workers(processes_per_machine=8, cpus=8) == 0
 
 
 # DistributedDataParallel.__init__'s keywords in torch 2.1, the oldest supported release.

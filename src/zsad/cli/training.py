@@ -124,7 +124,7 @@ def train(
     activation_checkpointing: Annotated[Optional[bool], typer.Option("--activation-checkpointing/--no-activation-checkpointing", help="Recompute frozen activations in the backward pass: less GPU memory, slower (default: off).")] = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 autocast (GPU only) (default: fp32).")] = None,
     device: opt.Device = "auto",
-    num_workers: Annotated[Optional[int], typer.Option(min=0, help="Data-loading worker processes (default: 0 = in the main process).")] = None,
+    num_workers: Annotated[Optional[int], typer.Option(min=0, help="Data-loading worker processes per training process (default: the free CPU cores, at most 8; 0 = in the main process).")] = None,
     backbone: opt.Backbone = None,
     weights: opt.Weights = None,
     image_size: opt.ImageSize = None,

@@ -21,12 +21,14 @@ from ..methods.base import AnomalyDetector
 
 @dataclass(frozen=True)
 class DistributedContext:
-    """This process's place in the job. ``active``: a process group is in use."""
+    """This process's place in the job. ``active``: a process group is in use;
+    ``local_world_size``: the job's processes on this machine."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     active: bool = False
+    local_world_size: int = 1
 
     @property
     def is_main(self) -> bool:
@@ -42,9 +44,12 @@ def context_from_environment(environ: Mapping[str, str] | None = None) -> Distri
     world_size = int(environ["WORLD_SIZE"])
     rank = int(environ.get("RANK", "0"))
     local_rank = int(environ.get("LOCAL_RANK", str(rank)))
+    local_world_size = int(environ.get("LOCAL_WORLD_SIZE", str(world_size)))
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world_size}")
-    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, active=True)
+    return DistributedContext(
+        rank=rank, world_size=world_size, local_rank=local_rank, active=True, local_world_size=local_world_size
+    )
 
 
 def is_main_process(environ: Mapping[str, str] | None = None) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from typing import Iterable, Iterator, TypeVar
 
@@ -31,6 +32,22 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if device.type != "cuda":
         raise ValueError("--precision bf16 is for GPUs; use fp32 on the CPU")
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_num_workers(processes_per_machine: int = 1, cpus: int | None = None, cap: int = 8) -> int:
+    """Data-loading worker processes per training process when none are asked for: the
+    cores left after the training processes themselves, shared between them, at most
+    ``cap``; 0 (load in the main process) on a single core, where a worker could only
+    compete with the step it feeds."""
+    cpus = available_cpus() if cpus is None else cpus
+    return max(0, min(cap, cpus // max(1, processes_per_machine) - 1))
 
 
 def progress(items: Iterable[T], description: str, total: int | None = None, enabled: bool = True) -> Iterator[T]:

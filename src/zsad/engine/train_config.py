@@ -24,7 +24,8 @@ class TrainingConfig(Settings):
         and dropout (per epoch), so a resumed run repeats the straight run exactly.
     precision: fp32, or bf16 autocast (GPU only).
     augment, augment_p: joint image/mask augmentation, each op with probability p.
-    num_workers: data-loading processes.
+    num_workers: data-loading processes per training process (None = from the CPU count,
+        see ``runtime.default_num_workers``).
     include_train_split: also train on each data set's train/good images (``--split all``);
         by default a data set contributes its labelled test split, as in the papers.
     max_steps_per_epoch: stop an epoch after this many optimiser steps (quick runs).
@@ -44,7 +45,7 @@ class TrainingConfig(Settings):
     precision: str = "fp32"
     augment: bool = True
     augment_p: float = 0.5
-    num_workers: int = 0
+    num_workers: int | None = None
     include_train_split: bool = False
     max_steps_per_epoch: int | None = None
     log_every: int = 1
@@ -65,7 +66,7 @@ class TrainingConfig(Settings):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0.0 <= self.augment_p <= 1.0:
             raise ValueError(f"augment_p must be in [0, 1], got {self.augment_p}")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError(f"max_steps_per_epoch must be >= 1 or None, got {self.max_steps_per_epoch}")

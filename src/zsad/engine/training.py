@@ -42,7 +42,7 @@ from .checkpoints import (
     train_state_path,
 )
 from .distributed import DistributedContext, all_ranks_agree, barrier, distributed_session, wrap_for_training
-from .runtime import autocast
+from .runtime import autocast, default_num_workers
 from .train_config import RESUMABLE_CHANGES, TrainingConfig
 from .train_data import EpochSampler, TrainingBatch, build_training_data, derive_seed, readable_items, seed_everything
 from .train_log import TrainLog, summary_markdown, write_loss_curves
@@ -265,6 +265,9 @@ class _TrainingRun:
         self.context = context
         self.show_progress = show_progress and context.is_main
         self.data = build_training_data(train_specs, detector.backbone.image_size, config)
+        self.num_workers = (
+            default_num_workers(context.local_world_size) if config.num_workers is None else config.num_workers
+        )
         self.run_config = run_config(detector, config, train_specs, class_names, self.data.categories)
         self.global_step = 0
         self.epoch_means: list[dict[str, float]] = []
@@ -312,7 +315,7 @@ class _TrainingRun:
             batch_size=self.config.batch_size,
             sampler=sampler,
             collate_fn=collate,
-            num_workers=self.config.num_workers,
+            num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
             # Keeps the loader's own draws (worker base seeds) off the global generator.
             generator=torch.Generator().manual_seed(derive_seed(self.config.seed, epoch, self.context.rank, 1)),
