@@ -24,14 +24,21 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """fp32: no autocast. bf16: autocast on GPU (on CPU bf16 is refused: it is slow there)."""
+    """fp32: no autocast. bf16: bfloat16 autocast on the device's type (CUDA or CPU)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fp32":
         return contextlib.nullcontext()
-    if device.type != "cuda":
-        raise ValueError("--precision bf16 is for GPUs; use fp32 on the CPU")
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if device.type not in ("cuda", "cpu"):
+        raise ValueError(f"--precision bf16 runs on CUDA or the CPU, not on {device.type}; use fp32 there")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def check_training_precision(device: torch.device, precision: str) -> None:
+    """Training in bf16 is for GPUs: on the CPU, autocast's backward pass is slower than fp32."""
+    autocast(device, precision)
+    if precision == "bf16" and device.type != "cuda":
+        raise ValueError("--precision bf16 trains on GPUs only; train in fp32 on the CPU (bf16 inference works there)")
 
 
 def available_cpus() -> int:

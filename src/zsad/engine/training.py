@@ -42,7 +42,7 @@ from .checkpoints import (
     train_state_path,
 )
 from .distributed import DistributedContext, all_ranks_agree, barrier, distributed_session, wrap_for_training
-from .runtime import autocast, default_num_workers
+from .runtime import autocast, check_training_precision, default_num_workers
 from .train_config import RESUMABLE_CHANGES, TrainingConfig
 from .train_data import EpochSampler, TrainingBatch, build_training_data, derive_seed, readable_items, seed_everything
 from .train_log import TrainLog, summary_markdown, write_loss_curves
@@ -477,7 +477,7 @@ def fit(
     out_dir = Path(out_dir)
     if resume and overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite starts it over: pass only one")
-    autocast(device, config.precision)  # refuses bf16 on the CPU before any work
+    check_training_precision(device, config.precision)  # refuses bf16 on the CPU before any work
     apply_activation_checkpointing(detector, config.activation_checkpointing)
     trainable_parameters(detector)
     with distributed_session(device) as (context, device):
