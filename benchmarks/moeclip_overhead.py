@@ -1,73 +1,82 @@
-"""MoECLIP inference time over the frozen backbone's own forward, measured in one run.
+"""MoECLIP inference against the frozen backbone's own forward, measured in one run.
 
-    python benchmarks/moeclip_overhead.py [--backbone ViT-L-14-336] [--image-size 518] [--repeats 3]
+    python benchmarks/moeclip_overhead.py [--device auto] [--precision fp32|bf16]
+        [--batch-size 1] [--backbone ViT-L-14-336] [--image-size 518]
+        [--warmup 3] [--repeats 10] [--dispatch auto] [--compile]
 
-Random weights (no download). Both passes run interleaved (A B A B ...) on the same
-input; the ratio of medians is printed. The issue's target is <= 1.05 for ViT-L-14-336 at
-518 px, batch 1, CPU. Wall and process-CPU clocks are both reported: on a shared
-machine the CPU clock is less disturbed by other tenants. The frozen forward is the backbone alone (all 24 blocks, CLS
-embedding); MoECLIP adds the MoE modules (sparse dispatch), PAA, projections, 12 maps,
-smoothing and the depth-wise adapter (text features cached, as in real use).
+Random weights (no download, nothing read from disk). Passes, interleaved on the same
+input (median of ``--repeats`` timed calls after ``--warmup``):
+
+* OpenCLIP's own ``visual`` forward (eager), for reference;
+* zsad's block-by-block frozen forward through OpenCLIP's block forward (the path
+  before fused attention);
+* zsad's frozen forward (fused attention) -- the denominator of the ratios;
+* MoECLIP inference: MoE modules, PAA, projections, 12 maps, smoothing, depth-wise
+  adapter (text features cached, as in real use);
+* with ``--compile``: OpenCLIP's ``visual`` under ``torch.compile`` (compiles first).
+
+The issue's targets: MoECLIP / frozen <= 1.05 at batch 1 and 32 in fp32 and bf16;
+>= 350 images/s for MoECLIP in bf16 at batch 32 on one H100.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-import warnings
 
 import torch
 
+from _bench import add_common_options, describe_device, median, setup, time_interleaved
 from zsad.backbone import create_backbone
 from zsad.methods import build_method
 
 
-def timed(function) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of one call."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    function()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_options(parser)
     parser.add_argument("--backbone", default="ViT-L-14-336")
     parser.add_argument("--image-size", type=int, default=518)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--dispatch", default="auto", choices=("auto", "sparse", "stacked", "dense"))
+    parser.add_argument("--compile", action="store_true", help="also time OpenCLIP's visual under torch.compile")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
-    torch.manual_seed(0)
+    device = setup(args)
     backbone = create_backbone(model_name=args.backbone, weights="random", image_size=args.image_size)
-    detector = build_method("moeclip", backbone, {}).eval()
-    images = torch.randn(1, 3, args.image_size, args.image_size)
+    detector = build_method("moeclip", backbone, {"dispatch": args.dispatch}).eval().to(device)
+    images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    words = ["object"] * args.batch_size
 
-    def frozen():
-        backbone.forward_visual(images, taps=detector.blocks)
+    def zsad_frozen(fused: bool):
+        def run():
+            backbone.fused_attention = fused
+            try:
+                return backbone.forward_visual(images, taps=detector.blocks)
+            finally:
+                backbone.fused_attention = True
 
-    def moeclip():
-        detector(images, ["object"])
+        return run
 
-    with torch.inference_mode():
-        frozen(), moeclip()  # warm-up (and text-feature cache)
-        frozen_times, moe_times = [], []
-        for _ in range(args.repeats):
-            frozen_times.append(timed(frozen))
-            moe_times.append(timed(moeclip))
-    print(f"backbone {args.backbone} (random weights), {args.image_size} px, batch 1, {torch.get_num_threads()} threads, CPU")
-    print(f"trainable parameters: {detector.trainable_parameter_count():,}  "
-          f"backbone parameters: {sum(p.numel() for p in backbone.parameters()):,}")
-    print(f"{'pass':<28}{'clock':<6}{'median s':>10}{'min s':>10}{'max s':>10}")
-    for clock, column in (("wall", 0), ("cpu", 1)):
-        for name, values in (("frozen backbone forward", frozen_times), ("MoECLIP inference", moe_times)):
-            values = [v[column] for v in values]
-            print(f"{name:<28}{clock:<6}{statistics.median(values):>10.3f}{min(values):>10.3f}{max(values):>10.3f}")
-    for clock, column in (("wall", 0), ("cpu", 1)):
-        ratios = [m[column] / f[column] for m, f in zip(moe_times, frozen_times)]
-        print(f"ratio MoECLIP / frozen ({clock}): median of pairs {statistics.median(ratios):.3f} "
-              f"(min {min(ratios):.3f}, max {max(ratios):.3f}); target <= 1.05")
+    passes = {
+        "OpenCLIP visual, eager": lambda: backbone.clip.visual(images),
+        "zsad frozen, OpenCLIP blocks": zsad_frozen(False),
+        "zsad frozen, fused attention": zsad_frozen(True),
+        "MoECLIP inference": lambda: detector(images, words),
+    }
+    if args.compile:
+        compiled = torch.compile(backbone.clip.visual)
+        passes["OpenCLIP visual, torch.compile"] = lambda: compiled(images)
+    times = time_interleaved(passes, device, args.precision, args.warmup, args.repeats)
+
+    print(f"{args.backbone} (random weights), {args.image_size} px, batch {args.batch_size}, {args.precision}, "
+          f"dispatch {args.dispatch}, {describe_device(device)}; median of {args.repeats} after {args.warmup} warm-ups")
+    reference = median(times["zsad frozen, fused attention"])
+    print(f"| {'pass':<32} | {'ms / batch':>10} | {'images/s':>9} | {'x frozen':>8} |")
+    print(f"|{'-' * 34}|{'-' * 12}|{'-' * 11}|{'-' * 10}|")
+    for name, values in times.items():
+        seconds = median(values)
+        print(f"| {name:<32} | {seconds * 1e3:>10.1f} | {args.batch_size / seconds:>9.1f} | {seconds / reference:>8.3f} |")
+    pairs = [m / f for m, f in zip(times["MoECLIP inference"], times["zsad frozen, fused attention"])]
+    print(f"MoECLIP / frozen (median of interleaved pairs): {median(pairs):.3f} "
+          f"(min {min(pairs):.3f}, max {max(pairs):.3f}); target <= 1.05")
 
 
 if __name__ == "__main__":

@@ -30,13 +30,13 @@ float64.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["image_metrics", "pixel_metrics", "aupro"]
+__all__ = ["image_metrics", "pixel_metrics", "pixel_metrics_streamed", "aupro"]
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -60,21 +60,14 @@ class _ThresholdSweep:
     n_normal: int
 
 
-def _sweep(
-    normal_sorted: np.ndarray,
-    anomalous: np.ndarray,
-    anomalous_weights: np.ndarray | None = None,
-) -> _ThresholdSweep:
-    """Group anomalous scores by distinct value and count normals around each.
+def _group_anomalous(
+    anomalous: np.ndarray, anomalous_weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Distinct anomalous scores in descending order with their counts and summed weights.
 
-    Args:
-        normal_sorted: (M,) normal scores, ascending, no NaN.
-        anomalous: (P,) anomalous scores (any order), same dtype, no NaN.
-        anomalous_weights: optional (P,) float64 weight per anomalous score.
+    anomalous: (P,) scores; anomalous_weights: optional (P,) float64.
+    Returns (values (K,), counts (K,) int64, weight sums (K,) float64 or None).
     """
-    if anomalous.dtype != normal_sorted.dtype:
-        # Never let searchsorted promote the (large) normal array.
-        raise TypeError("normal and anomalous scores must share a dtype")
     if anomalous_weights is None:
         values, counts = np.unique(anomalous, return_counts=True)
         weight_at = None
@@ -92,18 +85,37 @@ def _sweep(
         del order
         counts = np.diff(starts, append=anomalous.size)
         del starts
+    return values[::-1], counts[::-1].astype(np.int64, copy=False), weight_at
+
+
+def _count_normal(normal_sorted: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(#normal >= v, #normal > v) for every v of ``values``; normal_sorted ascending."""
+    if values.dtype != normal_sorted.dtype:
+        # Never let searchsorted promote the (large) normal array.
+        raise TypeError("normal and anomalous scores must share a dtype")
     n_normal = normal_sorted.size
-    values = values[::-1]
     normal_ge = n_normal - np.searchsorted(normal_sorted, values, side="left")
     normal_gt = n_normal - np.searchsorted(normal_sorted, values, side="right")
-    return _ThresholdSweep(
-        anomalous_at=counts[::-1].astype(np.int64, copy=False),
-        normal_ge=normal_ge.astype(np.int64, copy=False),
-        normal_gt=normal_gt.astype(np.int64, copy=False),
-        weight_at=weight_at,
-        n_anomalous=int(anomalous.size),
-        n_normal=int(n_normal),
-    )
+    return normal_ge.astype(np.int64, copy=False), normal_gt.astype(np.int64, copy=False)
+
+
+def _sweep(
+    normal_sorted: np.ndarray,
+    anomalous: np.ndarray,
+    anomalous_weights: np.ndarray | None = None,
+) -> _ThresholdSweep:
+    """Group anomalous scores by distinct value and count normals around each.
+
+    Args:
+        normal_sorted: (M,) normal scores, ascending, no NaN.
+        anomalous: (P,) anomalous scores (any order), same dtype, no NaN.
+        anomalous_weights: optional (P,) float64 weight per anomalous score.
+    """
+    if anomalous.dtype != normal_sorted.dtype:
+        raise TypeError("normal and anomalous scores must share a dtype")
+    values, counts, weight_at = _group_anomalous(anomalous, anomalous_weights)
+    normal_ge, normal_gt = _count_normal(normal_sorted, values)
+    return _ThresholdSweep(counts, normal_ge, normal_gt, weight_at, int(anomalous.size), int(normal_sorted.size))
 
 
 def _auroc(sweep: _ThresholdSweep) -> float:
@@ -257,6 +269,14 @@ def _image_pairs(maps, masks) -> list[tuple[np.ndarray, np.ndarray]]:
     return pairs
 
 
+def _anomalous_pixels(score_map: np.ndarray, is_anomalous: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """One image's anomalous-pixel scores (P_i,), 1 / |region| of each (P_i,) float64
+    (8-connected ground-truth regions), and its number of regions."""
+    regions, n_regions = ndimage.label(is_anomalous, structure=_EIGHT_CONNECTED)
+    region_sizes = np.bincount(regions.ravel())
+    return score_map[is_anomalous], 1.0 / region_sizes[regions[is_anomalous]], int(n_regions)
+
+
 def _collect_pixel_scores(maps, masks) -> _PixelScores:
     """Split every pixel into normal / anomalous scores and label the GT regions.
 
@@ -284,10 +304,9 @@ def _collect_pixel_scores(maps, masks) -> _PixelScores:
         is_anomalous = mask != 0
         normal[normal_at : normal_at + mask.size - count] = score_map[~is_anomalous]
         normal_at += mask.size - count
-        regions, n_image_regions = ndimage.label(is_anomalous, structure=_EIGHT_CONNECTED)
-        region_sizes = np.bincount(regions.ravel())
-        anomalous[anomalous_at : anomalous_at + count] = score_map[is_anomalous]
-        inverse_region_size[anomalous_at : anomalous_at + count] = 1.0 / region_sizes[regions[is_anomalous]]
+        scores, inverse_sizes, n_image_regions = _anomalous_pixels(score_map, is_anomalous)
+        anomalous[anomalous_at : anomalous_at + count] = scores
+        inverse_region_size[anomalous_at : anomalous_at + count] = inverse_sizes
         anomalous_at += count
         n_regions += n_image_regions
 
@@ -321,6 +340,62 @@ def pixel_metrics(maps, masks, fpr_limit: float = 0.3) -> dict[str, float | None
     del pixels  # the sorted normal scores are the largest buffer; the sweep has all it needs
     values = (_auroc(sweep), _average_precision(sweep), _f1_max(sweep), _aupro(sweep, fpr_limit))
     return dict(zip(keys, values))
+
+
+def pixel_metrics_streamed(
+    chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], fpr_limit: float = 0.3
+) -> dict[str, float | None]:
+    """:func:`pixel_metrics` over images that arrive in chunks, never all in memory.
+
+    Args:
+        chunks: called twice; every call yields the same (maps (n, H, W), masks
+            (n, H, W)) chunks in the same order (e.g. read back from a file).
+        fpr_limit: as in :func:`pixel_metrics`.
+
+    Returns the same values as :func:`pixel_metrics` on all images at once, to the last
+    bit: the first pass keeps only the anomalous pixels (their distinct scores, counts
+    and region weights); the second counts, chunk by chunk, the normal pixels at or
+    above each distinct anomalous score (integer sums). Memory: one chunk plus the
+    anomalous pixels, whatever the number of normal pixels.
+    """
+    fpr_limit = _check_fpr_limit(fpr_limit)
+    keys = ("pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro")
+    anomalous_parts, weight_parts = [], []
+    n_regions = n_normal = 0
+    dtype = None
+    for maps, masks in chunks():
+        for score_map, mask in _image_pairs(maps, masks):
+            dtype = np.result_type(score_map.dtype, np.float32) if dtype is None else dtype
+            is_anomalous = mask != 0
+            if np.isnan(score_map).any():
+                raise ValueError("anomaly maps contain NaN")
+            n_normal += int(mask.size - np.count_nonzero(is_anomalous))
+            if is_anomalous.any():
+                scores, inverse_sizes, count = _anomalous_pixels(score_map, is_anomalous)
+                anomalous_parts.append(scores.astype(dtype, copy=False))
+                weight_parts.append(inverse_sizes)
+                n_regions += count
+    if dtype is None:
+        raise ValueError("no images given")
+    if n_normal == 0 or not anomalous_parts:
+        return dict.fromkeys(keys)
+    anomalous = np.concatenate(anomalous_parts)
+    weights = np.concatenate(weight_parts) / max(n_regions, 1)
+    del anomalous_parts, weight_parts
+    values, counts, weight_at = _group_anomalous(anomalous, weights)
+    n_anomalous = int(anomalous.size)
+    del anomalous, weights
+    normal_ge = np.zeros(values.size, dtype=np.int64)
+    normal_gt = np.zeros(values.size, dtype=np.int64)
+    for maps, masks in chunks():
+        normal = np.asarray(maps, dtype=dtype)[np.asarray(masks) == 0]
+        normal.sort()
+        chunk_ge, chunk_gt = _count_normal(normal, values)
+        normal_ge += chunk_ge
+        normal_gt += chunk_gt
+    sweep = _ThresholdSweep(counts, normal_ge, normal_gt, weight_at, n_anomalous, n_normal)
+    values_out = (_auroc(sweep), _average_precision(sweep), _f1_max(sweep), _aupro(sweep, fpr_limit))
+    return dict(zip(keys, values_out))
 
 
 def aupro(maps, masks, fpr_limit: float = 0.3) -> float | None:

@@ -1,6 +1,7 @@
 """Evaluate a detector on a labelled data set: per-class metrics and their mean."""
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,11 @@ from torch.utils.data import DataLoader
 from ..data import AnomalyDataset, collate
 from ..imageio import read_image
 from ..methods.base import AnomalyDetector
-from ..metrics import image_metrics, pixel_metrics
+from ..metrics import image_metrics, pixel_metrics_streamed
 from ..reports import mean_over_classes
 from ..text import ClassNames
 from ..viz import comparison_panel
+from .map_spill import SpilledMaps
 from .runtime import autocast, progress
 
 SCORE_NORMALISATIONS = ("none", "per-class-minmax")
@@ -25,14 +27,13 @@ SCORE_NORMALISATIONS = ("none", "per-class-minmax")
 class ClassPredictions:
     """Everything predicted for one category.
 
-    scores: (N,), labels: (N,) with -1 unknown, maps: list of (S, S) float32,
-    masks: list of (S, S) bool (only for sets with masks).
+    scores: (N,), labels: (N,) with -1 unknown; maps: the (S, S) maps and masks, spilled
+    to disk (only for sets with masks).
     """
 
     scores: list[float] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
-    maps: list[np.ndarray] = field(default_factory=list)
-    masks: list[np.ndarray] = field(default_factory=list)
+    maps: SpilledMaps | None = None
 
 
 @dataclass
@@ -54,8 +55,8 @@ def _class_metrics(predictions: ClassPredictions, has_masks: bool, normalisation
         "n_anomalous": int((labels == 1).sum()),
     }
     result.update(image_metrics(scores[known], labels[known]))  # all None without both labels
-    if has_masks and predictions.maps:
-        result.update(pixel_metrics(np.stack(predictions.maps), np.stack(predictions.masks)))
+    if has_masks and predictions.maps is not None and len(predictions.maps):
+        result.update(pixel_metrics_streamed(predictions.maps.chunks))
     return result
 
 
@@ -71,15 +72,30 @@ def evaluate(
     maps_dir: Path | None = None,
     score_normalisation: str = "none",
     show_progress: bool = True,
+    spill_dir: Path | None = None,
 ) -> EvaluationResult:
     """Run ``detector`` over ``dataset`` and compute the protocol's metrics per class.
 
     save_maps: how many comparison panels (image | overlay | ground truth) to write per
     class into ``maps_dir``. Items that cannot be read are skipped and listed in
     ``errors``. Returns the report dict written as metrics.json (without run metadata).
+    The maps wait for the pixel metrics in a temporary folder under ``spill_dir``
+    (None = the system's temporary folder), removed afterwards: memory does not grow
+    with the number of images.
     """
     if score_normalisation not in SCORE_NORMALISATIONS:
         raise ValueError(f"score normalisation must be one of {SCORE_NORMALISATIONS}")
+    with tempfile.TemporaryDirectory(prefix="zsad-maps-", dir=spill_dir) as folder:
+        return _evaluate(
+            detector, dataset, class_names, device, batch_size, num_workers, precision, save_maps, maps_dir,
+            score_normalisation, show_progress, Path(folder),
+        )
+
+
+def _evaluate(
+    detector, dataset, class_names, device, batch_size, num_workers, precision, save_maps, maps_dir,
+    score_normalisation, show_progress, spill_folder: Path,
+) -> EvaluationResult:
     detector.eval().to(device)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
     per_class: dict[str, ClassPredictions] = {}
@@ -104,11 +120,15 @@ def evaluate(
             store.scores.append(float(scores[row]))
             store.labels.append(int(batch["label"][item]))
             if dataset.has_masks:
-                store.maps.append(maps[row].astype(np.float32))
-                store.masks.append(masks[row])
+                if store.maps is None:
+                    store.maps = SpilledMaps(spill_folder, f"class{len(per_class):04d}", maps[row].shape)
+                store.maps.append(maps[row], masks[row])
             if maps_dir is not None and saved.get(key, 0) < save_maps:
                 saved[key] = saved.get(key, 0) + 1
                 _save_panel(maps_dir, batch["path"][item], key, maps[row], masks[row] if batch["has_mask"][item] else None, float(scores[row]))
+    for store in per_class.values():
+        if store.maps is not None:
+            store.maps.close()
     metrics = {
         key: _class_metrics(per_class[key], dataset.has_masks, score_normalisation) for key in sorted(per_class)
     }

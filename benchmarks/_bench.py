@@ -1,0 +1,69 @@
+"""Shared pieces of the benchmarks: device/precision options and a synchronised timer.
+
+Every benchmark runs on CUDA and on the CPU (``--device auto``), takes ``--precision``
+and ``--batch-size``, and prints ratios measured in one run (passes interleaved).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from typing import Callable
+
+import torch
+
+from zsad.engine.runtime import autocast, resolve_device
+
+
+def add_common_options(parser: argparse.ArgumentParser, batch_size: int = 1) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16 = autocast")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on the CPU")
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    """Apply --threads, silence the random-weights warning, seed; return the device."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+    torch.manual_seed(0)
+    return resolve_device(args.device)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    passes: dict[str, Callable[[], object]], device: torch.device, precision: str, warmup: int, repeats: int
+) -> dict[str, list[float]]:
+    """Seconds per call of each pass, the passes interleaved (A B C A B C ...) so a
+    change in machine load hits all of them alike. Runs under inference mode and the
+    precision's autocast; the device is synchronised around every call."""
+    times: dict[str, list[float]] = {name: [] for name in passes}
+    with torch.inference_mode(), autocast(device, precision):
+        for _ in range(warmup):
+            for function in passes.values():
+                function()
+        synchronize(device)
+        for _ in range(repeats):
+            for name, function in passes.items():
+                synchronize(device)
+                start = time.perf_counter()
+                function()
+                synchronize(device)
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"CPU, {torch.get_num_threads()} threads (torch {torch.__version__})"
