@@ -475,11 +475,14 @@ def test_ddp_options_exist_in_the_oldest_supported_torch_and_in_this_one(device)
 
     from torch.nn.parallel import DistributedDataParallel
 
-    options = ddp_options(device)
-    assert set(options) <= TORCH_2_1_DDP_KEYWORDS
-    assert set(options) <= set(inspect.signature(DistributedDataParallel.__init__).parameters)
-    assert options["device_ids"] == ([1] if device.type == "cuda" else None)
-    assert options["broadcast_buffers"] is False
+    oldest = ddp_options(device, accepted=TORCH_2_1_DDP_KEYWORDS)
+    assert set(oldest) <= TORCH_2_1_DDP_KEYWORDS
+    assert oldest["broadcast_buffers"] is False
+    assert oldest["device_ids"] == ([1] if device.type == "cuda" else None)
+    installed = inspect.signature(DistributedDataParallel.__init__).parameters
+    current = ddp_options(device)
+    assert set(current) <= set(installed)
+    assert False in (current.get("broadcast_buffers"), current.get("forward_sync_buffers"))
 
 
 def _free_port() -> int:

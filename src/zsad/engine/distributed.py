@@ -7,9 +7,10 @@ LOCAL_RANK; the same command without torchrun runs a single process and never to
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Collection, Iterator, Mapping
 
 import torch
 import torch.distributed as dist
@@ -115,14 +116,19 @@ def wrap_for_training(detector: AnomalyDetector, context: DistributedContext, de
     return DistributedDataParallel(detector, **ddp_options(device))
 
 
-def ddp_options(device: torch.device) -> dict[str, object]:
-    """Keyword arguments for ``DistributedDataParallel``, restricted to those that every
-    supported torch (>= 2.1) accepts."""
+def ddp_options(device: torch.device, accepted: Collection[str] | None = None) -> dict[str, object]:
+    """Keyword arguments for ``DistributedDataParallel`` that every supported torch
+    (>= 2.1) accepts. ``accepted``: the keywords of the installed DDP (None = inspect it).
+
+    Method buffers are fixed (e.g. FOFS projections), so nothing is re-broadcast before
+    each forward: ``broadcast_buffers=False``, spelled ``forward_sync_buffers=False``
+    where torch has it (2.13 on) and warns about the old name."""
+    if accepted is None:
+        accepted = inspect.signature(DistributedDataParallel.__init__).parameters
+    buffer_sync = "forward_sync_buffers" if "forward_sync_buffers" in accepted else "broadcast_buffers"
     return {
         "device_ids": [device.index] if device.type == "cuda" else None,
-        # Method buffers are fixed (e.g. FOFS projections): nothing to re-broadcast
-        # before each forward.
-        "broadcast_buffers": False,
+        buffer_sync: False,
         # Methods may leave some parameters out of a step (e.g. an ablated branch).
         "find_unused_parameters": True,
     }
