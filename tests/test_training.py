@@ -526,3 +526,29 @@ def test_worker_processes_load_the_same_augmented_batches(straight_run, backbone
     detector = make_detector(backbone)
     run_fit(detector, data_spec, tmp_path / "run", quick_config(num_workers=2))
     assert_same_state(own_state(detector), straight_run["state"])
+
+
+def test_cached_resized_images_give_the_same_augmented_items(data_spec):
+    from zsad.engine.train_data import build_training_data
+
+    config = quick_config()
+    plain = build_training_data([data_spec], IMAGE_SIZE, config, cache_budget=0)
+    cached = build_training_data([data_spec], IMAGE_SIZE, config, cache_budget=2**30)
+    parts = cached.dataset.dataset.datasets
+    assert all(len(part._resized) == len(part) for part in parts)
+    assert all(not part._resized for part in plain.dataset.dataset.datasets)
+    for index in range(len(plain.dataset)):
+        first, second = plain.dataset[(1, index)], cached.dataset[(1, index)]
+        for key in ("image", "mask", "original_size"):
+            assert torch.equal(first[key], second[key]), key
+        assert (first["label"], first["path"], first["error"]) == (second["label"], second["path"], second["error"])
+
+
+def test_image_cache_respects_its_budget_and_switch(data_spec):
+    from zsad.engine.train_data import build_training_data, image_cache_budget
+
+    too_small = build_training_data([data_spec], IMAGE_SIZE, quick_config(), cache_budget=IMAGE_SIZE**2)
+    switched_off = build_training_data([data_spec], IMAGE_SIZE, quick_config(cache_images=False), cache_budget=2**30)
+    for data in (too_small, switched_off):
+        assert all(not part._resized for part in data.dataset.dataset.datasets)
+    assert 0 <= image_cache_budget(2) <= image_cache_budget(1) <= 8 * 2**30

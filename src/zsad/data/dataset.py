@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from zsad.data.sample import Sample
-from zsad.data.transforms import EvalTransform
+from zsad.data.transforms import EvalTransform, resize_image, resize_mask
 from zsad.imageio import ImageReadError, MaskSizeError, read_image, read_mask
 
 Transform = Callable[[Image.Image, np.ndarray | None], tuple[torch.Tensor, torch.Tensor]]
@@ -53,6 +53,29 @@ class AnomalyDataset(Dataset):
         self.has_image_labels = {0, 1} <= {s.label for s in self.samples}
         self.image_size = image_size
         self.transform = transform if transform is not None else EvalTransform(image_size)
+        # index -> (image resized to S x S, its mask at S x S or None, (H, W) of the file)
+        self._resized: dict[int, tuple[Image.Image, np.ndarray | None, tuple[int, int]]] = {}
+
+    def resized_bytes(self) -> int:
+        """Memory :meth:`cache_resized` needs: uint8 RGB + mask at S x S per item."""
+        return len(self.samples) * 4 * self.image_size**2
+
+    def cache_resized(self) -> None:
+        """Decode every file once and keep it resized to S x S, so later epochs skip the
+        decoding and the resize. Items from the cache equal items from the files (the
+        transforms' resize to S x S is then the identity). Unreadable files stay out of
+        the cache and are reported when read. Memory: :meth:`resized_bytes`."""
+        for index, sample in enumerate(self.samples):
+            try:
+                pil_image = read_image(sample.image_path)
+                mask_array = None
+                if sample.mask_path is not None:
+                    mask_array = read_mask(sample.mask_path, pil_image.size, sample.image_path)
+            except (ImageReadError, MaskSizeError):
+                continue
+            resized = Image.fromarray(resize_image(pil_image, self.image_size).permute(1, 2, 0).numpy())
+            mask = None if mask_array is None else resize_mask(mask_array, self.image_size)[0].numpy() != 0
+            self._resized[index] = (resized, mask, (pil_image.height, pil_image.width))
 
     @property
     def classes(self) -> list[str]:
@@ -76,6 +99,11 @@ class AnomalyDataset(Dataset):
         mask = torch.zeros(1, size, size)
         original_size = torch.zeros(2, dtype=torch.int64)
         error = ""
+        if index in self._resized:
+            pil_image, mask_array, (height, width) = self._resized[index]
+            image, mask = self.transform(pil_image, mask_array)
+            original_size = torch.tensor([height, width], dtype=torch.int64)
+            return self._item(sample, image, mask, original_size, error)
         try:
             pil_image = read_image(sample.image_path)
             original_size = torch.tensor([pil_image.height, pil_image.width], dtype=torch.int64)
@@ -85,6 +113,9 @@ class AnomalyDataset(Dataset):
             image, mask = self.transform(pil_image, mask_array)
         except (ImageReadError, MaskSizeError) as read_error:
             error = str(read_error)
+        return self._item(sample, image, mask, original_size, error)
+
+    def _item(self, sample: Sample, image: torch.Tensor, mask: torch.Tensor, original_size: torch.Tensor, error: str) -> dict:
         return {
             "image": image,
             "mask": mask,

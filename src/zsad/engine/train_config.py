@@ -8,7 +8,7 @@ from .runtime import PRECISIONS
 
 # Fields that may differ between a run and its resumption without changing what is
 # learned: more epochs, data-loading processes, logging rate, activation recomputation.
-RESUMABLE_CHANGES = ("epochs", "num_workers", "log_every", "activation_checkpointing")
+RESUMABLE_CHANGES = ("epochs", "num_workers", "log_every", "activation_checkpointing", "cache_images")
 
 
 @dataclass
@@ -32,6 +32,8 @@ class TrainingConfig(Settings):
     log_every: write a train_log.csv row every N steps.
     activation_checkpointing: recompute frozen activations in the backward pass (less
         memory), for methods whose config has this switch.
+    cache_images: keep the decoded images, resized, in memory after the first read when
+        the training set fits the cache budget (see ``train_data.image_cache_budget``).
     """
 
     epochs: int = 20
@@ -50,6 +52,7 @@ class TrainingConfig(Settings):
     max_steps_per_epoch: int | None = None
     log_every: int = 1
     activation_checkpointing: bool = False
+    cache_images: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -12,6 +12,7 @@ Reproducibility scheme (what makes a resumed run repeat the straight run exactly
 """
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from typing import Iterator
@@ -99,9 +100,24 @@ class TrainingData:
     categories: list[str]
 
 
-def build_training_data(specs: list[str], image_size: int, config: TrainingConfig) -> TrainingData:
+def image_cache_budget(processes_per_machine: int = 1, cap: int = 8 * 2**30) -> int:
+    """Bytes one training process may spend on resized images: a quarter of the memory
+    available now, shared by the machine's training processes, at most ``cap``
+    (0 where the OS does not say)."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
+    return min(cap, available // 4 // max(1, processes_per_machine))
+
+
+def build_training_data(
+    specs: list[str], image_size: int, config: TrainingConfig, cache_budget: int = 0
+) -> TrainingData:
     """Read every ``KIND:PATH`` spec (its test split, plus train/good with
-    ``include_train_split``) and concatenate them."""
+    ``include_train_split``) and concatenate them. With ``config.cache_images`` and a
+    set that fits ``cache_budget`` bytes, every image is decoded and resized once, here
+    (worker processes inherit the cache)."""
     if not specs:
         raise ValueError("training needs at least one data set (--data KIND:PATH)")
     parts: list[AnomalyDataset] = []
@@ -111,6 +127,9 @@ def build_training_data(specs: list[str], image_size: int, config: TrainingConfi
             dataset.transform = TrainAugment(image_size, p=config.augment_p)
         parts.append(dataset)
     categories = sorted({name for part in parts for name in part.classes})
+    if config.cache_images and sum(part.resized_bytes() for part in parts) <= cache_budget:
+        for part in parts:
+            part.cache_resized()
     return TrainingData(
         dataset=SeededItems(ConcatDataset(parts), config.seed),
         image_counts={spec: len(part) for spec, part in zip(specs, parts)},

@@ -44,7 +44,15 @@ from .checkpoints import (
 from .distributed import DistributedContext, all_ranks_agree, barrier, distributed_session, wrap_for_training
 from .runtime import autocast, check_training_precision, default_num_workers
 from .train_config import RESUMABLE_CHANGES, TrainingConfig
-from .train_data import EpochSampler, TrainingBatch, build_training_data, derive_seed, readable_items, seed_everything
+from .train_data import (
+    EpochSampler,
+    TrainingBatch,
+    build_training_data,
+    derive_seed,
+    image_cache_budget,
+    readable_items,
+    seed_everything,
+)
 from .train_log import TrainLog, summary_markdown, write_loss_curves
 
 logger = logging.getLogger(__name__)
@@ -264,7 +272,9 @@ class _TrainingRun:
         self.device = device
         self.context = context
         self.show_progress = show_progress and context.is_main
-        self.data = build_training_data(train_specs, detector.backbone.image_size, config)
+        self.data = build_training_data(
+            train_specs, detector.backbone.image_size, config, image_cache_budget(context.local_world_size)
+        )
         self.num_workers = (
             default_num_workers(context.local_world_size) if config.num_workers is None else config.num_workers
         )
