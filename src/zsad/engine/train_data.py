@@ -172,7 +172,6 @@ def readable_items(batch: dict) -> tuple[TrainingBatch | None, dict[str, str]]:
     masks = torch.where(pixel_labelled[:, None, None, None], batch["mask"][index], torch.tensor(float(UNKNOWN)))
     from_mask = torch.where(has_mask, (masks.flatten(1).amax(dim=1) > 0.5).long(), UNKNOWN)
     labels = torch.where(given_labels >= 0, given_labels, from_mask)
-    return (
-        TrainingBatch(batch["image"][index], masks, labels, [batch["class_name"][i] for i in rows]),
-        errors,
-    )
+    # All readable: keep the loader's (pinned) image tensor, no copy.
+    images = batch["image"] if len(rows) == len(batch["error"]) else batch["image"][index]
+    return TrainingBatch(images, masks, labels, [batch["class_name"][i] for i in rows]), errors
