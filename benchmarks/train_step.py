@@ -114,6 +114,8 @@ def main() -> None:
     parser.add_argument("--activation-checkpointing", action="store_true")
     args = parser.parse_args()
     device = setup(args)
+    if args.precision == "bf16" and device.type != "cuda":
+        parser.error("zsad train uses bf16 on GPUs only; use --precision fp32 on the CPU")
     batch, size = args.batch_size, args.image_size
     backbone = create_backbone(model_name=args.backbone, weights="random", image_size=size).to(device)
 
