@@ -73,7 +73,7 @@ def main() -> None:
     print(f"|{'-' * 34}|{'-' * 12}|{'-' * 11}|{'-' * 10}|")
     for name, values in times.items():
         seconds = median(values)
-        print(f"| {name:<32} | {seconds * 1e3:>10.1f} | {args.batch_size / seconds:>9.1f} | {seconds / reference:>8.3f} |")
+        print(f"| {name:<32} | {seconds * 1e3:>10.1f} | {args.batch_size / seconds:>9.3g} | {seconds / reference:>8.3f} |")
     pairs = [m / f for m, f in zip(times["MoECLIP inference"], times["zsad frozen, fused attention"])]
     print(f"MoECLIP / frozen (median of interleaved pairs): {median(pairs):.3f} "
           f"(min {min(pairs):.3f}, max {max(pairs):.3f}); target <= 1.05")
