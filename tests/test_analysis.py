@@ -32,7 +32,7 @@ from zsad.api import full_config
 from zsad.cli.analysis import register
 from zsad.data.synth import generate_mvtec_like
 from zsad.data.transforms import normalize_image
-from zsad.engine.checkpoints import save_checkpoint
+from zsad.checkpoints import save_checkpoint
 from zsad.methods import build_method
 from zsad.methods.moeclip.moe import MoeAdapter
 

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 import zsad
 from zsad.api import Detector, build_detector, full_config
-from zsad.engine.checkpoints import (
+from zsad.checkpoints import (
     CheckpointError,
     epoch_checkpoint_path,
     read_checkpoint,

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from zsad.cli import app
 from zsad.cli.training import read_run_config, register, resolve_settings
 from zsad.data.synth import generate_mvtec_like
-from zsad.engine.checkpoints import read_checkpoint
+from zsad.checkpoints import read_checkpoint
 from zsad.engine.train_log import read_train_log
 from zsad.recipes import Recipe
 

@@ -10,7 +10,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from zsad.backbone import create_backbone
 from zsad.data.synth import generate_mvtec_like
-from zsad.engine.checkpoints import read_checkpoint
+from zsad.checkpoints import read_checkpoint
 from zsad.engine.train_config import TrainingConfig
 from zsad.engine.training import fit
 from zsad.methods import build_method

@@ -17,7 +17,7 @@ import zsad
 from zsad.cli import app
 from zsad.cli.training import register
 from zsad.data.synth import generate_mvtec_like
-from zsad.engine.checkpoints import read_checkpoint
+from zsad.checkpoints import read_checkpoint
 
 if not any((command.name or command.callback.__name__) == "train" for command in app.registered_commands):
     register(app)

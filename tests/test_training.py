@@ -14,7 +14,7 @@ from torch import nn
 from zsad.backbone import create_backbone
 from zsad.data import build_dataset
 from zsad.data.synth import generate_mvtec_like
-from zsad.engine.checkpoints import epoch_checkpoints, read_checkpoint, train_state_path
+from zsad.checkpoints import epoch_checkpoints, read_checkpoint, train_state_path
 from zsad.engine.distributed import DistributedContext, context_from_environment, ddp_options, process_device
 from zsad.engine.train_config import TrainingConfig
 from zsad.engine.train_data import SeededItems, derive_seed, epoch_order, readable_items

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from ..api import Detector
+from ..engine.predictor import Detector
 from ..data import AnomalyDataset, build_dataset, collate, parse_data_spec
 from ..engine.runtime import progress
 from ..fileio import check_can_write

@@ -14,7 +14,7 @@ from rich.panel import Panel
 
 from ..backbone import WeightsUnavailableError, is_random_weights
 from ..data.cli import data_app
-from ..engine.checkpoints import CheckpointError
+from ..checkpoints import CheckpointError
 from ..fileio import OutputExistsError
 from ..imageio import ImageReadError
 from . import options as opt

@@ -13,8 +13,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from ..api import Detector, build_detector
 from ..backbone import canonical_weights, is_random_weights
+from .predictor import Detector
+from ..methods.build import build_detector
 from ..data import parse_data_spec
 from ..fileio import atomic_write_json, atomic_write_text, check_can_write
 from ..methods import method_class

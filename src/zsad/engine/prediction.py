@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..api import Detector
+from .predictor import Detector
 from ..fileio import check_can_write
 from ..imageio import ImageReadError, read_image
 from ..reports import write_scores

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..api import Detector
+from .predictor import Detector
 from ..data import build_dataset
 from ..fileio import check_can_write
 from ..reports import metrics_markdown, write_metrics_report

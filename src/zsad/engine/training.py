@@ -25,12 +25,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..api import full_config
+from ..methods.build import full_config
 from ..data import collate
 from ..fileio import OutputExistsError, atomic_save, atomic_write_json, atomic_write_text
 from ..methods.base import AnomalyDetector
 from ..text import ClassNames
-from .checkpoints import (
+from ..checkpoints import (
     CHECKPOINT_DIR_NAME,
     FINAL_CHECKPOINT_NAME,
     config_differences,

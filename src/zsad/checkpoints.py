@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..fileio import atomic_save
+from .fileio import atomic_save
 
 CONFIG_METADATA_KEY = "zsad_config"
 FINAL_CHECKPOINT_NAME = "model.safetensors"

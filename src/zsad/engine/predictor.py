@@ -1,0 +1,78 @@
+"""A ready-to-use detector: a method on its device with its prompt words, predicting on images."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from ..data.transforms import EvalTransform
+from ..imageio import read_image
+from ..maps import upsample
+from ..methods.base import AnomalyDetector
+from ..text import ClassNames
+from .runtime import autocast
+
+
+@dataclass
+class Prediction:
+    """score in [0, 1]; anomaly_map (H, W) float32 in [0, 1] at the image's own size."""
+
+    score: float
+    anomaly_map: np.ndarray
+    source: str | None = None
+
+
+ImageInput = str | Path | Image.Image | torch.Tensor
+
+
+class Detector:
+    """A ready-to-use detector: ``zsad.load(...).predict(images)``."""
+
+    def __init__(self, model: AnomalyDetector, device: torch.device, class_names: ClassNames, precision: str = "fp32"):
+        self.model = model.eval().to(device)
+        self.device = device
+        self.class_names = class_names
+        self.precision = precision
+        self.transform = EvalTransform(model.backbone.image_size)
+
+    @property
+    def image_size(self) -> int:
+        return self.model.backbone.image_size
+
+    def _to_pil(self, image: ImageInput) -> tuple[Image.Image, str | None]:
+        if isinstance(image, (str, Path)):
+            return read_image(image), str(image)
+        if isinstance(image, Image.Image):
+            return image.convert("RGB"), None
+        if isinstance(image, torch.Tensor):
+            if image.dim() != 3 or image.shape[0] != 3:
+                raise ValueError(f"tensor images must be (3, H, W) RGB, got {tuple(image.shape)}")
+            if image.dtype != torch.uint8:
+                if image.min() < 0 or image.max() > 1:
+                    raise ValueError("float tensor images must hold RGB values in [0, 1] (not normalised)")
+                image = (image * 255).round().to(torch.uint8)
+            return Image.fromarray(image.permute(1, 2, 0).cpu().numpy()), None
+        raise TypeError(f"cannot predict on {type(image).__name__}; give paths, PIL images or tensors")
+
+    @torch.no_grad()
+    def predict(self, images: ImageInput | Sequence[ImageInput], class_name: str | None = None, batch_size: int = 8) -> list[Prediction]:
+        """Score images (paths, PIL images, or (3, H, W) RGB tensors in [0, 1]; a batch
+        tensor (B, 3, H, W) is split). class_name: the category key or words for the
+        prompts (None = 'object' unless --class-name was set)."""
+        if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, torch.Tensor) and images.dim() == 3):
+            images = [images]
+        items = list(images)
+        predictions: list[Prediction] = []
+        for start in range(0, len(items), batch_size):
+            pils = [self._to_pil(item) for item in items[start : start + batch_size]]
+            batch = torch.stack([self.transform(pil, None)[0] for pil, _ in pils]).to(self.device)
+            words = [self.class_names.resolve(class_name)] * len(pils)
+            with autocast(self.device, self.precision):
+                output = self.model(batch, words)
+            for row, (pil, source) in enumerate(pils):
+                full = upsample(output.anomaly_map[row : row + 1, None].float(), (pil.height, pil.width))[0, 0]
+                predictions.append(Prediction(float(output.pred_score[row]), full.clamp(0, 1).cpu().numpy(), source))
+        return predictions
