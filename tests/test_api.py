@@ -10,13 +10,8 @@ from safetensors.torch import save_file
 
 import zsad
 from zsad.api import Detector, build_detector, full_config
-from zsad.checkpoints import (
-    CheckpointError,
-    epoch_checkpoint_path,
-    read_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-)
+from zsad.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
+from zsad.engine.run_folder import epoch_checkpoint_path, resolve_checkpoint
 from zsad.text import ClassNames
 
 

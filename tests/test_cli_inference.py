@@ -196,7 +196,8 @@ def test_test_and_predict_accept_moeclip_checkpoints(tmp_path, mvtec_tree):
     import torch
 
     from zsad.api import build_detector, full_config
-    from zsad.checkpoints import epoch_checkpoint_path, save_checkpoint
+    from zsad.checkpoints import save_checkpoint
+    from zsad.engine.run_folder import epoch_checkpoint_path
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -8,9 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from zsad.cli import app
-from zsad.cli.training import read_run_config, register, resolve_settings
+from zsad.cli.training import register, resolve_settings
 from zsad.data.synth import generate_mvtec_like
 from zsad.checkpoints import read_checkpoint
+from zsad.engine.run_folder import read_run_config, resolve_checkpoint
 from zsad.engine.train_log import read_train_log
 from zsad.recipes import Recipe
 
@@ -48,7 +49,7 @@ def test_train_then_resume_with_more_epochs(data_spec, tmp_path):
                     "--max-steps-per-epoch", "1", "--lr", "1e-4", *TINY)
     assert result.exit_code == 0, result.output
     assert "zsad test --checkpoint" in result.output and "model.safetensors" in result.output
-    _, stored = read_checkpoint(out)
+    _, stored = read_checkpoint(resolve_checkpoint(out))
     assert stored["method"] == "moeclip" and stored["training"]["lr"] == 1e-4 and stored["data"] == [data_spec]
     assert stored["backbone"]["model_name"] == "zsad-tiny" and stored["backbone"]["image_size"] == 32
 

@@ -18,6 +18,7 @@ from zsad.cli import app
 from zsad.cli.training import register
 from zsad.data.synth import generate_mvtec_like
 from zsad.checkpoints import read_checkpoint
+from zsad.engine.run_folder import resolve_checkpoint
 
 if not any((command.name or command.callback.__name__) == "train" for command in app.registered_commands):
     register(app)
@@ -56,7 +57,7 @@ def _metrics(folder: Path) -> dict:
 def test_two_test_runs_of_one_random_weight_checkpoint_give_identical_metrics(data, tmp_path):
     run = tmp_path / "run"
     _in_process("train", "--data", data["train"], "--out", str(run), *TRAIN, *TINY)
-    _, stored = read_checkpoint(run)
+    _, stored = read_checkpoint(resolve_checkpoint(run))
     assert stored["backbone"]["weights"] == "random:0"  # the seed is part of the checkpoint
     for name in ("first", "second"):
         torch.manual_seed(len(name))  # a different global RNG state before each run
@@ -75,8 +76,8 @@ def test_train_and_test_in_two_processes_equal_both_in_one(data, tmp_path):
     _in_subprocess("train", "--data", data["train"], "--out", str(two / "run"), *TRAIN, *TINY)
     _in_subprocess("test", "--checkpoint", str(two / "run"), "--data", data["test"], "--out", str(two / "test"),
                    "--device", "cpu", "--quiet")
-    tensors_one, _ = read_checkpoint(one / "run")
-    tensors_two, _ = read_checkpoint(two / "run")
+    tensors_one, _ = read_checkpoint(resolve_checkpoint(one / "run"))
+    tensors_two, _ = read_checkpoint(resolve_checkpoint(two / "run"))
     assert tensors_one.keys() == tensors_two.keys()
     for key, value in tensors_one.items():
         assert torch.equal(tensors_two[key], value), key

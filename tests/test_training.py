@@ -14,12 +14,14 @@ from torch import nn
 from zsad.backbone import create_backbone
 from zsad.data import build_dataset
 from zsad.data.synth import generate_mvtec_like
-from zsad.checkpoints import epoch_checkpoints, read_checkpoint, train_state_path
+from zsad.checkpoints import read_checkpoint
+from zsad.engine.run_folder import epoch_checkpoints, resolve_checkpoint, train_state_path
 from zsad.engine.distributed import DistributedContext, context_from_environment, ddp_options, process_device
 from zsad.engine.train_config import TrainingConfig
 from zsad.engine.train_data import SeededItems, derive_seed, epoch_order, readable_items
 from zsad.engine.train_log import TrainLog, read_train_log
-from zsad.engine.training import RunDirectoryNotEmptyError, TrainingError, check_resume_config, fit
+from zsad.engine.run_folder import RunDirectoryNotEmptyError, check_resume_config
+from zsad.engine.training import TrainingError, fit
 from zsad.methods.base import AnomalyDetector, DetectorOutput, MethodConfig
 from zsad.text import ClassNames
 
@@ -421,7 +423,7 @@ def test_activation_checkpointing_is_set_on_the_method_config(backbone, data_spe
     detector = make_detector(backbone)
     run_fit(detector, data_spec, tmp_path / "run", quick_config(epochs=1, activation_checkpointing=True))
     assert detector.config.activation_checkpointing is True
-    _, stored = read_checkpoint(tmp_path / "run")
+    _, stored = read_checkpoint(resolve_checkpoint(tmp_path / "run"))
     assert stored["method_config"]["activation_checkpointing"] is True
 
 

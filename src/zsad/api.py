@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .engine.predictor import Detector, Prediction
+from .engine.run_folder import resolve_checkpoint
 from .engine.runtime import resolve_device
 from .methods.build import build_detector, full_config
 from .text import ClassNames
@@ -23,7 +24,9 @@ def load(
     cache_dir: str | None = None,
     method_config: dict[str, Any] | None = None,
 ) -> Detector:
-    """``zsad.load("zeroshot")`` or ``zsad.load(checkpoint="runs/moeclip")`` -> Detector."""
+    """``zsad.load("zeroshot")`` or ``zsad.load(checkpoint="runs/moeclip")`` -> Detector.
+    A checkpoint may be a file or a training run's folder (its final or latest model)."""
+    checkpoint = None if checkpoint is None else resolve_checkpoint(checkpoint)
     model = build_detector(method, checkpoint, backbone, weights, image_size, method_config, cache_dir)
     return Detector(model, resolve_device(device), ClassNames.load(class_names_file, class_name), precision)
 

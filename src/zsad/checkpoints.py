@@ -1,17 +1,14 @@
-"""Model checkpoints: the method's own tensors (safetensors) plus the full config (JSON).
+"""Model checkpoint files: the method's own tensors (safetensors) plus the full config (JSON).
 
 A checkpoint file is self-contained: its safetensors metadata carries the full config
-(method, method config, backbone config), so the file alone rebuilds its model. A
-training output directory holds ``config.json``, ``checkpoints/epoch_NNN.safetensors``
-(+ ``.train_state.pt`` with optimiser, scheduler and RNG state) and, once training has
-finished, ``model.safetensors``.
+(method, method config, backbone config), so the file alone rebuilds its model. Where
+the files of a training run lie is the engine's business (``engine/run_folder.py``).
 """
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from safetensors import safe_open
@@ -20,48 +17,10 @@ from safetensors.torch import save_file
 from .fileio import atomic_save
 
 CONFIG_METADATA_KEY = "zsad_config"
-FINAL_CHECKPOINT_NAME = "model.safetensors"
-CHECKPOINT_DIR_NAME = "checkpoints"
-_EPOCH_PATTERN = re.compile(r"epoch_(\d+)\.safetensors$")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the requested model."""
-
-
-def epoch_checkpoint_path(run_dir: Path, epoch: int) -> Path:
-    return run_dir / CHECKPOINT_DIR_NAME / f"epoch_{epoch:03d}.safetensors"
-
-
-def train_state_path(checkpoint: Path) -> Path:
-    return checkpoint.with_suffix(".train_state.pt")
-
-
-def epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(epoch, path) of every per-epoch checkpoint in a run directory, oldest first."""
-    found = []
-    for path in (run_dir / CHECKPOINT_DIR_NAME).glob("epoch_*.safetensors"):
-        match = _EPOCH_PATTERN.search(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a training directory meaning its final checkpoint (or, for
-    an unfinished run, its latest epoch checkpoint)."""
-    path = Path(path).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        final = path / FINAL_CHECKPOINT_NAME
-        if final.is_file():
-            return final
-        epochs = epoch_checkpoints(path)
-        if epochs:
-            return epochs[-1][1]
-        raise CheckpointError(f"{path} holds no {FINAL_CHECKPOINT_NAME} and no {CHECKPOINT_DIR_NAME}/epoch_*.safetensors")
-    raise CheckpointError(f"checkpoint not found: {path}")
 
 
 def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
@@ -73,8 +32,10 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], config: dict[s
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """-> (tensors on the CPU, full config)."""
-    path = resolve_checkpoint(path)
+    """-> (tensors on the CPU, full config) of one checkpoint file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
@@ -86,20 +47,37 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, json.loads(metadata[CONFIG_METADATA_KEY])
 
 
-def config_differences(expected: Any, actual: Any, prefix: str = "") -> list[str]:
-    """Human-readable list of the fields where two nested config dicts differ."""
-    if isinstance(expected, dict) and isinstance(actual, dict):
+def config_differences(requested: Any, stored: Any, ignored: Iterable[str] = (), only_given: bool = False, prefix: str = "") -> list[str]:
+    """Human-readable list of the fields where a requested config and a checkpoint's
+    stored config differ. Nested dicts compare field by field under dotted names;
+    ``ignored`` names fields (dotted) that may differ; with ``only_given`` a field the
+    request leaves out or sets to None is not compared."""
+    ignored = frozenset(ignored)
+    if isinstance(requested, dict) and isinstance(stored, dict):
         differences = []
-        for key in sorted(set(expected) | set(actual)):
+        for key in sorted(set(requested) | set(stored)):
             name = f"{prefix}.{key}" if prefix else str(key)
-            if key not in expected:
-                differences.append(f"{name}: only in the checkpoint ({actual[key]!r})")
-            elif key not in actual:
-                differences.append(f"{name}: missing from the checkpoint (requested {expected[key]!r})")
+            if name in ignored:
+                continue
+            if key not in requested or (only_given and requested[key] is None):
+                if not only_given:
+                    differences.append(f"{name}: only in the checkpoint ({stored[key]!r})")
+            elif key not in stored:
+                differences.append(f"{name}: missing from the checkpoint (requested {requested[key]!r})")
             else:
-                differences.extend(config_differences(expected[key], actual[key], name))
+                differences.extend(config_differences(requested[key], stored[key], ignored, only_given, name))
         return differences
-    return [] if expected == actual else [f"{prefix}: requested {expected!r}, checkpoint has {actual!r}"]
+    return [] if requested == stored else [f"{prefix}: requested {requested!r}, checkpoint has {stored!r}"]
+
+
+def check_config_fits(
+    requested: dict[str, Any], stored: dict[str, Any], source: str, ignored: Iterable[str] = (), only_given: bool = False
+) -> None:
+    """The one test of "does this config fit this checkpoint", for loading and resuming:
+    raise CheckpointError naming every difference (see ``config_differences``)."""
+    differences = config_differences(requested, stored, ignored, only_given)
+    if differences:
+        raise CheckpointError(f"{source} was made with another config: " + "; ".join(differences))
 
 
 def load_method_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:

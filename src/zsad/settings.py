@@ -3,14 +3,21 @@ YAML round trip with unknown keys refused."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 SettingsT = TypeVar("SettingsT", bound="Settings")
 
 
 @dataclass
 class Settings:
-    """Subclasses are dataclasses of plain values; tuples travel as JSON lists."""
+    """Subclasses are dataclasses of plain values; tuples travel as JSON lists.
+
+    ``runtime_fields`` name the fields that change how, not what, is computed (e.g.
+    activation recomputation): a checkpoint and the model that loads or resumes it may
+    differ in them.
+    """
+
+    runtime_fields: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def from_dict(cls: type[SettingsT], values: dict[str, Any] | None) -> SettingsT:

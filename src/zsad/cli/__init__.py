@@ -10,6 +10,7 @@ from typing import Annotated, Callable, List
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.panel import Panel
 
 from ..backbone import WeightsUnavailableError, is_random_weights
@@ -40,7 +41,7 @@ def friendly_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except (WeightsUnavailableError, CheckpointError, OutputExistsError, ImageReadError, FileNotFoundError, ValueError) as error:
-            err_console.print(f"[bold red]error:[/] {error}")
+            err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper

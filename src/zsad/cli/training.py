@@ -6,7 +6,6 @@ then the options given on the command line.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from ..api import build_detector
 from ..backbone import WeightsUnavailableError
 from ..data import parse_data_spec
 from ..engine.distributed import is_main_process
+from ..engine.run_folder import read_run_config
 from ..engine.runtime import resolve_device
 from ..engine.train_config import TrainingConfig
 from ..engine.training import TrainingError, fit
@@ -60,14 +60,6 @@ class RunSettings:
     image_size: int | None
     data: list[str]
     training: TrainingConfig
-
-
-def read_run_config(out: Path) -> dict[str, Any]:
-    """The config.json of the run in ``out`` (for --resume)."""
-    path = out / "config.json"
-    if not path.is_file():
-        raise ValueError(f"--resume: {out} holds no config.json of an earlier run; start without --resume")
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def absolute_spec(spec: str) -> str:

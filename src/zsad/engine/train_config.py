@@ -6,9 +6,6 @@ from dataclasses import dataclass
 from ..settings import Settings
 from .runtime import PRECISIONS
 
-# Fields that may differ between a run and its resumption without changing what is
-# learned: more epochs, data-loading processes, logging rate, activation recomputation.
-RESUMABLE_CHANGES = ("epochs", "num_workers", "log_every", "activation_checkpointing", "cache_images")
 
 
 @dataclass
@@ -35,6 +32,10 @@ class TrainingConfig(Settings):
     cache_images: keep the decoded images, resized, in memory after the first read when
         the training set fits the cache budget (see ``train_data.image_cache_budget``).
     """
+
+    # May differ between a run and its resumption without changing what is learned: more
+    # epochs, data-loading processes, logging rate, activation recomputation, image caching.
+    runtime_fields = ("epochs", "num_workers", "log_every", "activation_checkpointing", "cache_images")
 
     epochs: int = 20
     batch_size: int = 2

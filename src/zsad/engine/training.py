@@ -6,9 +6,7 @@ by the method) with Adam over the parameters that require gradients. The frozen 
 backbone never gets any. The final model is the last epoch's: nothing is selected on test
 data.
 
-A run directory holds config.json, checkpoints/epoch_NNN.safetensors (+ .train_state.pt),
-train_log.csv, and, once finished, model.safetensors, training_summary.md and
-loss_curves.png. Every file is written atomically.
+The run folder's layout lives in ``run_folder.py``. Every file is written atomically.
 """
 from __future__ import annotations
 
@@ -25,25 +23,28 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..methods.build import full_config
+from ..checkpoints import load_method_state, read_checkpoint, save_checkpoint
 from ..data import collate
-from ..fileio import OutputExistsError, atomic_save, atomic_write_json, atomic_write_text
+from ..fileio import atomic_save, atomic_write_json, atomic_write_text
 from ..methods.base import AnomalyDetector
+from ..methods.build import full_config
 from ..text import ClassNames
-from ..checkpoints import (
-    CHECKPOINT_DIR_NAME,
+from .distributed import DistributedContext, all_ranks_agree, barrier, distributed_session, wrap_for_training
+from .run_folder import (
+    CONFIG_FILE_NAME,
+    CURVES_NAME,
     FINAL_CHECKPOINT_NAME,
-    config_differences,
+    SUMMARY_NAME,
+    TRAIN_LOG_NAME,
+    ResumePoint,
+    check_resume_config,
     epoch_checkpoint_path,
-    epoch_checkpoints,
-    load_method_state,
-    read_checkpoint,
-    save_checkpoint,
+    latest_resume_point,
+    prepare_out_dir,
     train_state_path,
 )
-from .distributed import DistributedContext, all_ranks_agree, barrier, distributed_session, wrap_for_training
 from .runtime import autocast, check_training_precision, default_num_workers
-from .train_config import RESUMABLE_CHANGES, TrainingConfig
+from .train_config import TrainingConfig
 from .train_data import (
     EpochSampler,
     TrainingBatch,
@@ -57,30 +58,13 @@ from .train_log import TrainLog, summary_markdown, write_loss_curves
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE_NAME = "config.json"
-TRAIN_LOG_NAME = "train_log.csv"
-SUMMARY_NAME = "training_summary.md"
-CURVES_NAME = "loss_curves.png"
 # Steps whose losses stay on the device before one host sync checks, logs and shows
 # them (a sync per step stalls a GPU on every .item()).
 HOST_SYNC_EVERY = 16
-_RUN_FILES = (CONFIG_FILE_NAME, TRAIN_LOG_NAME, SUMMARY_NAME, CURVES_NAME, FINAL_CHECKPOINT_NAME)
 
 
 class TrainingError(RuntimeError):
     """Training had to stop (non-finite loss or gradient, a method without losses...)."""
-
-
-class RunDirectoryNotEmptyError(OutputExistsError):
-    """A fresh run was asked for in a directory that already holds files."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        FileExistsError.__init__(
-            self,
-            f"output folder {self.path} is not empty; pass --resume to continue the run in it, "
-            "--overwrite to start over, or choose another --out",
-        )
 
 
 @dataclass
@@ -96,20 +80,6 @@ class TrainingResult:
     unreadable: list[str]
     wall_time_s: float
     resumed_from_epoch: int | None = None
-
-
-@dataclass
-class _ResumePoint:
-    """The state saved after the last completed epoch."""
-
-    checkpoint: Path
-    epoch: int
-    global_step: int
-    optimizer: dict[str, Any]
-    scheduler: dict[str, Any]
-    epoch_means: list[dict[str, float]]
-    wall_time_s: float
-    unreadable: list[str]
 
 
 @dataclass
@@ -156,64 +126,6 @@ def run_config(
         "data": list(train_specs),
         "class_names": {key: class_names.resolve(key) for key in categories},
     }
-
-
-def _without_resumable_fields(config: dict[str, Any]) -> dict[str, Any]:
-    trimmed = {**config, "training": {k: v for k, v in config.get("training", {}).items() if k not in RESUMABLE_CHANGES}}
-    trimmed["method_config"] = {k: v for k, v in config.get("method_config", {}).items() if k != "activation_checkpointing"}
-    return trimmed
-
-
-def check_resume_config(requested: dict[str, Any], stored: dict[str, Any], completed_epochs: int) -> None:
-    """Raise ValueError naming every difference between the run's stored config and the
-    requested one, apart from the fields that may change on resume (more epochs, workers,
-    logging rate, activation checkpointing)."""
-    differences = config_differences(_without_resumable_fields(requested), _without_resumable_fields(stored))
-    if requested["training"]["epochs"] < completed_epochs:
-        differences.append(f"training.epochs: requested {requested['training']['epochs']}, but {completed_epochs} are done already")
-    if differences:
-        raise ValueError("cannot resume: the run was started with another config: " + "; ".join(differences))
-
-
-def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, context: DistributedContext) -> None:
-    """Refuse a non-empty folder for a fresh run; with ``overwrite`` remove the files of a
-    previous run (only those: other files stay)."""
-    occupied = out_dir.is_dir() and any(out_dir.iterdir())
-    if occupied and not resume and not overwrite:
-        raise RunDirectoryNotEmptyError(out_dir)
-    if context.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            for name in _RUN_FILES:
-                (out_dir / name).unlink(missing_ok=True)
-            for _, checkpoint in epoch_checkpoints(out_dir):
-                checkpoint.unlink()
-                train_state_path(checkpoint).unlink(missing_ok=True)
-    barrier(context)
-
-
-def latest_resume_point(out_dir: Path) -> _ResumePoint:
-    """The last epoch whose checkpoint AND train state were both written."""
-    complete = [(epoch, path) for epoch, path in epoch_checkpoints(out_dir) if train_state_path(path).is_file()]
-    if not complete:
-        raise ValueError(
-            f"--resume: {out_dir / CHECKPOINT_DIR_NAME} holds no epoch checkpoint with its train state; "
-            "start the run without --resume"
-        )
-    epoch, path = complete[-1]
-    state = torch.load(train_state_path(path), map_location="cpu", weights_only=True)
-    if state["epoch"] != epoch:
-        raise ValueError(f"{train_state_path(path)} belongs to epoch {state['epoch']}, not {epoch}")
-    return _ResumePoint(
-        checkpoint=path,
-        epoch=epoch,
-        global_step=state["global_step"],
-        optimizer=state["optimizer"],
-        scheduler=state["scheduler"],
-        epoch_means=state["epoch_means"],
-        wall_time_s=state["wall_time_s"],
-        unreadable=list(state["unreadable"]),
-    )
 
 
 # ---------------------------------------------------------------- checks
@@ -286,10 +198,10 @@ class _TrainingRun:
         self.started = time.monotonic()
         self.last_checkpoint: Path | None = None
 
-    def restore(self, point: _ResumePoint) -> None:
+    def restore(self, point: ResumePoint) -> None:
         """Load the last completed epoch's weights (optimiser state: see ``build_optimiser``)."""
         tensors, stored = read_checkpoint(point.checkpoint)
-        check_resume_config(self.run_config, stored, point.epoch)
+        check_resume_config(self.run_config, stored, point.epoch, self.detector.config.runtime_fields)
         load_method_state(self.detector, tensors, str(point.checkpoint))
         self.global_step = point.global_step
         self.epoch_means = list(point.epoch_means)
@@ -297,7 +209,7 @@ class _TrainingRun:
         self.previous_wall_time = point.wall_time_s
         self.last_checkpoint = point.checkpoint
 
-    def build_optimiser(self, point: _ResumePoint | None) -> None:
+    def build_optimiser(self, point: ResumePoint | None) -> None:
         self.trainable = trainable_parameters(self.detector)
         self.optimizer = torch.optim.Adam(
             self.trainable, lr=self.config.lr, betas=tuple(self.config.betas), weight_decay=self.config.weight_decay

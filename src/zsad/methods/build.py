@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backbone import DEFAULT_MODEL_NAME, BackboneConfig, canonical_weights, create_backbone, is_random_weights
-from ..checkpoints import CheckpointError, config_differences, load_method_state, read_checkpoint
+from ..checkpoints import check_config_fits, load_method_state, read_checkpoint
 from . import DEFAULT_INIT_SEED, build_method, method_class
 from .base import AnomalyDetector
 
@@ -37,50 +37,75 @@ def build_detector(
     the method's own modules (see :func:`zsad.methods.build_method`); random backbone
     weights take their seed from ``weights`` (``random:SEED``).
 
-    With a checkpoint, its stored config decides the method, the backbone and the image
-    size; anything passed explicitly must agree with it (otherwise a CheckpointError names
-    the differences). ``weights`` may point the checkpoint's backbone to a local file.
+    With a checkpoint (one file), its stored config decides the method, the backbone and
+    the image size; anything passed explicitly must agree with it (otherwise a
+    CheckpointError names the differences). ``weights`` may point the checkpoint's
+    backbone to a local file.
     """
     if checkpoint is None:
         if method is None:
             raise ValueError("name a method (e.g. 'zeroshot') or give a checkpoint")
-        cls = method_class(method)
-        if cls.trainable and not for_training:
-            warnings.warn(
-                f"method '{method}' is trainable but no checkpoint was given: its adapters are untrained "
-                "(pass --checkpoint from `zsad train`)",
-                stacklevel=2,
-            )
-        config = BackboneConfig(
-            model_name=backbone or DEFAULT_MODEL_NAME, weights=weights or "openai", image_size=image_size, cache_dir=cache_dir
-        )
-        return build_method(method, create_backbone(config), method_config, seed=seed)
+        return _fresh_detector(method, backbone, weights, image_size, method_config, cache_dir, for_training, seed)
+    return _detector_from_checkpoint(Path(checkpoint), method, backbone, weights, image_size, method_config, cache_dir, seed)
 
+
+def _fresh_detector(
+    method: str,
+    backbone: str | None,
+    weights: str | None,
+    image_size: int | None,
+    method_config: dict[str, Any] | None,
+    cache_dir: str | None,
+    for_training: bool,
+    seed: int,
+) -> AnomalyDetector:
+    if method_class(method).trainable and not for_training:
+        warnings.warn(
+            f"method '{method}' is trainable but no checkpoint was given: its adapters are untrained "
+            "(pass --checkpoint from `zsad train`)",
+            stacklevel=3,
+        )
+    config = BackboneConfig(
+        model_name=backbone or DEFAULT_MODEL_NAME, weights=weights or "openai", image_size=image_size, cache_dir=cache_dir
+    )
+    return build_method(method, create_backbone(config), method_config, seed=seed)
+
+
+def _detector_from_checkpoint(
+    checkpoint: Path,
+    method: str | None,
+    backbone: str | None,
+    weights: str | None,
+    image_size: int | None,
+    method_config: dict[str, Any] | None,
+    cache_dir: str | None,
+    seed: int,
+) -> AnomalyDetector:
+    """The checkpoint's stored config decides; what the caller names must agree with it
+    (random backbone weights included: their seed is part of the model)."""
     tensors, stored = read_checkpoint(checkpoint)
+    config_class = method_class(stored["method"]).config_class
+    stored_weights = stored["backbone"]["weights"]
+    random_requested = weights is not None and is_random_weights(weights)
     requested = {
         "method": method,
-        "backbone.model_name": backbone,
-        "backbone.image_size": image_size,
+        "backbone": {
+            "model_name": backbone,
+            "image_size": image_size,
+            "weights": canonical_weights(weights) if random_requested else None,
+        },
+        # Compared in full, defaults filled in on both sides.
+        "method_config": None if method_config is None else config_class.from_dict(method_config).to_dict(),
     }
-    stored_flat = {
-        "method": stored["method"],
-        "backbone.model_name": stored["backbone"]["model_name"],
-        "backbone.image_size": stored["backbone"]["image_size"],
+    if random_requested and canonical_weights(stored_weights) == canonical_weights(weights):
+        stored_weights = canonical_weights(weights)  # "random" and "random:0" are one seed
+    comparable = {
+        **stored,
+        "backbone": {**stored["backbone"], "weights": stored_weights},
+        "method_config": config_class.from_dict(stored["method_config"]).to_dict(),
     }
-    conflicts = [
-        f"{key}: requested {value!r}, checkpoint has {stored_flat[key]!r}"
-        for key, value in requested.items()
-        if value is not None and value != stored_flat[key]
-    ]
-    stored_weights = stored["backbone"]["weights"]
-    if weights is not None and is_random_weights(weights) and canonical_weights(weights) != canonical_weights(stored_weights):
-        conflicts.append(f"backbone.weights: requested {canonical_weights(weights)!r}, checkpoint has {stored_weights!r}")
-    if method_config is not None:
-        stored_method_config = method_class(stored["method"]).config_class.from_dict(stored["method_config"]).to_dict()
-        requested_config = method_class(stored["method"]).config_class.from_dict(method_config).to_dict()
-        conflicts += [f"method_config.{d}" for d in config_differences(requested_config, stored_method_config)]
-    if conflicts:
-        raise CheckpointError(f"checkpoint {checkpoint} was made with another config: " + "; ".join(conflicts))
+    ignored = [f"method_config.{name}" for name in config_class.runtime_fields]
+    check_config_fits(requested, comparable, f"checkpoint {checkpoint}", ignored, only_given=True)
     config = BackboneConfig(
         model_name=stored["backbone"]["model_name"],
         weights=weights or stored_weights,

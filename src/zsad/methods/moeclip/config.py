@@ -42,6 +42,8 @@ class MoEClipConfig(MethodConfig):
     fofs_seed: seed of the frozen FOFS projections (layer i uses fofs_seed + i).
     """
 
+    runtime_fields = ("activation_checkpointing",)
+
     blocks: tuple[int, ...] = ()
     num_experts: int = 4
     top_k: int = 2

@@ -1,0 +1,154 @@
+"""The layout of a training run's folder, known here only.
+
+OUT/config.json, OUT/checkpoints/epoch_NNN.safetensors (+ .train_state.pt with the
+optimiser, scheduler and loop state), OUT/train_log.csv and, once finished,
+OUT/model.safetensors, OUT/training_summary.md and OUT/loss_curves.png.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..checkpoints import CheckpointError, check_config_fits
+from ..fileio import OutputExistsError
+from .distributed import DistributedContext, barrier
+from .train_config import TrainingConfig
+
+CONFIG_FILE_NAME = "config.json"
+TRAIN_LOG_NAME = "train_log.csv"
+SUMMARY_NAME = "training_summary.md"
+CURVES_NAME = "loss_curves.png"
+FINAL_CHECKPOINT_NAME = "model.safetensors"
+CHECKPOINT_DIR_NAME = "checkpoints"
+_RUN_FILES = (CONFIG_FILE_NAME, TRAIN_LOG_NAME, SUMMARY_NAME, CURVES_NAME, FINAL_CHECKPOINT_NAME)
+_EPOCH_PATTERN = re.compile(r"epoch_(\d+)\.safetensors$")
+
+
+class RunDirectoryNotEmptyError(OutputExistsError):
+    """A fresh run was asked for in a directory that already holds files."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        FileExistsError.__init__(
+            self,
+            f"output folder {self.path} is not empty; pass --resume to continue the run in it, "
+            "--overwrite to start over, or choose another --out",
+        )
+
+
+def epoch_checkpoint_path(run_dir: Path, epoch: int) -> Path:
+    return run_dir / CHECKPOINT_DIR_NAME / f"epoch_{epoch:03d}.safetensors"
+
+
+def train_state_path(checkpoint: Path) -> Path:
+    return checkpoint.with_suffix(".train_state.pt")
+
+
+def epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of every per-epoch checkpoint in a run directory, oldest first."""
+    found = []
+    for path in (run_dir / CHECKPOINT_DIR_NAME).glob("epoch_*.safetensors"):
+        match = _EPOCH_PATTERN.search(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a training directory meaning its final checkpoint (or, for
+    an unfinished run, its latest epoch checkpoint)."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        final = path / FINAL_CHECKPOINT_NAME
+        if final.is_file():
+            return final
+        epochs = epoch_checkpoints(path)
+        if epochs:
+            return epochs[-1][1]
+        raise CheckpointError(f"{path} holds no {FINAL_CHECKPOINT_NAME} and no {CHECKPOINT_DIR_NAME}/epoch_*.safetensors")
+    raise CheckpointError(f"checkpoint not found: {path}")
+
+
+@dataclass
+class ResumePoint:
+    """The state saved after the last completed epoch."""
+
+    checkpoint: Path
+    epoch: int
+    global_step: int
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    epoch_means: list[dict[str, float]]
+    wall_time_s: float
+    unreadable: list[str]
+
+
+def check_resume_config(
+    requested: dict[str, Any], stored: dict[str, Any], completed_epochs: int, method_runtime_fields: Sequence[str] = ()
+) -> None:
+    """Raise CheckpointError naming every difference between the run's stored config and
+    the requested one, apart from the runtime fields of the training config and of the
+    method's config (more epochs, workers, logging rate, activation checkpointing)."""
+    if requested["training"]["epochs"] < completed_epochs:
+        raise CheckpointError(
+            f"cannot resume: training.epochs: requested {requested['training']['epochs']}, but {completed_epochs} are done already"
+        )
+    ignored = [f"training.{name}" for name in TrainingConfig.runtime_fields]
+    ignored += [f"method_config.{name}" for name in method_runtime_fields]
+    check_config_fits(requested, stored, "cannot resume: the run", ignored)
+
+
+def read_run_config(out_dir: Path) -> dict[str, Any]:
+    """The config.json of the run in ``out_dir`` (the base of a resumed run's settings)."""
+    path = Path(out_dir) / CONFIG_FILE_NAME
+    if not path.is_file():
+        raise ValueError(f"--resume: {out_dir} holds no {CONFIG_FILE_NAME} of an earlier run; start without --resume")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, context: DistributedContext) -> None:
+    """Refuse a non-empty folder for a fresh run; with ``overwrite`` remove the files of a
+    previous run (only those: other files stay)."""
+    occupied = out_dir.is_dir() and any(out_dir.iterdir())
+    if occupied and not resume and not overwrite:
+        raise RunDirectoryNotEmptyError(out_dir)
+    if context.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for name in _RUN_FILES:
+                (out_dir / name).unlink(missing_ok=True)
+            for _, checkpoint in epoch_checkpoints(out_dir):
+                checkpoint.unlink()
+                train_state_path(checkpoint).unlink(missing_ok=True)
+    barrier(context)
+
+
+def latest_resume_point(out_dir: Path) -> ResumePoint:
+    """The last epoch whose checkpoint AND train state were both written."""
+    complete = [(epoch, path) for epoch, path in epoch_checkpoints(out_dir) if train_state_path(path).is_file()]
+    if not complete:
+        raise ValueError(
+            f"--resume: {out_dir / CHECKPOINT_DIR_NAME} holds no epoch checkpoint with its train state; "
+            "start the run without --resume"
+        )
+    epoch, path = complete[-1]
+    state = torch.load(train_state_path(path), map_location="cpu", weights_only=True)
+    if state["epoch"] != epoch:
+        raise ValueError(f"{train_state_path(path)} belongs to epoch {state['epoch']}, not {epoch}")
+    return ResumePoint(
+        checkpoint=path,
+        epoch=epoch,
+        global_step=state["global_step"],
+        optimizer=state["optimizer"],
+        scheduler=state["scheduler"],
+        epoch_means=state["epoch_means"],
+        wall_time_s=state["wall_time_s"],
+        unreadable=list(state["unreadable"]),
+    )
