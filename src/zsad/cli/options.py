@@ -6,9 +6,17 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..methods import available_methods, method_class
+
+
+def _methods_help() -> str:
+    """The registered methods, the training-free ones marked."""
+    return ", ".join(name if method_class(name).trainable else f"{name} (training-free)" for name in available_methods())
+
+
 Method = Annotated[
     Optional[str],
-    typer.Option("--method", "-m", help="Method: zeroshot (training-free) or moeclip. Taken from the checkpoint when one is given."),
+    typer.Option("--method", "-m", help=f"Method: {_methods_help()}. Taken from the checkpoint when one is given."),
 ]
 Checkpoint = Annotated[
     Optional[Path],

@@ -16,6 +16,7 @@ import torch
 from ..backbone import ClipBackbone
 from ..maps import cosine_scores, gaussian_smooth, tokens_to_grid, upsample
 from ..text import TextFeatureBank
+from . import register_method
 from .base import AnomalyDetector, DetectorOutput, MethodConfig
 
 
@@ -31,6 +32,7 @@ class ZeroShotConfig(MethodConfig):
     smoothing_sigma: float = 4.0
 
 
+@register_method
 class ZeroShotDetector(AnomalyDetector):
     name = "zeroshot"
     config_class = ZeroShotConfig

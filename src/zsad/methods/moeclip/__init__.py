@@ -1,0 +1,4 @@
+"""MoECLIP: importing the package registers the method."""
+from .model import MoEClipDetector
+
+__all__ = ["MoEClipDetector"]

@@ -18,6 +18,7 @@ from ...backbone import ClipBackbone
 from ...losses import dice_loss, focal_loss
 from ...maps import cosine_scores, gaussian_smooth
 from ...text import TextFeatureBank
+from .. import register_method
 from ..base import AnomalyDetector, DetectorOutput
 from .aux_losses import balance_loss, etf_loss
 from .config import MoEClipConfig
@@ -39,6 +40,7 @@ class TextAdapter(nn.Module):
         return F.normalize(self.activation(self.linear(text)), dim=-1)
 
 
+@register_method
 class MoEClipDetector(AnomalyDetector):
     name = "moeclip"
     config_class = MoEClipConfig
