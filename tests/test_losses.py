@@ -1,4 +1,4 @@
-"""Tests of the shared segmentation losses (focal, Dice)."""
+"""Tests of the shared losses (focal, Dice, their sum over maps, image cross-entropy)."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zsad.losses import dice_loss, focal_loss
+from zsad.losses import dice_loss, focal_loss, image_classification_loss, segmentation_loss
 
 
 def _two_pixel_case() -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,3 +80,33 @@ def test_dice_loss_empty_mask_and_empty_prediction_is_zero_with_smoothing():
     assert dice_loss(torch.zeros(1, 3, 3), torch.zeros(1, 3, 3)).item() == 0.0
     with pytest.raises(ValueError):
         dice_loss(torch.zeros(1, 3, 3), torch.zeros(1, 3, 4))
+
+
+def _random_maps(count: int, batch: int = 3, size: int = 8) -> list[torch.Tensor]:
+    return [torch.rand(batch, 2, size, size).softmax(dim=1) for _ in range(count)]
+
+
+def test_segmentation_loss_sums_focal_and_dice_over_the_known_masks():
+    torch.manual_seed(0)
+    maps = _random_maps(2)
+    masks = (torch.rand(3, 1, 8, 8) > 0.7).float()
+    masks[1] = -1  # no pixel label: must add nothing
+    target = masks[[0, 2], 0].long()
+    expected = sum(focal_loss(p[[0, 2]], target) + dice_loss(p[[0, 2], 1], target.float()) for p in maps)
+    assert torch.allclose(segmentation_loss(maps, masks), expected)
+    changed = [p.clone() for p in maps]
+    changed[0][1] = changed[0][1].flip(0)  # another prediction for the unlabelled image
+    assert torch.equal(segmentation_loss(changed, masks), segmentation_loss(maps, masks))
+
+
+def test_segmentation_loss_is_zero_without_any_mask():
+    loss = segmentation_loss(_random_maps(1), -torch.ones(3, 1, 8, 8))
+    assert loss.item() == 0 and torch.isfinite(loss)
+
+
+def test_image_classification_loss_skips_unknown_labels():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.5], [-3.0, 1.0]])
+    labels = torch.tensor([0, -1, 1])
+    expected = F.cross_entropy(logits[[0, 2]], labels[[0, 2]])
+    assert torch.allclose(image_classification_loss(logits, labels), expected)
+    assert image_classification_loss(logits, -torch.ones(3, dtype=torch.long)).item() == 0

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from zsad.backbone import ClipBackbone
 from zsad.methods import build_method
 from zsad.methods.moeclip.config import MoEClipConfig
 from zsad.methods.moeclip.model import MoEClipDetector
@@ -191,10 +192,9 @@ def test_config_validation():
 class _VitLShapes(nn.Module):
     """Only the sizes of ViT-L-14-336 that MoECLIP's own modules depend on."""
 
-    width, embed_dim = 1024, 768
-
-    def default_taps(self):
-        return (6, 12, 18, 24)
+    width, embed_dim, depth = 1024, 768, 24
+    default_taps = ClipBackbone.default_taps
+    resolve_taps = ClipBackbone.resolve_taps
 
 
 def test_trainable_parameter_count_matches_the_paper_scale():

@@ -33,14 +33,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
+from .maps import REFERENCE_SIZE
 from .vit_blocks import run_block
 
 logger = logging.getLogger(__name__)
 
 TINY_MODEL_NAME = "zsad-tiny"
 DEFAULT_MODEL_NAME = "ViT-L-14-336"
-# The papers run ViT-L-14-336 at 518 px (a 37 x 37 patch grid).
-_DEFAULT_IMAGE_SIZES = {"ViT-L-14-336": 518}
+_DEFAULT_IMAGE_SIZES = {"ViT-L-14-336": REFERENCE_SIZE}
 RANDOM_WEIGHTS = "random"
 DEFAULT_RANDOM_SEED = 0
 
@@ -57,7 +57,7 @@ class BackboneConfig:
     weights: an OpenCLIP hub tag (``openai``), a local weight file, or ``random[:SEED]``
         (random weights, a deterministic function of the model config and SEED; ``random``
         is seed 0).
-    image_size: input side in pixels; None = 518 for ViT-L-14-336, else the model's own.
+    image_size: input side in pixels; None = REFERENCE_SIZE for ViT-L-14-336, else the model's own.
         The patch grid is image_size // patch (a remainder is resampled away).
     cache_dir: where OpenCLIP caches hub downloads (None = its default).
     quick_gelu: None = as the weights were trained (True for OpenAI weights and files).
@@ -363,6 +363,21 @@ class ClipBackbone(nn.Module):
         """Blocks D/4, D/2, 3D/4 and D (1-based), e.g. 6, 12, 18, 24 for ViT-L."""
         depth = self.depth
         return tuple(sorted({max(1, round(depth * q / 4)) for q in (1, 2, 3, 4)}))
+
+    def resolve_taps(self, taps: Sequence[int]) -> tuple[int, ...]:
+        """A method's configured 1-based blocks; empty means ``default_taps()``."""
+        resolved = tuple(taps) or self.default_taps()
+        outside = [block for block in resolved if not 1 <= block <= self.depth]
+        if outside:
+            raise ValueError(f"blocks {outside} outside 1..{self.depth} of {self.config.model_name}")
+        return resolved
+
+    def resolve_vv_start(self, vv_start: int | None) -> int:
+        """A method's configured first V-V block; None means ``default_vv_start()``."""
+        resolved = vv_start or self.default_vv_start()
+        if not 1 <= resolved <= self.depth:
+            raise ValueError(f"V-V start block {resolved} outside 1..{self.depth} of {self.config.model_name}")
+        return resolved
 
     def default_vv_start(self) -> int:
         """First block of the V-V stream: D/2 + 1 (block 13 of 24)."""

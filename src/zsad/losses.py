@@ -1,12 +1,18 @@
-"""Segmentation losses shared by every method: focal and Dice.
+"""Losses shared by every method: focal and Dice on probability maps, their sum over a
+list of maps for the images with a known mask, and image-level cross-entropy over the
+images with a known label.
 
-Both take probabilities (not logits) because the methods produce their maps as
-softmax probabilities over the {normal, anomalous} channels.
+The segmentation losses take probabilities (not logits) because the methods produce
+their maps as softmax probabilities over the {normal, anomalous} channels. A mask of
+all -1 (no pixel label) and a label of -1 (unknown) add nothing to a loss.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -72,3 +78,43 @@ def dice_loss(prob: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
     total = prob.sum(dim=1) + target.sum(dim=1)
     dice = (2.0 * intersection + eps) / (total + eps)
     return (1.0 - dice).mean()
+
+
+def known_masks(masks: Tensor) -> Tensor:
+    """(B,) bool: the images whose (B, 1, H, W) mask is a real label, not all -1."""
+    return masks.flatten(1)[:, 0] >= 0
+
+
+def segmentation_loss(maps: Sequence[Tensor], masks: Tensor) -> Tensor:
+    """Sum over ``maps`` of focal + Dice loss, on the images with a known mask.
+
+    Args:
+        maps: (B, 2, H, W) probabilities over {normal, anomalous}, one per map.
+        masks: (B, 1, H, W) in {0, 1}; all -1 for an image without a pixel label.
+
+    Returns:
+        Scalar tensor; 0 (no gradient) when no image of the batch has a mask.
+    """
+    known = known_masks(masks)
+    total = maps[0].new_zeros(())
+    if known.any():
+        target = masks[known, 0].round().long()
+        for probs in maps:
+            total = total + focal_loss(probs[known], target) + dice_loss(probs[known, 1], target.float())
+    return total
+
+
+def image_classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy of image logits on the images with a known label.
+
+    Args:
+        logits: (B, C) class logits (C = 2: normal, anomalous).
+        labels: (B,) class indices; -1 = unknown (skipped).
+
+    Returns:
+        Scalar tensor; 0 when no label of the batch is known.
+    """
+    known = labels >= 0
+    if not known.any():
+        return logits.new_zeros(())
+    return F.cross_entropy(logits[known], labels[known].long())

@@ -9,6 +9,10 @@ from torch import Tensor
 
 from .precision import float32_region
 
+# The side, in pixels, at which the papers run (ViT-L-14-336 at 518 px, a 37 x 37 patch
+# grid); pixel settings such as smoothing widths are given at this size.
+REFERENCE_SIZE = 518
+
 
 def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of (B, C, h, w) maps to size (align_corners False)."""
@@ -33,6 +37,18 @@ def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
         x = F.pad(maps.float().unsqueeze(1), (half, half, half, half), mode="reflect")
         x = F.conv2d(x, kernel.view(1, 1, -1, 1))
         return F.conv2d(x, kernel.view(1, 1, 1, -1)).squeeze(1)
+
+
+def smooth_at_reference(maps: Tensor, sigma_at_reference: float) -> Tensor:
+    """Gaussian smoothing of (B, S, S) maps whose width ``sigma_at_reference`` is given in
+    pixels at REFERENCE_SIZE and scaled to the maps' side S."""
+    return gaussian_smooth(maps, sigma_at_reference * maps.shape[-1] / REFERENCE_SIZE)
+
+
+def fuse_scores(anomaly_map: Tensor, global_probability: Tensor) -> Tensor:
+    """Image score: the mean of the map's maximum and a global anomaly probability.
+    anomaly_map (B, H, W), global_probability (B,) -> (B,)."""
+    return 0.5 * (anomaly_map.flatten(1).amax(dim=1) + global_probability)
 
 
 def patch_grid_size(num_tokens: int) -> int:

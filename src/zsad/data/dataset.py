@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from zsad.data.sample import Sample
 from zsad.data.transforms import EvalTransform, resize_image, resize_mask
 from zsad.imageio import ImageReadError, MaskSizeError, read_image, read_mask
+from zsad.maps import REFERENCE_SIZE
 
 Transform = Callable[[Image.Image, np.ndarray | None], tuple[torch.Tensor, torch.Tensor]]
 UNKNOWN_LABEL = -1
@@ -43,7 +44,7 @@ class AnomalyDataset(Dataset):
         root: Path,
         samples: list[Sample],
         has_masks: bool,
-        image_size: int = 518,
+        image_size: int = REFERENCE_SIZE,
         transform: Transform | None = None,
     ) -> None:
         self.kind = kind

@@ -8,6 +8,7 @@ from zsad.data.dataset import AnomalyDataset
 from zsad.data.layouts import LAYOUTS, DataLayoutError, LayoutSamples
 from zsad.data.sample import Sample
 from zsad.data.transforms import EvalTransform, TrainAugment
+from zsad.maps import REFERENCE_SIZE
 
 DATASET_KINDS: tuple[str, ...] = tuple(LAYOUTS)
 SPLITS = ("test", "train", "all")
@@ -30,7 +31,7 @@ def parse_data_spec(spec: str) -> tuple[str, Path]:
 def build_dataset(
     spec: str,
     classes: list[str] | None = None,
-    image_size: int = 518,
+    image_size: int = REFERENCE_SIZE,
     split: str = "test",
     augment: bool = False,
 ) -> AnomalyDataset:

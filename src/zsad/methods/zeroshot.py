@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from ..backbone import ClipBackbone
-from ..maps import cosine_scores, gaussian_smooth, tokens_to_grid, upsample
+from ..maps import cosine_scores, fuse_scores, smooth_at_reference, tokens_to_grid, upsample
 from ..text import TextFeatureBank
 from . import register_method
 from .base import AnomalyDetector, DetectorOutput, MethodConfig
@@ -23,8 +23,8 @@ from .base import AnomalyDetector, DetectorOutput, MethodConfig
 @dataclass
 class ZeroShotConfig(MethodConfig):
     """taps: 1-based blocks (empty = D/4, D/2, 3D/4, D); vv_path: use the V-V stream;
-    vv_start: its first block (None = D/2 + 1); smoothing_sigma: in pixels at 518 px,
-    scaled with the input size."""
+    vv_start: its first block (None = D/2 + 1); smoothing_sigma: in pixels at
+    maps.REFERENCE_SIZE, scaled with the input size."""
 
     taps: tuple[int, ...] = ()
     vv_path: bool = True
@@ -40,8 +40,8 @@ class ZeroShotDetector(AnomalyDetector):
 
     def __init__(self, backbone: ClipBackbone, config: ZeroShotConfig):
         super().__init__(backbone, config)
-        self.taps = tuple(config.taps) or backbone.default_taps()
-        self.vv_start = (config.vv_start or backbone.default_vv_start()) if config.vv_path else None
+        self.taps = backbone.resolve_taps(config.taps)
+        self.vv_start = backbone.resolve_vv_start(config.vv_start) if config.vv_path else None
         self.text_bank = TextFeatureBank()
 
     def forward(
@@ -65,8 +65,7 @@ class ZeroShotDetector(AnomalyDetector):
             patch_map = torch.stack(layer_probs).mean(dim=0)  # (B, 1, h, w)
             size = images.shape[-1]
             anomaly_map = upsample(patch_map, size).squeeze(1)
-            sigma = self.config.smoothing_sigma * size / 518
-            anomaly_map = gaussian_smooth(anomaly_map, sigma).clamp(0, 1)
+            anomaly_map = smooth_at_reference(anomaly_map, self.config.smoothing_sigma).clamp(0, 1)
             global_prob = (scale * cosine_scores(features.image_embedding, text)).softmax(-1)[:, 1]
-            score = 0.5 * (anomaly_map.flatten(1).amax(dim=1) + global_prob)
+            score = fuse_scores(anomaly_map, global_prob)
         return DetectorOutput(anomaly_map=anomaly_map, pred_score=score)

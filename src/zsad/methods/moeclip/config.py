@@ -33,7 +33,7 @@ class MoEClipConfig(MethodConfig):
     text_adapter: trainable bias-free Linear + LeakyReLU on the text features (off).
     score_mode: fused (mean of det and map max), det, or map.
     score_temperature: temperature of the image-level softmax / cross-entropy (1).
-    smoothing_sigma: Gaussian smoothing of the inference map, px at 518 (scaled with size).
+    smoothing_sigma: Gaussian smoothing of the inference map, px at maps.REFERENCE_SIZE (scaled with size).
     logit_scale: multiplier of the patch-text cosines (CLIP's 100).
     dispatch: expert evaluation at inference: auto (stacked on GPUs, sparse on the CPU),
         sparse (only the k chosen experts run), stacked (all experts as two matmuls) or

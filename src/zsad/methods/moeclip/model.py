@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...backbone import ClipBackbone
-from ...losses import dice_loss, focal_loss
-from ...maps import cosine_scores, gaussian_smooth
+from ...losses import image_classification_loss, segmentation_loss
+from ...maps import cosine_scores, fuse_scores, smooth_at_reference
 from ...text import TextFeatureBank
 from .. import register_method
 from ..base import AnomalyDetector, DetectorOutput
@@ -48,7 +48,7 @@ class MoEClipDetector(AnomalyDetector):
 
     def __init__(self, backbone: ClipBackbone, config: MoEClipConfig):
         super().__init__(backbone, config)
-        self.blocks = tuple(config.blocks) or backbone.default_taps()
+        self.blocks = backbone.resolve_taps(config.blocks)
         width, text_dim = backbone.width, backbone.embed_dim
         self.moe_layers = nn.ModuleList(
             MoeAdapter(
@@ -118,7 +118,7 @@ class MoEClipDetector(AnomalyDetector):
         # outside the autograd graph (same values, detached), so that the graph does not
         # hold the 12-map mean, the smoothing and the score.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.training):
-            anomaly_map, score = self._map_and_score(segmentation, image_logits, size)
+            anomaly_map, score = self._map_and_score(segmentation, image_logits)
 
         routing = {block: features.stream_outputs[block] for block in self.blocks}
         output = DetectorOutput(anomaly_map=anomaly_map, pred_score=score, extras={"routing": routing})
@@ -126,32 +126,27 @@ class MoEClipDetector(AnomalyDetector):
             output.losses = self._losses(segmentation, image_logits, routing, masks, labels)
         return output
 
-    def _map_and_score(self, segmentation, image_logits, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _map_and_score(self, segmentation, image_logits) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference map (B, S, S): mean of the 12 abnormal probabilities, Gaussian-smoothed,
         in [0, 1]; image score (B,) by ``score_mode``."""
         config = self.config
         raw_map = torch.stack([probs[:, 1] for probs in segmentation]).mean(dim=0)
-        anomaly_map = gaussian_smooth(raw_map, config.smoothing_sigma * size / 518).clamp(0, 1)
+        anomaly_map = smooth_at_reference(raw_map, config.smoothing_sigma).clamp(0, 1)
         detection = image_logits.softmax(dim=-1)[:, 1]
-        map_score = anomaly_map.flatten(1).amax(dim=1)
-        score = {"det": detection, "map": map_score, "fused": 0.5 * (detection + map_score)}[config.score_mode]
-        return anomaly_map, score
+        if config.score_mode == "det":
+            return anomaly_map, detection
+        if config.score_mode == "map":
+            return anomaly_map, anomaly_map.flatten(1).amax(dim=1)
+        return anomaly_map, fuse_scores(anomaly_map, detection)
 
     def _losses(self, segmentation, image_logits, routing, masks, labels) -> dict[str, torch.Tensor]:
         config = self.config
         zero = image_logits.new_zeros(())
         losses: dict[str, torch.Tensor] = {}
         if masks is not None:
-            known = masks.flatten(1)[:, 0] >= 0
-            seg = zero
-            if known.any():
-                target = masks[known, 0].round().long()
-                for probs in segmentation:
-                    seg = seg + focal_loss(probs[known], target) + dice_loss(probs[known, 1], target.float())
-            losses["seg"] = seg
+            losses["seg"] = segmentation_loss(segmentation, masks)
         if labels is not None:
-            known = labels >= 0
-            losses["cls"] = F.cross_entropy(image_logits[known], labels[known].long()) if known.any() else zero
+            losses["cls"] = image_classification_loss(image_logits, labels)
         outputs = [routing[block] for block in self.blocks]
         if config.etf_loss:
             losses["etf"] = config.etf_weight * sum((etf_loss(o.expert_outputs) for o in outputs), zero)
