@@ -17,6 +17,7 @@ class TrainingConfig(Settings):
     lr, betas, weight_decay: Adam.
     milestones, gamma: MultiStepLR, stepped once per optimiser step (milestones count
         iterations, not epochs).
+    warmup_epochs: linear learning-rate warm-up over this many epochs (0 = none).
     seed: seeds model initialisation, data order (per epoch), augmentation (per image)
         and dropout (per epoch), so a resumed run repeats the straight run exactly.
     precision: fp32, or bf16 autocast (GPU only).
@@ -44,6 +45,7 @@ class TrainingConfig(Settings):
     weight_decay: float = 0.0
     milestones: tuple[int, ...] = (16000, 32000)
     gamma: float = 0.5
+    warmup_epochs: int = 0
     seed: int = 0
     precision: str = "fp32"
     augment: bool = True
@@ -66,6 +68,8 @@ class TrainingConfig(Settings):
             raise ValueError(f"betas must be two values in [0, 1), got {self.betas}")
         if list(self.milestones) != sorted(self.milestones) or any(m < 1 for m in self.milestones):
             raise ValueError(f"milestones must be increasing positive step counts, got {self.milestones}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0.0 <= self.augment_p <= 1.0:

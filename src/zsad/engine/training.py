@@ -2,8 +2,8 @@
 
 The loop knows nothing about the method: it calls ``detector(images, class_names, masks,
 labels)`` in training mode and minimises the sum of ``output.losses`` (already weighted
-by the method) with Adam over the parameters that require gradients. The frozen CLIP
-backbone never gets any. The final model is the last epoch's: nothing is selected on test
+by the method) with the optimiser and schedule of the method's ``configure_optimisation``
+hook. The frozen CLIP backbone never gets any. The final model is the last epoch's: nothing is selected on test
 data.
 
 The run folder's layout lives in ``run_folder.py``. Every file is written atomically.
@@ -132,7 +132,7 @@ def run_config(
 
 
 def trainable_parameters(detector: AnomalyDetector) -> list[torch.nn.Parameter]:
-    """The parameters Adam updates; raises when there are none or the backbone is not frozen."""
+    """The parameters the optimiser updates; raises when there are none or the backbone is not frozen."""
     if any(p.requires_grad for p in detector.backbone.parameters()):
         raise ValueError("the CLIP backbone must stay frozen, but some of its parameters require gradients")
     parameters = [p for p in detector.parameters() if p.requires_grad]
@@ -210,16 +210,18 @@ class _TrainingRun:
         self.last_checkpoint = point.checkpoint
 
     def build_optimiser(self, point: ResumePoint | None) -> None:
+        """The method's optimiser and schedule (its ``configure_optimisation`` hook), sized
+        by the steps of an epoch; a resumed run continues their saved state."""
         self.trainable = trainable_parameters(self.detector)
-        self.optimizer = torch.optim.Adam(
-            self.trainable, lr=self.config.lr, betas=tuple(self.config.betas), weight_decay=self.config.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(self.config.milestones), gamma=self.config.gamma
-        )
+        self.optimizer, self.scheduler = self.detector.configure_optimisation(self.config, self.steps_per_epoch())
         if point is not None:
             self.optimizer.load_state_dict(point.optimizer)
             self.scheduler.load_state_dict(point.scheduler)
+
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps of one epoch of this rank (the last batch may be short)."""
+        steps = len(self._loader(1))
+        return steps if self.config.max_steps_per_epoch is None else min(steps, self.config.max_steps_per_epoch)
 
     def wall_time(self) -> float:
         return self.previous_wall_time + time.monotonic() - self.started
@@ -307,7 +309,7 @@ class _TrainingRun:
         config = self.config
         seed_everything(derive_seed(config.seed, epoch, self.context.rank))
         loader = self._loader(epoch)
-        planned = len(loader) if config.max_steps_per_epoch is None else min(len(loader), config.max_steps_per_epoch)
+        planned = self.steps_per_epoch()
         model.train()
         stats = _EpochStats()
         pending: list[_PendingStep] = []

@@ -1,8 +1,9 @@
 """The contract every method follows: images in, a typed output out."""
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -25,6 +26,37 @@ class DetectorOutput:
     pred_score: torch.Tensor
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+class OptimiserSettings(Protocol):
+    """The training settings an optimisation hook reads (the engine's TrainingConfig)."""
+
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float
+    milestones: tuple[int, ...]
+    gamma: float
+    warmup_epochs: int
+
+
+Optimisation = tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]
+
+
+def step_schedule(
+    optimizer: torch.optim.Optimizer, settings: OptimiserSettings, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step schedule: the learning rate times ``gamma`` at each milestone step, after a
+    linear warm-up from 1/W to 1 over the first W = ``warmup_epochs * steps_per_epoch``
+    steps (none when ``warmup_epochs`` is 0)."""
+    warmup_steps = settings.warmup_epochs * steps_per_epoch
+    if warmup_steps == 0:
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(settings.milestones), gamma=settings.gamma)
+    milestones = sorted(settings.milestones)
+
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup_steps) * settings.gamma ** bisect_right(milestones, step)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @dataclass
@@ -67,6 +99,20 @@ class AnomalyDetector(nn.Module):
             for key, value in self.state_dict().items()
             if not key.startswith("backbone.")
         }
+
+    def parameter_groups(self, settings: OptimiserSettings) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups (default: one group of every parameter that
+        requires gradients, at the settings' learning rate)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def configure_optimisation(self, settings: OptimiserSettings, steps_per_epoch: int) -> Optimisation:
+        """The optimiser and the per-step schedule the engine trains with, built once the
+        number of steps per epoch is known. Default: Adam over ``parameter_groups`` and
+        ``step_schedule``; a method overrides this (or ``parameter_groups``) for its recipe."""
+        optimizer = torch.optim.Adam(
+            self.parameter_groups(settings), lr=settings.lr, betas=tuple(settings.betas), weight_decay=settings.weight_decay
+        )
+        return optimizer, step_schedule(optimizer, settings, steps_per_epoch)
 
     def trainable_parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
