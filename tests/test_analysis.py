@@ -1,4 +1,4 @@
-"""Expert analyses of MoECLIP: selection maps, inter-expert similarity, utilisation,
+"""Expert analyses of a routed method (MoECLIP here): selection maps, inter-expert similarity, utilisation,
 patch statistics, their accumulation, and the `zsad analyze experts` command."""
 from __future__ import annotations
 
@@ -15,54 +15,47 @@ from typer.testing import CliRunner
 
 from zsad.analysis import (
     ExpertAnalysisAccumulator,
-    PatchRouting,
     expert_similarity,
     patch_statistics,
     selection_maps,
     shares,
-    strip_cls,
     to_grayscale,
     to_uint8_rgb,
-    token_grid,
     utilisation,
 )
 from zsad.analysis.patches import _sobel_magnitude, _tiles
-from zsad.analysis.run import default_statistics_block, dense_dispatch, load_analysis_data, spread_indices
+from zsad.analysis.run import default_statistics_block, load_analysis_data, routing_layout, spread_indices
 from zsad.api import full_config
 from zsad.cli.analysis import register
 from zsad.data.synth import generate_mvtec_like
 from zsad.data.transforms import normalize_image
 from zsad.checkpoints import save_checkpoint
 from zsad.methods import build_method
+from zsad.methods.base import Routing
+from zsad.methods.moeclip.model import patch_routing
 from zsad.methods.moeclip.moe import MoeAdapter
 
 
-def _random_routing(batch=3, grid=(4, 4), num_experts=4, top_k=2, width=6, seed=0) -> PatchRouting:
+def _random_routing(batch=3, grid=(4, 4), num_experts=4, top_k=2, width=6, seed=0) -> Routing:
     generator = torch.Generator().manual_seed(seed)
     tokens = grid[0] * grid[1]
     logits = torch.randn(batch, tokens, num_experts, generator=generator)
-    weights, index = logits.softmax(-1).topk(top_k, dim=-1)
+    probabilities = logits.softmax(-1)
+    weights, index = probabilities.topk(top_k, dim=-1)
     outputs = torch.randn(batch, tokens, num_experts, width, generator=generator)
-    return PatchRouting(index, weights / weights.sum(-1, keepdim=True), outputs, num_experts, grid)
+    return Routing(probabilities, index, weights / weights.sum(-1, keepdim=True), outputs, grid)
 
 
 # ------------------------------------------------------------------ routing side
 
 
-def test_token_grid_is_the_square_grid_and_refuses_other_counts():
-    assert token_grid(64) == (8, 8)
-    assert token_grid(1369) == (37, 37)
-    with pytest.raises(ValueError):
-        token_grid(63)
-
-
-def test_strip_cls_and_selection_maps_follow_the_token_order():
+def test_patch_routing_and_selection_maps_follow_the_token_order():
     adapter = MoeAdapter(16, num_experts=4, top_k=2, rank=2, dispatch="dense").eval()
     hidden = torch.randn(2, 1 + 3 * 3, 16)
     with torch.no_grad():
         output = adapter(hidden)
-    routing = strip_cls(output)
-    assert routing.grid == (3, 3) and routing.expert_outputs.shape == (2, 9, 4, 16)
+    routing = patch_routing(output, (3, 3))
+    assert routing.grid == (3, 3) and routing.num_experts == 4 and routing.top_k == 2 and routing.expert_outputs.shape == (2, 9, 4, 16)
     experts, weights = selection_maps(routing, ranks=2)
     assert experts.shape == weights.shape == (2, 2, 3, 3)
     assert experts.dtype == np.int64 and experts.min() >= 0 and experts.max() < 4
@@ -217,22 +210,28 @@ def test_accumulator_pools_data_sets_and_assigns_statistics_by_top1():
 
     with pytest.raises(ValueError):
         ExpertAnalysisAccumulator((6, 12), 3, 2, statistics_block=18, patch_size=p)
-    sparse = PatchRouting(first.topk_index, first.topk_weight, None, 3, grid)
-    with pytest.raises(ValueError, match="dense"):
+    sparse = Routing(first.probabilities, first.topk_index, first.topk_weight, None, grid)
+    with pytest.raises(ValueError, match="expert outputs are missing"):
         accumulator.add("a", {6: sparse, 12: sparse}, image[None])
 
 
-def test_dense_dispatch_gives_expert_outputs_and_restores_the_setting(tiny_backbone):
+def test_keeping_expert_outputs_runs_densely_and_restores_the_setting(tiny_backbone):
     model = build_method("moeclip", tiny_backbone, {}).eval()
     images = torch.randn(2, 3, 64, 64)
-    with torch.no_grad(), dense_dispatch(model):
-        output = model(images, ["object"] * 2)
-    routing = output.extras["routing"]
-    assert set(routing) == set(model.blocks)
-    layer = strip_cls(routing[model.blocks[0]])
+    with torch.no_grad():
+        assert all(layer.expert_outputs is None for layer in model(images, ["object"] * 2).routing.values())
+        with model.keeping_expert_outputs():
+            output = model(images, ["object"] * 2)
+    routing = output.routing
+    assert list(routing) == [str(block) for block in model.blocks]
+    layer = routing[str(model.blocks[0])]
     assert layer.grid == tiny_backbone.grid and layer.expert_outputs.shape[:3] == (2, 64, 4)
     assert all(layer.dispatch == model.config.dispatch for layer in model.moe_layers)
-    assert default_statistics_block((6, 12, 18, 24)) == 18 and default_statistics_block((3, 5)) == 5
+    assert default_statistics_block(("6", "12", "18", "24")) == "18" and default_statistics_block(("3", "5")) == "5"
+    layout = routing_layout(model, torch.device("cpu"))
+    assert layout.layers == tuple(routing) and (layout.num_experts, layout.top_k) == (4, 2)
+    with pytest.raises(ValueError, match="reports no routing"):
+        routing_layout(build_method("zeroshot", tiny_backbone, {}), torch.device("cpu"))
 
 
 def test_spread_indices_and_class_selection(tmp_path):
@@ -298,4 +297,4 @@ def test_cli_writes_every_analysis_and_skips_unreadable_images(tiny_backbone, tm
     refused = CliRunner().invoke(app, arguments)
     assert refused.exit_code == 1 and "exists" in refused.output
     wrong_layer = CliRunner().invoke(app, [*arguments, "--overwrite", "--layer", "3"])
-    assert wrong_layer.exit_code == 1 and "no MoE layer" in wrong_layer.output
+    assert wrong_layer.exit_code == 1 and "is not routed" in wrong_layer.output

@@ -59,6 +59,9 @@ def test_outputs_have_the_contract_shapes_and_range(name, device):
     for values in (output.anomaly_map, output.pred_score):
         assert torch.isfinite(values).all() and values.min() >= 0 and values.max() <= 1
     assert output.losses == {}
+    for layer in output.routing.values():  # routed methods: what the expert analyses read
+        tokens = layer.grid[0] * layer.grid[1]
+        assert layer.probabilities.shape[:2] == layer.topk_index.shape[:2] == layer.topk_weight.shape[:2] == (3, tokens)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,74 +1,33 @@
-"""What the MoECLIP experts do: patch selection, inter-expert similarity, utilisation,
-and the visual statistics of the patches each expert takes (paper Fig. 3, 5, 9, 10,
-12-15, Tab. 14).
+"""What the experts of a routed method do: patch selection, inter-expert similarity,
+utilisation, and the visual statistics of the patches each expert takes (MoECLIP Fig. 3,
+5, 9, 10, 12-15, Tab. 14).
 
-The functions take the routing of the *patch* tokens (the CLS token removed, see
-:func:`strip_cls`) and return plain tensors / arrays; :class:`ExpertAnalysisAccumulator`
+The functions take the :class:`~zsad.methods.base.Routing` of the patch tokens that a
+method reports in ``DetectorOutput.routing`` and return plain tensors / arrays; :class:`ExpertAnalysisAccumulator`
 sums them over batches and data sets. Nothing here reads or writes files.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 import torch
 
-from ..methods.moeclip.moe import MoeOutput
+from ..methods.base import Routing
 from .patches import PATCH_STATISTICS, patch_statistics
 
 __all__ = [
     "ExpertAnalysis",
     "ExpertAnalysisAccumulator",
-    "PatchRouting",
     "expert_similarity",
     "selection_maps",
     "shares",
-    "strip_cls",
-    "token_grid",
     "utilisation",
 ]
 
 
-def token_grid(num_patch_tokens: int) -> tuple[int, int]:
-    """The square patch grid ``(h, w)`` holding ``num_patch_tokens`` tokens."""
-    side = math.isqrt(num_patch_tokens)
-    if side * side != num_patch_tokens or side == 0:
-        raise ValueError(f"{num_patch_tokens} patch tokens do not form a square grid")
-    return side, side
-
-
-@dataclass
-class PatchRouting:
-    """Routing of the L patch tokens of one MoE layer for a batch of B images.
-
-    topk_index: (B, L, k) selected experts, by decreasing router probability.
-    topk_weight: (B, L, k) their renormalised routing weights (sum 1 over k).
-    expert_outputs: (B, L, K, d) every expert's output, or None (sparse dispatch).
-    num_experts: K.
-    grid: (h, w) with h * w = L, row-major token order.
-    """
-
-    topk_index: torch.Tensor
-    topk_weight: torch.Tensor
-    expert_outputs: torch.Tensor | None
-    num_experts: int
-    grid: tuple[int, int]
-
-
-def strip_cls(output: MoeOutput) -> PatchRouting:
-    """Drop the CLS token (index 0) of a :class:`MoeOutput` over ``T = 1 + L`` tokens."""
-    return PatchRouting(
-        topk_index=output.topk_index[:, 1:],
-        topk_weight=output.topk_weight[:, 1:],
-        expert_outputs=None if output.expert_outputs is None else output.expert_outputs[:, 1:],
-        num_experts=output.router_probs.shape[-1],
-        grid=token_grid(output.topk_index.shape[1] - 1),
-    )
-
-
-def selection_maps(routing: PatchRouting, ranks: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def selection_maps(routing: Routing, ranks: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Patch-selection maps: each patch's r-th choice of expert and its weight.
 
     Args:
@@ -186,10 +145,10 @@ class ExpertAnalysis:
     entropy of its top-1 patches, and their number.
     """
 
-    blocks: tuple[int, ...]
+    blocks: tuple[str, ...]
     num_experts: int
     top_k: int
-    statistics_block: int
+    statistics_block: str
     datasets: list[str]
     _totals: dict[str, _DatasetTotals] = field(repr=False)
 
@@ -203,7 +162,7 @@ class ExpertAnalysis:
             raise KeyError(f"no data set {dataset!r}; have {self.datasets}")
         return [dataset]
 
-    def _layer(self, dataset: str | None, block: int) -> _LayerTotals:
+    def _layer(self, dataset: str | None, block: str) -> _LayerTotals:
         if block not in self.blocks:
             raise KeyError(f"block {block} has no MoE layer; blocks: {self.blocks}")
         combined = _LayerTotals.zeros(self.num_experts)
@@ -211,15 +170,15 @@ class ExpertAnalysis:
             combined += self._totals[name].layers[block]
         return combined
 
-    def similarity(self, block: int, dataset: str | None = None) -> np.ndarray:
+    def similarity(self, block: str, dataset: str | None = None) -> np.ndarray:
         totals = self._layer(dataset, block)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(totals.similarity_count > 0, totals.similarity_sum / totals.similarity_count, np.nan)
 
-    def similarity_count(self, block: int, dataset: str | None = None) -> np.ndarray:
+    def similarity_count(self, block: str, dataset: str | None = None) -> np.ndarray:
         return self._layer(dataset, block).similarity_count
 
-    def utilisation(self, block: int, dataset: str | None = None) -> dict[str, np.ndarray]:
+    def utilisation(self, block: str, dataset: str | None = None) -> dict[str, np.ndarray]:
         """``top1_share``, ``topk_share`` (K,) fractions (each sums to 1) and the counts
         ``top1_count``, ``topk_count`` (K,)."""
         totals = self._layer(dataset, block)
@@ -254,7 +213,7 @@ class ExpertAnalysisAccumulator:
         patch_size: ViT patch side in pixels.
     """
 
-    def __init__(self, blocks: tuple[int, ...], num_experts: int, top_k: int, statistics_block: int, patch_size: int):
+    def __init__(self, blocks: tuple[str, ...], num_experts: int, top_k: int, statistics_block: str, patch_size: int):
         if statistics_block not in blocks:
             raise ValueError(f"block {statistics_block} has no MoE layer; choose one of {list(blocks)}")
         self.blocks = tuple(blocks)
@@ -275,7 +234,7 @@ class ExpertAnalysisAccumulator:
             )
         return self._totals[name]
 
-    def add(self, dataset: str, routing: Mapping[int, PatchRouting], gray_images: np.ndarray) -> None:
+    def add(self, dataset: str, routing: Mapping[str, Routing], gray_images: np.ndarray) -> None:
         """Add one batch of B images of ``dataset``.
 
         Args:
@@ -286,7 +245,7 @@ class ExpertAnalysisAccumulator:
         for block in self.blocks:
             layer = routing[block]
             if layer.expert_outputs is None:
-                raise ValueError(f"block {block}: expert outputs are missing; run the MoE layers with dispatch='dense'")
+                raise ValueError(f"block {block}: expert outputs are missing; run the model within keeping_expert_outputs()")
             similarity_sum, similarity_count = expert_similarity(layer.expert_outputs, layer.topk_index)
             top1, topk = utilisation(layer.topk_index, self.num_experts)
             totals.layers[block] += _LayerTotals(similarity_sum, similarity_count, top1, topk)

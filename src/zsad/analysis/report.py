@@ -34,14 +34,14 @@ class OutputLayout:
 
     out_dir: Path
 
-    def selection(self, dataset: str, image: str, block: int, rank: int) -> Path:
+    def selection(self, dataset: str, image: str, block: str, rank: int) -> Path:
         return self.out_dir / "selection" / dataset / f"{image}_block{block}_top{rank}.png"
 
-    def similarity(self, block: int, dataset: str | None, suffix: str) -> Path:
+    def similarity(self, block: str, dataset: str | None, suffix: str) -> Path:
         middle = "" if dataset is None else f"_{dataset}"
         return self.out_dir / f"similarity{middle}_block{block}.{suffix}"
 
-    def utilisation_plot(self, block: int) -> Path:
+    def utilisation_plot(self, block: str) -> Path:
         return self.out_dir / f"utilisation_block{block}.png"
 
     @property
@@ -64,7 +64,7 @@ class OutputLayout:
     def index_json(self) -> Path:
         return self.out_dir / "analysis.json"
 
-    def summary_files(self, blocks: Sequence[int], datasets: Sequence[str]) -> list[Path]:
+    def summary_files(self, blocks: Sequence[str], datasets: Sequence[str]) -> list[Path]:
         """Every file :func:`write_analysis` writes (selection maps excluded)."""
         paths = []
         for block in blocks:
@@ -98,7 +98,7 @@ def write_selection_maps(
     rgb: np.ndarray,
     experts: np.ndarray,
     weights: np.ndarray,
-    block: int,
+    block: str,
     num_experts: int,
 ) -> list[Path]:
     """One PNG per rank: ``experts`` / ``weights`` (R, h, w) over the uint8 ``rgb`` (S, S, 3)."""
@@ -111,7 +111,12 @@ def write_selection_maps(
     return paths
 
 
-def _write_similarity(layout: OutputLayout, analysis: ExpertAnalysis, block: int, dataset: str | None) -> list[Path]:
+def _layer_value(name: str) -> int | str:
+    """A routed layer's name for JSON: the block number when the name is one."""
+    return int(name) if str(name).isdigit() else name
+
+
+def _write_similarity(layout: OutputLayout, analysis: ExpertAnalysis, block: str, dataset: str | None) -> list[Path]:
     matrix = analysis.similarity(block, dataset)
     labels = expert_labels(analysis.num_experts)
     csv_path = atomic_write_text(layout.similarity(block, dataset, "csv"), _csv_text(labels, [[_number(v) for v in row] for row in matrix]))
@@ -279,10 +284,10 @@ def write_analysis(
     atomic_write_text(layout.index_md, index_markdown(analysis, meta, datasets, written, layout.out_dir, errors))
     numbers = {
         **dict(meta),
-        "blocks": list(analysis.blocks),
+        "blocks": [_layer_value(block) for block in analysis.blocks],
         "num_experts": analysis.num_experts,
         "top_k": analysis.top_k,
-        "statistics_block": analysis.statistics_block,
+        "statistics_block": _layer_value(analysis.statistics_block),
         "datasets": {name: {**dict(info), "images": analysis.images(name)} for name, info in datasets.items()},
         **analysis_numbers(analysis),
         "errors": list(errors),

@@ -1,21 +1,21 @@
-"""``zsad analyze experts``: run a MoECLIP model over data sets and write the expert analyses."""
+"""``zsad analyze experts``: run a routed method over data sets and write the expert analyses."""
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from ..engine.predictor import Detector
 from ..data import AnomalyDataset, build_dataset, collate, parse_data_spec
+from ..engine.predictor import Detector
 from ..engine.runtime import progress
 from ..fileio import check_can_write
-from .experts import ExpertAnalysis, ExpertAnalysisAccumulator, selection_maps, strip_cls
+from ..methods.base import AnomalyDetector
+from .experts import ExpertAnalysis, ExpertAnalysisAccumulator, selection_maps
 from .patches import to_grayscale, to_uint8_rgb
 from .report import OutputLayout, write_analysis, write_selection_maps
 
@@ -42,7 +42,7 @@ class ExpertAnalysisRun:
     errors: list[dict[str, str]]
 
 
-def default_statistics_block(blocks: Sequence[int]) -> int:
+def default_statistics_block(blocks: Sequence[str]) -> str:
     """The third tapped block (block 18 of ViT-L's 6/12/18/24), or the last if fewer."""
     return blocks[min(2, len(blocks) - 1)]
 
@@ -104,18 +104,25 @@ def _selection_names(data: AnalysisData, count: int) -> dict[int, str]:
     return names
 
 
-@contextlib.contextmanager
-def dense_dispatch(model: torch.nn.Module) -> Iterator[None]:
-    """Run every MoE layer densely (all experts on every token, so expert outputs are
-    returned); the previous dispatch is restored afterwards."""
-    previous = [layer.dispatch for layer in model.moe_layers]
-    try:
-        for layer in model.moe_layers:
-            layer.dispatch = "dense"
-        yield
-    finally:
-        for layer, dispatch in zip(model.moe_layers, previous):
-            layer.dispatch = dispatch
+@dataclass
+class RoutingLayout:
+    """What a routed method reports: its routed layers (names), K experts, top-k."""
+
+    layers: tuple[str, ...]
+    num_experts: int
+    top_k: int
+
+
+def routing_layout(model: AnomalyDetector, device: torch.device) -> RoutingLayout:
+    """Read the routing layout from one forward pass on a blank image; a method that
+    reports no routing cannot be analysed."""
+    size = model.backbone.image_size
+    with torch.no_grad():
+        routing = model(torch.zeros(1, 3, size, size, device=device), ["object"]).routing
+    if not routing:
+        raise ValueError(f"expert analyses need a method that routes tokens to experts; '{model.name}' reports no routing")
+    first = next(iter(routing.values()))
+    return RoutingLayout(tuple(routing), first.num_experts, first.top_k)
 
 
 def analyze_experts(
@@ -130,10 +137,10 @@ def analyze_experts(
     show_progress: bool = True,
     meta: dict[str, Any] | None = None,
 ) -> ExpertAnalysisRun:
-    """Route every analysed image through the MoECLIP model and write all analyses.
+    """Route every analysed image through a routed method and write all analyses.
 
     Args:
-        detector: a loaded MoECLIP detector.
+        detector: a loaded detector whose method reports routing (e.g. MoECLIP).
         data: from :func:`load_analysis_data`.
         statistics_block: MoE block of the Tab. 14 statistics (default: the third).
         selection_count: patch-selection maps for this many first images per data set
@@ -141,15 +148,13 @@ def analyze_experts(
     Refuses (OutputExistsError) before computing anything if an output exists and not
     ``overwrite``. Unreadable images are skipped and returned in ``errors``.
     """
-    model = detector.model
-    if not hasattr(model, "moe_layers"):
-        raise ValueError(f"expert analyses need a MoECLIP model, got method '{model.name}'")
-    blocks = tuple(model.blocks)
-    statistics_block = default_statistics_block(blocks) if statistics_block is None else statistics_block
+    model = detector.model.eval()
+    layout_of_routing = routing_layout(model, detector.device)
+    blocks = layout_of_routing.layers
+    statistics_block = default_statistics_block(blocks) if statistics_block is None else str(statistics_block)
     if statistics_block not in blocks:
-        raise ValueError(f"--layer {statistics_block} has no MoE layer; the MoE blocks are {', '.join(map(str, blocks))}")
-    layer_config = model.moe_layers[0]
-    num_experts, top_k = layer_config.router.num_experts, layer_config.router.top_k
+        raise ValueError(f"--layer {statistics_block} is not routed; the routed blocks are {', '.join(blocks)}")
+    num_experts, top_k = layout_of_routing.num_experts, layout_of_routing.top_k
     ranks = min(SELECTION_RANKS, top_k)
 
     layout = OutputLayout(Path(out_dir))
@@ -163,8 +168,7 @@ def analyze_experts(
     accumulator = ExpertAnalysisAccumulator(blocks, num_experts, top_k, statistics_block, model.backbone.patch_size)
     errors: list[dict[str, str]] = []
     selection_files: list[Path] = []
-    model.eval()
-    with dense_dispatch(model), torch.no_grad():
+    with model.keeping_expert_outputs(), torch.no_grad():
         for item in data:
             accumulator.add_dataset(item.name)
             loader = DataLoader(Subset(item.dataset, item.indices), batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
@@ -178,7 +182,7 @@ def analyze_experts(
                 images = batch["image"][torch.tensor(good)]
                 words = [detector.class_names.resolve(batch["class_name"][row]) for row in good]
                 output = model(images.to(detector.device), words)
-                routing = {block: strip_cls(output.extras["routing"][block]) for block in blocks}
+                routing = output.routing
                 rgb = [to_uint8_rgb(image) for image in images]
                 patched = model.backbone.fit_to_patch_grid(images)  # the pixels the patches saw
                 accumulator.add(item.name, routing, np.stack([to_grayscale(to_uint8_rgb(picture)) for picture in patched]))

@@ -1,4 +1,4 @@
-"""`zsad analyze`: analyses of a trained model (for now the MoECLIP experts)."""
+"""`zsad analyze`: analyses of a trained model (the experts of any method that routes)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ from . import options as opt
 
 CheckpointRequired = Annotated[
     Path,
-    typer.Option(help="A trained MoECLIP model: a `zsad train` output folder (its final checkpoint) or one .safetensors file."),
+    typer.Option(help="A trained model of a method that routes tokens to experts (e.g. MoECLIP): a `zsad train` output folder (its final checkpoint) or one .safetensors file."),
 ]
 DataSpecs = Annotated[
     List[str],
@@ -38,7 +38,7 @@ def experts(
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """What the MoECLIP experts do: patch-selection maps, inter-expert cosine similarity,
+    """What the experts of a routed method (e.g. MoECLIP) do: patch-selection maps, inter-expert cosine similarity,
     expert utilisation per data set and the gradient / contrast / entropy of the patches
     each expert takes (MoECLIP Fig. 3, 5, 9, 10, 12-15, Tab. 14). Index page: OUT/analysis.md."""
     from ..analysis.run import analyze_experts, load_analysis_data
@@ -46,7 +46,7 @@ def experts(
     from . import EXIT_BAD_INPUT, quiet_random_warning, console, err_console, run_metadata, warn_if_random
 
     quiet_random_warning()
-    detector = load("moeclip", checkpoint, weights=weights, device=device, cache_dir=str(cache_dir) if cache_dir else None)
+    detector = load(None, checkpoint, weights=weights, device=device, cache_dir=str(cache_dir) if cache_dir else None)
     warn_if_random(detector.model.backbone.weights_description)
     analysis_data = load_analysis_data(
         data, detector.image_size, classes=[name.strip() for name in classes.split(",")] if classes else None, max_images=max_images

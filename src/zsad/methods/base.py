@@ -1,6 +1,7 @@
 """The contract every method follows: images in, a typed output out."""
 from __future__ import annotations
 
+import contextlib
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Sequence
@@ -13,19 +14,47 @@ from ..settings import Settings
 
 
 @dataclass
+class Routing:
+    """The routing decisions of one routed layer for the L patch tokens of B images.
+
+    probabilities: (B, L, K) the router's softmax over the K experts.
+    topk_index: (B, L, k) the selected experts, by decreasing probability.
+    topk_weight: (B, L, k) their renormalised weights (sum 1 over k).
+    expert_outputs: (B, L, K, d) every expert's output where the method kept them
+        (see ``AnomalyDetector.keeping_expert_outputs``), else None.
+    grid: (h, w) patch grid, h * w = L, row-major token order.
+    """
+
+    probabilities: torch.Tensor
+    topk_index: torch.Tensor
+    topk_weight: torch.Tensor
+    expert_outputs: torch.Tensor | None
+    grid: tuple[int, int]
+
+    @property
+    def num_experts(self) -> int:
+        return self.probabilities.shape[-1]
+
+    @property
+    def top_k(self) -> int:
+        return self.topk_index.shape[-1]
+
+
+@dataclass
 class DetectorOutput:
     """What a detector returns for a batch.
 
     anomaly_map: (B, H, W) values in [0, 1] at the input resolution.
     pred_score: (B,) image anomaly scores in [0, 1].
     losses: named scalar losses, filled only when targets are given in training.
-    extras: method-specific tensors for analyses (e.g. routing decisions).
+    routing: layer name (e.g. the 1-based block, "18") -> its routing, for methods
+        that route tokens to experts (what the expert analyses read).
     """
 
     anomaly_map: torch.Tensor
     pred_score: torch.Tensor
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
+    routing: dict[str, Routing] = field(default_factory=dict)
 
 
 class OptimiserSettings(Protocol):
@@ -90,6 +119,11 @@ class AnomalyDetector(nn.Module):
         masks (B, 1, S, S) in {0, 1}, all -1 for an image without a pixel label (no
         segmentation loss for it); labels (B,) in {0, 1}, -1 when unknown."""
         raise NotImplementedError
+
+    def keeping_expert_outputs(self) -> contextlib.AbstractContextManager:
+        """Within this context a routed method fills ``Routing.expert_outputs`` (e.g. by
+        running every expert on every token); methods that do not route change nothing."""
+        return contextlib.nullcontext()
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The method's own state: every tensor outside the frozen backbone that is saved

@@ -8,7 +8,8 @@ A depth-wise adapter on the last block's tokens gives the image-level feature.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,11 +20,11 @@ from ...losses import image_classification_loss, segmentation_loss
 from ...maps import cosine_scores, fuse_scores, smooth_at_reference
 from ...text import TextFeatureBank
 from .. import register_method
-from ..base import AnomalyDetector, DetectorOutput
+from ..base import AnomalyDetector, DetectorOutput, Routing
 from .aux_losses import balance_loss, etf_loss
 from .config import MoEClipConfig
 from .heads import DepthwiseAdapter, LayerProjections, anomaly_logits, project_patch_averages, segmentation_probs
-from .moe import MoeAdapter
+from .moe import MoeAdapter, MoeOutput
 
 
 class TextAdapter(nn.Module):
@@ -38,6 +39,17 @@ class TextAdapter(nn.Module):
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.activation(self.linear(text)), dim=-1)
+
+
+def patch_routing(output: MoeOutput, grid: tuple[int, int]) -> Routing:
+    """The routing of the patch tokens (the CLS token, index 0, dropped) of one MoE layer."""
+    return Routing(
+        probabilities=output.router_probs[:, 1:],
+        topk_index=output.topk_index[:, 1:],
+        topk_weight=output.topk_weight[:, 1:],
+        expert_outputs=None if output.expert_outputs is None else output.expert_outputs[:, 1:],
+        grid=grid,
+    )
 
 
 @register_method
@@ -120,10 +132,11 @@ class MoEClipDetector(AnomalyDetector):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.training):
             anomaly_map, score = self._map_and_score(segmentation, image_logits)
 
-        routing = {block: features.stream_outputs[block] for block in self.blocks}
-        output = DetectorOutput(anomaly_map=anomaly_map, pred_score=score, extras={"routing": routing})
+        moe_outputs = [features.stream_outputs[block] for block in self.blocks]
+        routing = {str(block): patch_routing(moe, features.grid) for block, moe in zip(self.blocks, moe_outputs)}
+        output = DetectorOutput(anomaly_map=anomaly_map, pred_score=score, routing=routing)
         if self.training and (masks is not None or labels is not None):
-            output.losses = self._losses(segmentation, image_logits, routing, masks, labels)
+            output.losses = self._losses(segmentation, image_logits, moe_outputs, masks, labels)
         return output
 
     def _map_and_score(self, segmentation, image_logits) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,7 +152,20 @@ class MoEClipDetector(AnomalyDetector):
             return anomaly_map, anomaly_map.flatten(1).amax(dim=1)
         return anomaly_map, fuse_scores(anomaly_map, detection)
 
-    def _losses(self, segmentation, image_logits, routing, masks, labels) -> dict[str, torch.Tensor]:
+    @contextlib.contextmanager
+    def keeping_expert_outputs(self) -> Iterator[None]:
+        """Run every MoE layer densely (all experts on every token, so their outputs are
+        returned); the previous dispatch is restored afterwards."""
+        previous = [layer.dispatch for layer in self.moe_layers]
+        try:
+            for layer in self.moe_layers:
+                layer.dispatch = "dense"
+            yield
+        finally:
+            for layer, dispatch in zip(self.moe_layers, previous):
+                layer.dispatch = dispatch
+
+    def _losses(self, segmentation, image_logits, outputs, masks, labels) -> dict[str, torch.Tensor]:
         config = self.config
         zero = image_logits.new_zeros(())
         losses: dict[str, torch.Tensor] = {}
@@ -147,7 +173,6 @@ class MoEClipDetector(AnomalyDetector):
             losses["seg"] = segmentation_loss(segmentation, masks)
         if labels is not None:
             losses["cls"] = image_classification_loss(image_logits, labels)
-        outputs = [routing[block] for block in self.blocks]
         if config.etf_loss:
             losses["etf"] = config.etf_weight * sum((etf_loss(o.expert_outputs) for o in outputs), zero)
         if config.balance_loss:
