@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -28,6 +29,11 @@ def expert_labels(num_experts: int) -> list[str]:
     return [f"expert_{n + 1}" for n in range(num_experts)]
 
 
+def _file_part(layer: str) -> str:
+    """A routed layer's name as part of a file name ("12/normal" -> "12-normal")."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(layer))
+
+
 @dataclass(frozen=True)
 class OutputLayout:
     """Where each output lives under ``out_dir``."""
@@ -35,14 +41,14 @@ class OutputLayout:
     out_dir: Path
 
     def selection(self, dataset: str, image: str, block: str, rank: int) -> Path:
-        return self.out_dir / "selection" / dataset / f"{image}_block{block}_top{rank}.png"
+        return self.out_dir / "selection" / dataset / f"{image}_block{_file_part(block)}_top{rank}.png"
 
     def similarity(self, block: str, dataset: str | None, suffix: str) -> Path:
         middle = "" if dataset is None else f"_{dataset}"
-        return self.out_dir / f"similarity{middle}_block{block}.{suffix}"
+        return self.out_dir / f"similarity{middle}_block{_file_part(block)}.{suffix}"
 
     def utilisation_plot(self, block: str) -> Path:
-        return self.out_dir / f"utilisation_block{block}.png"
+        return self.out_dir / f"utilisation_block{_file_part(block)}.png"
 
     @property
     def utilisation_csv(self) -> Path:
