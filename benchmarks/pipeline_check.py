@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from zsad.api import Detector, build_detector
+from zsad.api import Predictor, build_detector
 from zsad.data.synth import TEST_CATEGORIES, TRAIN_CATEGORIES, generate_mvtec_like
 from zsad.engine.testing import run_test
 from zsad.engine.train_config import TrainingConfig
@@ -31,8 +31,8 @@ METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 
 
 def evaluate(model, spec, out):
-    detector = Detector(model, torch.device("cpu"), ClassNames.load())
-    return run_test(detector, spec, out, batch_size=8, overwrite=True, show_progress=False).report["mean"]
+    predictor = Predictor(model, torch.device("cpu"), ClassNames.load())
+    return run_test(predictor, spec, out, batch_size=8, overwrite=True, show_progress=False).report["mean"]
 
 
 def compare(name, train_spec, test_spec, out, args):

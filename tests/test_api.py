@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import zsad
-from zsad.api import Detector, build_detector, full_config
+from zsad.api import Predictor, build_detector, full_config
 from zsad.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from zsad.engine.run_folder import epoch_checkpoint_path, resolve_checkpoint
 from zsad.text import ClassNames
@@ -164,5 +164,5 @@ def test_an_image_size_that_is_not_a_multiple_of_the_patch_works_end_to_end(meth
         output = detector(torch.randn(2, 3, 100, 100), ["object"] * 2)
     assert output.anomaly_map.shape == (2, 100, 100) and output.pred_score.shape == (2,)
     assert torch.isfinite(output.anomaly_map).all()
-    predictions = Detector(detector, torch.device("cpu"), ClassNames.load()).predict(torch.rand(3, 70, 90))
+    predictions = Predictor(detector, torch.device("cpu"), ClassNames.load()).predict(torch.rand(3, 70, 90))
     assert predictions[0].anomaly_map.shape == (70, 90)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from zsad.api import Detector
+from zsad.api import Predictor
 from zsad.engine.runtime import autocast
 from zsad.methods import build_method
 from zsad.text import ClassNames
@@ -45,8 +45,8 @@ def test_cpu_bf16_maps_agree_with_fp32(tiny_backbone, method):
 def test_predict_accepts_bf16_on_the_cpu(tiny_backbone):
     model = build_method("zeroshot", tiny_backbone, {})
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8))
-    fp32 = Detector(model, torch.device("cpu"), ClassNames.load()).predict([image])[0]
-    bf16 = Detector(model, torch.device("cpu"), ClassNames.load(), precision="bf16").predict([image])[0]
+    fp32 = Predictor(model, torch.device("cpu"), ClassNames.load()).predict([image])[0]
+    bf16 = Predictor(model, torch.device("cpu"), ClassNames.load(), precision="bf16").predict([image])[0]
     assert bf16.anomaly_map.shape == (40, 50) and bf16.anomaly_map.dtype == np.float32
     assert _pearson(torch.from_numpy(fp32.anomaly_map), torch.from_numpy(bf16.anomaly_map)) >= 0.99
 

@@ -6,7 +6,7 @@
 >>> [prediction] = detector.predict("part.png", class_name="metal nut")
 >>> prediction.score, prediction.anomaly_map.shape
 """
-from .api import Detector, Prediction, load
+from .api import Predictor, Prediction, load
 
 __version__ = "0.1.0"
-__all__ = ["Detector", "Prediction", "load", "__version__"]
+__all__ = ["Predictor", "Prediction", "load", "__version__"]

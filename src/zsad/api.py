@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .engine.predictor import Detector, Prediction
+from .engine.predictor import Predictor, Prediction
 from .engine.run_folder import resolve_checkpoint
 from .engine.runtime import resolve_device
 from .methods.build import build_detector, full_config
@@ -23,12 +23,12 @@ def load(
     precision: str = "fp32",
     cache_dir: str | None = None,
     method_config: dict[str, Any] | None = None,
-) -> Detector:
-    """``zsad.load("zeroshot")`` or ``zsad.load(checkpoint="runs/moeclip")`` -> Detector.
+) -> Predictor:
+    """``zsad.load("zeroshot")`` or ``zsad.load(checkpoint="runs/moeclip")`` -> Predictor.
     A checkpoint may be a file or a training run's folder (its final or latest model)."""
     checkpoint = None if checkpoint is None else resolve_checkpoint(checkpoint)
     model = build_detector(method, checkpoint, backbone, weights, image_size, method_config, cache_dir)
-    return Detector(model, resolve_device(device), ClassNames.load(class_names_file, class_name), precision)
+    return Predictor(model, resolve_device(device), ClassNames.load(class_names_file, class_name), precision)
 
 
 def iter_image_files(inputs: Iterable[str | Path], extensions: Sequence[str]) -> list[Path]:

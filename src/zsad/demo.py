@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .api import Detector, build_detector, load
+from .api import Predictor, build_detector, load
 from .backbone import TINY_MODEL_NAME
 from .data.synth import TEST_CATEGORIES, TRAIN_CATEGORIES, generate_mvtec_like
 from .engine.prediction import predict_files
@@ -25,10 +25,10 @@ from .text import ClassNames
 SHOWN_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 
 
-def _metadata(detector) -> dict:
-    described = detector.model.backbone.describe()
+def _metadata(predictor) -> dict:
+    described = predictor.detector.backbone.describe()
     return {
-        "method": detector.model.name,
+        "method": predictor.detector.name,
         "backbone": described["model_name"],
         "weights": described["weights"],
         "image_size": described["image_size"],
@@ -69,7 +69,7 @@ def run_demo(
     moeclip_model = build_detector("moeclip", **tiny, for_training=True)
     fit(moeclip_model, [f"mvtec:{train_dir}"], out / "moeclip" / "train", TrainingConfig(epochs=epochs, batch_size=4, lr=1e-3),
         ClassNames.load(), torch_device, overwrite=True, show_progress=show_progress)
-    moeclip = Detector(moeclip_model, torch_device, ClassNames.load())
+    moeclip = Predictor(moeclip_model, torch_device, ClassNames.load())
     results["moeclip"] = run_test(moeclip, test_spec, out / "moeclip" / "test", save_maps=2, overwrite=True,
                                   show_progress=show_progress, meta=_metadata(moeclip)).report["mean"]
 

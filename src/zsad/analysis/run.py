@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ..data import AnomalyDataset, build_dataset, collate, parse_data_spec
-from ..engine.predictor import Detector
+from ..engine.predictor import Predictor
 from ..engine.runtime import progress
 from ..fileio import check_can_write
 from ..methods.base import AnomalyDetector
@@ -126,7 +126,7 @@ def routing_layout(model: AnomalyDetector, device: torch.device) -> RoutingLayou
 
 
 def analyze_experts(
-    detector: Detector,
+    predictor: Predictor,
     data: Sequence[AnalysisData],
     out_dir: Path,
     statistics_block: int | None = None,
@@ -140,7 +140,7 @@ def analyze_experts(
     """Route every analysed image through a routed method and write all analyses.
 
     Args:
-        detector: a loaded detector whose method reports routing (e.g. MoECLIP).
+        predictor: a loaded predictor whose method reports routing (e.g. MoECLIP).
         data: from :func:`load_analysis_data`.
         statistics_block: MoE block of the Tab. 14 statistics (default: the third).
         selection_count: patch-selection maps for this many first images per data set
@@ -148,8 +148,8 @@ def analyze_experts(
     Refuses (OutputExistsError) before computing anything if an output exists and not
     ``overwrite``. Unreadable images are skipped and returned in ``errors``.
     """
-    model = detector.model.eval()
-    layout_of_routing = routing_layout(model, detector.device)
+    model = predictor.detector.eval()
+    layout_of_routing = routing_layout(model, predictor.device)
     blocks = layout_of_routing.layers
     statistics_block = default_statistics_block(blocks) if statistics_block is None else str(statistics_block)
     if statistics_block not in blocks:
@@ -180,8 +180,8 @@ def analyze_experts(
                 if not good:
                     continue
                 images = batch["image"][torch.tensor(good)]
-                words = [detector.class_names.resolve(batch["class_name"][row]) for row in good]
-                output = model(images.to(detector.device), words)
+                words = [predictor.class_names.resolve(batch["class_name"][row]) for row in good]
+                output = model(images.to(predictor.device), words)
                 routing = output.routing
                 rgb = [to_uint8_rgb(image) for image in images]
                 patched = model.backbone.fit_to_patch_grid(images)  # the pixels the patches saw

@@ -71,21 +71,21 @@ def run_metadata(detector) -> dict:
     }
 
 
-def load_detector(method, checkpoint, config, backbone, weights, image_size, cache_dir, device, precision, class_name, class_names):
-    """The detector the shared model options describe (method from the option, the
+def load_predictor(method, checkpoint, config, backbone, weights, image_size, cache_dir, device, precision, class_name, class_names):
+    """The predictor the shared model options describe (method from the option, the
     recipe, or the checkpoint; the training-free baseline when nothing names one)."""
     from ..api import load
     from ..recipes import load_recipe
 
     quiet_random_warning()
     recipe = load_recipe(config)
-    detector = load(
+    predictor = load(
         method or recipe.method or ("zeroshot" if checkpoint is None else None),
         checkpoint, backbone, weights, image_size, device, class_name, class_names, precision,
         str(cache_dir) if cache_dir else None, recipe.method_config or None,
     )
-    warn_if_random(detector.model.backbone.weights_description)
-    return detector
+    warn_if_random(predictor.detector.backbone.weights_description)
+    return predictor
 
 
 def quiet_random_warning() -> None:
@@ -124,12 +124,12 @@ def predict(
     paths = iter_image_files(images, IMAGE_SUFFIXES)
     if not paths:
         raise ValueError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {', '.join(map(str, images))}")
-    detector = load_detector(
+    predictor = load_predictor(
         method, checkpoint, config, backbone, weights, image_size, cache_dir, device, precision, class_name, class_names
     )
     summary = predict_files(
-        detector, paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
-        show_progress=not quiet, meta=run_metadata(detector.model), num_workers=num_workers,
+        predictor, paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
+        show_progress=not quiet, meta=run_metadata(predictor.detector), num_workers=num_workers,
     )
     scored = [row for row in summary.rows if not row["error"]]
     flagged = sum(row["label"] for row in scored)
@@ -168,13 +168,13 @@ def test(
     """Evaluate on a labelled data set: metrics.json and metrics.md (per class and mean)."""
     from ..engine.testing import run_test
 
-    detector = load_detector(
+    predictor = load_predictor(
         method, checkpoint, config, backbone, weights, image_size, cache_dir, device, precision, class_name, class_names
     )
     result = run_test(
-        detector, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
+        predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
-        overwrite=overwrite, show_progress=not quiet, meta=run_metadata(detector.model),
+        overwrite=overwrite, show_progress=not quiet, meta=run_metadata(predictor.detector),
     )
     console.print(Markdown(result.markdown))
     for error in result.errors:

@@ -46,13 +46,13 @@ def experts(
     from . import EXIT_BAD_INPUT, quiet_random_warning, console, err_console, run_metadata, warn_if_random
 
     quiet_random_warning()
-    detector = load(None, checkpoint, weights=weights, device=device, cache_dir=str(cache_dir) if cache_dir else None)
-    warn_if_random(detector.model.backbone.weights_description)
+    predictor = load(None, checkpoint, weights=weights, device=device, cache_dir=str(cache_dir) if cache_dir else None)
+    warn_if_random(predictor.detector.backbone.weights_description)
     analysis_data = load_analysis_data(
-        data, detector.image_size, classes=[name.strip() for name in classes.split(",")] if classes else None, max_images=max_images
+        data, predictor.image_size, classes=[name.strip() for name in classes.split(",")] if classes else None, max_images=max_images
     )
     result = analyze_experts(
-        detector,
+        predictor,
         analysis_data,
         out,
         statistics_block=layer,
@@ -61,7 +61,7 @@ def experts(
         num_workers=num_workers,
         overwrite=overwrite,
         show_progress=not quiet,
-        meta={**run_metadata(detector.model), "checkpoint": str(checkpoint)},
+        meta={**run_metadata(predictor.detector), "checkpoint": str(checkpoint)},
     )
     images = result.analysis.images()
     console.print(f"{images} images analysed, {len(result.written)} files written; index: {out / 'analysis.md'}")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..backbone import canonical_weights, is_random_weights
-from .predictor import Detector
+from .predictor import Predictor
 from ..methods.build import build_detector
 from ..data import parse_data_spec
 from ..fileio import atomic_write_json, atomic_write_text, check_can_write
@@ -74,14 +74,14 @@ def _train_and_test(
         say(f"training {plan.method} on {train_spec}")
         fit(model, [train_spec], run_dir / "train", plan.training, class_names, torch_device,
             overwrite=overwrite, show_progress=show_progress)
-    detector = Detector(model, torch_device, class_names, plan.training.precision)
+    predictor = Predictor(model, torch_device, class_names, plan.training.precision)
     described = model.backbone.describe()
     meta = {"method": plan.method, "backbone": described["model_name"], "weights": described["weights"],
             "image_size": described["image_size"], "pipeline_check": described["random_weights"], "trained_on": train_spec}
     results = {}
     for key, spec in tests.items():
         say(f"testing on {spec}")
-        run = run_test(detector, spec, run_dir / "test" / key, batch_size=plan.training.batch_size,
+        run = run_test(predictor, spec, run_dir / "test" / key, batch_size=plan.training.batch_size,
                        overwrite=overwrite, show_progress=show_progress, meta=meta)
         results[key] = {**run.report["mean"], "n_errors": run.report["n_errors"]}
     return results

@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from .predictor import Detector
+from .predictor import Predictor
 from ..fileio import check_can_write
 from ..imageio import ImageReadError, read_image
 from ..reports import write_scores
@@ -52,7 +52,7 @@ def _read(path: Path) -> Image.Image | ImageReadError:
 
 
 def predict_files(
-    detector: Detector,
+    predictor: Predictor,
     paths: list[Path],
     out_dir: Path,
     threshold: float,
@@ -94,7 +94,7 @@ def predict_files(
                 readable.append((path, name, image))
         if not readable:
             continue
-        predictions = detector.predict([image for _, _, image in readable], class_name=class_name, batch_size=batch_size)
+        predictions = predictor.predict([image for _, _, image in readable], class_name=class_name, batch_size=batch_size)
         for (path, name, image), prediction in zip(readable, predictions):
             overlay = out_dir / OVERLAY_DIR / f"{name}.png"
             raw = out_dir / MAP_DIR / f"{name}.png"

@@ -1,4 +1,5 @@
-"""A ready-to-use detector: a method on its device with its prompt words, predicting on images."""
+"""The ready-to-use predictor: a detector (a method on a frozen backbone) on its device,
+with its prompt words, scoring images."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,19 +29,19 @@ class Prediction:
 ImageInput = str | Path | Image.Image | torch.Tensor
 
 
-class Detector:
-    """A ready-to-use detector: ``zsad.load(...).predict(images)``."""
+class Predictor:
+    """A detector ready to score images: ``zsad.load(...).predict(images)``."""
 
-    def __init__(self, model: AnomalyDetector, device: torch.device, class_names: ClassNames, precision: str = "fp32"):
-        self.model = model.eval().to(device)
+    def __init__(self, detector: AnomalyDetector, device: torch.device, class_names: ClassNames, precision: str = "fp32"):
+        self.detector = detector.eval().to(device)
         self.device = device
         self.class_names = class_names
         self.precision = precision
-        self.transform = EvalTransform(model.backbone.image_size)
+        self.transform = EvalTransform(detector.backbone.image_size)
 
     @property
     def image_size(self) -> int:
-        return self.model.backbone.image_size
+        return self.detector.backbone.image_size
 
     def _to_pil(self, image: ImageInput) -> tuple[Image.Image, str | None]:
         if isinstance(image, (str, Path)):
@@ -71,7 +72,7 @@ class Detector:
             batch = torch.stack([self.transform(pil, None)[0] for pil, _ in pils]).to(self.device)
             words = [self.class_names.resolve(class_name)] * len(pils)
             with autocast(self.device, self.precision):
-                output = self.model(batch, words)
+                output = self.detector(batch, words)
             for row, (pil, source) in enumerate(pils):
                 full = upsample(output.anomaly_map[row : row + 1, None].float(), (pil.height, pil.width))[0, 0]
                 predictions.append(Prediction(float(output.pred_score[row]), full.clamp(0, 1).cpu().numpy(), source))

@@ -1,11 +1,11 @@
-"""`zsad test`: evaluate a detector on one data set and write the reports."""
+"""`zsad test`: evaluate a predictor on one data set and write the reports."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .predictor import Detector
+from .predictor import Predictor
 from ..data import build_dataset
 from ..fileio import check_can_write
 from ..reports import metrics_markdown, write_metrics_report
@@ -23,7 +23,7 @@ class ReportedEvaluation:
 
 
 def run_test(
-    detector: Detector,
+    predictor: Predictor,
     data_spec: str,
     out_dir: Path,
     classes: list[str] | None = None,
@@ -37,15 +37,15 @@ def run_test(
 ) -> ReportedEvaluation:
     """Evaluate on ``data_spec`` (KIND:PATH) and write metrics.json / metrics.md to out_dir."""
     check_can_write([out_dir / "metrics.json", out_dir / "metrics.md"], overwrite)
-    dataset = build_dataset(data_spec, classes=classes, image_size=detector.image_size, split="test")
+    dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split="test")
     result = evaluate(
-        detector.model,
+        predictor.detector,
         dataset,
-        detector.class_names,
-        detector.device,
+        predictor.class_names,
+        predictor.device,
         batch_size=batch_size,
         num_workers=num_workers,
-        precision=detector.precision,
+        precision=predictor.precision,
         save_maps=save_maps,
         maps_dir=out_dir / MAPS_DIR if save_maps else None,
         score_normalisation=score_normalisation,
