@@ -108,6 +108,7 @@ def random_weights_seed(weights: str) -> int | None:
 
 
 def is_random_weights(weights: str) -> bool:
+    """The one test of "are these random weights" for a weights option or description."""
     return random_weights_seed(weights) is not None
 
 
@@ -383,12 +384,17 @@ class ClipBackbone(nn.Module):
         """First block of the V-V stream: D/2 + 1 (block 13 of 24)."""
         return self.depth // 2 + 1
 
+    @property
+    def random_weights(self) -> bool:
+        """True when the backbone is randomly initialised (outputs are a pipeline check)."""
+        return is_random_weights(self.weights_description)
+
     def describe(self) -> dict[str, Any]:
         return {
             "model_name": self.config.model_name,
             "weights": self.weights_description,
             "image_size": self.image_size,
-            "random_weights": is_random_weights(self.weights_description),
+            "random_weights": self.random_weights,
         }
 
     def train(self, mode: bool = True) -> "ClipBackbone":

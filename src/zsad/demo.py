@@ -25,17 +25,6 @@ from .text import ClassNames
 SHOWN_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 
 
-def _metadata(predictor) -> dict:
-    described = predictor.detector.backbone.describe()
-    return {
-        "method": predictor.detector.name,
-        "backbone": described["model_name"],
-        "weights": described["weights"],
-        "image_size": described["image_size"],
-        "pipeline_check": True,
-    }
-
-
 def run_demo(
     out: Path,
     image_size: int = 128,
@@ -62,7 +51,7 @@ def run_demo(
     console.print("2/4 evaluating the training-free baseline (zeroshot) on the unseen categories")
     zeroshot = load("zeroshot", device=device, **tiny)
     results = {"zeroshot": run_test(zeroshot, test_spec, out / "zeroshot", save_maps=2, overwrite=True,
-                                    show_progress=show_progress, meta=_metadata(zeroshot)).report["mean"]}
+                                    show_progress=show_progress, meta=zeroshot.detector.provenance()).report["mean"]}
 
     console.print(f"3/4 training MoECLIP for {epochs} epochs on the training categories, then evaluating it")
     torch_device = resolve_device(device)
@@ -71,12 +60,12 @@ def run_demo(
         ClassNames.load(), torch_device, overwrite=True, show_progress=show_progress)
     moeclip = Predictor(moeclip_model, torch_device, ClassNames.load())
     results["moeclip"] = run_test(moeclip, test_spec, out / "moeclip" / "test", save_maps=2, overwrite=True,
-                                  show_progress=show_progress, meta=_metadata(moeclip)).report["mean"]
+                                  show_progress=show_progress, meta=moeclip.detector.provenance()).report["mean"]
 
     console.print("4/4 predicting with the trained MoECLIP on a few unseen images (overlays, raw maps, scores.csv)")
     examples = sorted((test_dir / TEST_CATEGORIES[0] / "test").rglob("*.png"))[:6]
     predict_files(moeclip, examples, out / "predict", threshold=0.5, overwrite=True,
-                  show_progress=show_progress, meta=_metadata(moeclip))
+                  show_progress=show_progress, meta=moeclip.detector.provenance())
 
     table = Table(title="Mean over the unseen categories (RANDOM WEIGHTS: pipeline check, not a result)")
     table.add_column("method")

@@ -2,10 +2,11 @@
 benchmark and analyze)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from pathlib import Path
-from typing import Annotated, Callable, List
+from typing import Annotated, Callable, Iterator, List
 
 import typer
 from rich.console import Console
@@ -13,9 +14,10 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.panel import Panel
 
-from ..backbone import WeightsUnavailableError, is_random_weights
+from ..backbone import WeightsUnavailableError
 from ..data.cli import data_app
 from ..checkpoints import CheckpointError
+from ..engine.training import TrainingError
 from ..fileio import OutputExistsError
 from ..imageio import ImageReadError
 from . import options as opt
@@ -34,21 +36,25 @@ console = Console()
 
 
 def friendly_errors(command: Callable) -> Callable:
-    """Turn the errors a user can fix into one clear line and exit status 1."""
+    """The one error handler of every command: the errors a user can fix become one clear
+    line and exit status 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (WeightsUnavailableError, CheckpointError, OutputExistsError, ImageReadError, FileNotFoundError, ValueError) as error:
+        except (
+            WeightsUnavailableError, CheckpointError, OutputExistsError, ImageReadError, TrainingError, FileNotFoundError, ValueError
+        ) as error:
             err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
 
 
-def warn_if_random(weights_description: str) -> None:
-    if is_random_weights(weights_description):
+def warn_if_random(random_weights: bool) -> None:
+    """The CLI's panel for a random-weight backbone (it replaces the library's warning)."""
+    if random_weights:
         err_console.print(
             Panel(
                 "The CLIP backbone has RANDOM weights. Scores, maps and metrics are a pipeline check, "
@@ -59,57 +65,41 @@ def warn_if_random(weights_description: str) -> None:
         )
 
 
-def run_metadata(detector) -> dict:
-    """What every output file records about the model that produced it."""
-    described = detector.backbone.describe()
-    return {
-        "method": detector.name,
-        "backbone": described["model_name"],
-        "weights": described["weights"],
-        "image_size": described["image_size"],
-        "pipeline_check": described["random_weights"],
-    }
+@contextlib.contextmanager
+def panel_replaces_random_warning() -> Iterator[None]:
+    """Silence the library's random-weights warning for the duration of a call (the CLI
+    shows its own panel); the process's warning filters are restored afterwards."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        yield
 
 
-def load_predictor(method, checkpoint, config, backbone, weights, image_size, cache_dir, device, precision, class_name, class_names):
+def load_predictor(options: opt.ModelOptions):
     """The predictor the shared model options describe (method from the option, the
     recipe, or the checkpoint; the training-free baseline when nothing names one)."""
     from ..api import load
     from ..recipes import load_recipe
 
-    quiet_random_warning()
-    recipe = load_recipe(config)
-    predictor = load(
-        method or recipe.method or ("zeroshot" if checkpoint is None else None),
-        checkpoint, backbone, weights, image_size, device, class_name, class_names, precision,
-        str(cache_dir) if cache_dir else None, recipe.method_config or None,
-    )
-    warn_if_random(predictor.detector.backbone.weights_description)
+    recipe = load_recipe(options.config)
+    with panel_replaces_random_warning():
+        predictor = load(
+            options.method or recipe.method or ("zeroshot" if options.checkpoint is None else None),
+            options.checkpoint, options.backbone, options.weights, options.image_size, options.device,
+            options.class_name, options.class_names, options.precision,
+            str(options.cache_dir) if options.cache_dir else None, recipe.method_config or None,
+        )
+    warn_if_random(predictor.detector.backbone.random_weights)
     return predictor
-
-
-def quiet_random_warning() -> None:
-    # The CLI shows its own panel; the library's warning would repeat it.
-    warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
 
 
 @app.command()
 @friendly_errors
+@opt.option_group("model", opt.ModelOptions)
 def predict(
     images: Annotated[List[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     out: opt.Out,
-    method: opt.Method = None,
-    checkpoint: opt.Checkpoint = None,
+    model: opt.ModelOptions,
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the level of the contour drawn on the overlays.")] = 0.5,
-    class_name: opt.ClassName = None,
-    class_names: opt.ClassNamesFile = None,
-    backbone: opt.Backbone = None,
-    weights: opt.Weights = None,
-    image_size: opt.ImageSize = None,
-    cache_dir: opt.CacheDir = None,
-    config: opt.ConfigFile = None,
-    device: opt.Device = "auto",
-    precision: opt.Precision = "fp32",
     batch_size: opt.BatchSize = 8,
     num_workers: Annotated[int, typer.Option(min=0, help="Threads that decode images while the model runs (0 = none).")] = 0,
     overwrite: opt.Overwrite = False,
@@ -124,12 +114,10 @@ def predict(
     paths = iter_image_files(images, IMAGE_SUFFIXES)
     if not paths:
         raise ValueError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {', '.join(map(str, images))}")
-    predictor = load_predictor(
-        method, checkpoint, config, backbone, weights, image_size, cache_dir, device, precision, class_name, class_names
-    )
+    predictor = load_predictor(model)
     summary = predict_files(
         predictor, paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
-        show_progress=not quiet, meta=run_metadata(predictor.detector), num_workers=num_workers,
+        show_progress=not quiet, meta=predictor.detector.provenance(), num_workers=num_workers,
     )
     scored = [row for row in summary.rows if not row["error"]]
     flagged = sum(row["label"] for row in scored)
@@ -143,23 +131,14 @@ def predict(
 
 @app.command()
 @friendly_errors
+@opt.option_group("model", opt.ModelOptions)
 def test(
     data: opt.DataSpec,
     out: opt.Out,
-    method: opt.Method = None,
-    checkpoint: opt.Checkpoint = None,
+    model: opt.ModelOptions,
     classes: opt.Classes = None,
     save_maps: Annotated[int, typer.Option(min=0, help="Write this many comparison panels (image | overlay | ground truth) per class into OUT/maps.")] = 0,
     score_normalisation: Annotated[str, typer.Option(help="`none`, or `per-class-minmax`: rescale scores over each class's whole test set (transductive, as the MoECLIP authors' code does; for comparison only).")] = "none",
-    class_name: opt.ClassName = None,
-    class_names: opt.ClassNamesFile = None,
-    backbone: opt.Backbone = None,
-    weights: opt.Weights = None,
-    image_size: opt.ImageSize = None,
-    cache_dir: opt.CacheDir = None,
-    config: opt.ConfigFile = None,
-    device: opt.Device = "auto",
-    precision: opt.Precision = "fp32",
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
     overwrite: opt.Overwrite = False,
@@ -168,13 +147,11 @@ def test(
     """Evaluate on a labelled data set: metrics.json and metrics.md (per class and mean)."""
     from ..engine.testing import run_test
 
-    predictor = load_predictor(
-        method, checkpoint, config, backbone, weights, image_size, cache_dir, device, precision, class_name, class_names
-    )
+    predictor = load_predictor(model)
     result = run_test(
         predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
-        overwrite=overwrite, show_progress=not quiet, meta=run_metadata(predictor.detector),
+        overwrite=overwrite, show_progress=not quiet, meta=predictor.detector.provenance(),
     )
     console.print(Markdown(result.markdown))
     for error in result.errors:
@@ -198,8 +175,8 @@ def demo(
     categories, predict. Its numbers are a pipeline check, not a result."""
     from ..demo import run_demo
 
-    quiet_random_warning()
-    run_demo(out, image_size=image_size, device=device, overwrite=overwrite, show_progress=not quiet, console=console, epochs=epochs)
+    with panel_replaces_random_warning():
+        run_demo(out, image_size=image_size, device=device, overwrite=overwrite, show_progress=not quiet, console=console, epochs=epochs)
 
 
 def _register_commands() -> None:

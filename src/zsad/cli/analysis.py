@@ -8,10 +8,6 @@ import typer
 
 from . import options as opt
 
-CheckpointRequired = Annotated[
-    Path,
-    typer.Option(help="A trained model of a method that routes tokens to experts (e.g. MoECLIP): a `zsad train` output folder (its final checkpoint) or one .safetensors file."),
-]
 DataSpecs = Annotated[
     List[str],
     typer.Option(
@@ -23,31 +19,25 @@ DataSpecs = Annotated[
 
 
 def experts(
-    checkpoint: CheckpointRequired,
     data: DataSpecs,
     out: opt.Out,
+    model: opt.ModelOptions,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated categories to keep in each data set that has them (default: all).")] = None,
     max_images: Annotated[Optional[int], typer.Option(min=1, help="Analyse at most this many images per data set, spread evenly over it (default: all).")] = None,
     selection_maps: Annotated[int, typer.Option(min=0, help="Draw patch-selection maps for this many first images per data set.")] = 4,
-    layer: Annotated[Optional[int], typer.Option(help="MoE block of the patch statistics (Tab. 14) (default: the third MoE block, 18 on ViT-L).")] = None,
-    weights: opt.Weights = None,
-    cache_dir: opt.CacheDir = None,
-    device: opt.Device = "auto",
+    layer: Annotated[Optional[str], typer.Option(help="Routed layer (block) of the patch statistics (Tab. 14) (default: the third routed block, 18 on ViT-L).")] = None,
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """What the experts of a routed method (e.g. MoECLIP) do: patch-selection maps, inter-expert cosine similarity,
-    expert utilisation per data set and the gradient / contrast / entropy of the patches
+    """What the experts of a routed method (e.g. MoECLIP) do: patch-selection maps,
+    inter-expert cosine similarity, expert utilisation per data set and the gradient / contrast / entropy of the patches
     each expert takes (MoECLIP Fig. 3, 5, 9, 10, 12-15, Tab. 14). Index page: OUT/analysis.md."""
     from ..analysis.run import analyze_experts, load_analysis_data
-    from ..api import load
-    from . import EXIT_BAD_INPUT, quiet_random_warning, console, err_console, run_metadata, warn_if_random
+    from . import EXIT_BAD_INPUT, console, err_console, load_predictor
 
-    quiet_random_warning()
-    predictor = load(None, checkpoint, weights=weights, device=device, cache_dir=str(cache_dir) if cache_dir else None)
-    warn_if_random(predictor.detector.backbone.weights_description)
+    predictor = load_predictor(model)
     analysis_data = load_analysis_data(
         data, predictor.image_size, classes=[name.strip() for name in classes.split(",")] if classes else None, max_images=max_images
     )
@@ -61,7 +51,7 @@ def experts(
         num_workers=num_workers,
         overwrite=overwrite,
         show_progress=not quiet,
-        meta={**run_metadata(predictor.detector), "checkpoint": str(checkpoint)},
+        meta={**predictor.detector.provenance(), "checkpoint": None if model.checkpoint is None else str(model.checkpoint)},
     )
     images = result.analysis.images()
     console.print(f"{images} images analysed, {len(result.written)} files written; index: {out / 'analysis.md'}")
@@ -76,5 +66,5 @@ def register(app: typer.Typer) -> None:
     from . import friendly_errors
 
     analyze_app = typer.Typer(help="Analyses of a trained model.", no_args_is_help=True)
-    analyze_app.command("experts")(friendly_errors(experts))
+    analyze_app.command("experts")(friendly_errors(opt.option_group("model", opt.ModelOptions)(experts)))
     app.add_typer(analyze_app, name="analyze")

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markdown import Markdown
 
+from ..backbone import is_random_weights
 from ..engine.train_config import TrainingConfig
 from ..recipes import load_recipe
 from ..text import ClassNames
@@ -17,19 +18,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @friendly_errors
+    @opt.option_group("training_options", opt.TrainingOptions)
     def benchmark(
         train: Annotated[str, typer.Option("--train", help="The auxiliary data set, KIND:PATH (the papers: visa:PATH).")],
         test: Annotated[str, typer.Option("--test", help="KIND:PATH[,KIND:PATH...]: the data sets to evaluate on (e.g. mvtec:...,btad:...,kvasir:...).")],
         out: opt.Out,
+        training_options: opt.TrainingOptions,
         method: opt.Method = None,
         config: opt.ConfigFile = None,
         swap: Annotated[bool, typer.Option(help="Also train on the first --test set and evaluate that model on the --train set (the papers' MVTec-AD -> VisA row).")] = False,
-        epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs (default: the recipe's, else 20).")] = None,
-        batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per step, training and testing (default: the recipe's, else 2).")] = None,
-        lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: the recipe's, else 5e-4).")] = None,
-        seed: Annotated[Optional[int], typer.Option(help="Training seed (default: 0).")] = None,
-        max_steps_per_epoch: Annotated[Optional[int], typer.Option(min=1, help="End each epoch after this many steps (quick runs).")] = None,
-        precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 autocast (GPU only).")] = None,
         class_names: opt.ClassNamesFile = None,
         backbone: opt.Backbone = None,
         weights: opt.Weights = None,
@@ -45,15 +42,13 @@ def register(app: typer.Typer) -> None:
 
         recipe = load_recipe(config)
         chosen = method or recipe.method or "moeclip"
-        overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                     "max_steps_per_epoch": max_steps_per_epoch, "precision": precision}
-        training = TrainingConfig.from_dict({**recipe.training, **{k: v for k, v in overrides.items() if v is not None}})
+        training = TrainingConfig.from_dict({**recipe.training, **training_options.given()})
         plan = BenchmarkPlan(
             method=chosen, method_config=recipe.method_config, backbone=backbone, weights=weights,
             image_size=image_size, cache_dir=str(cache_dir) if cache_dir else None, train=train,
             tests=[part.strip() for part in test.split(",") if part.strip()], training=training, swap=swap,
         )
-        warn_if_random(weights or "")
+        warn_if_random(is_random_weights(weights or "openai"))
         summary = run_benchmark(plan, out, ClassNames.load(class_names), device=device, overwrite=overwrite,
                                 show_progress=not quiet, say=lambda text: console.print(f"[bold]>[/] {text}"))
         console.print(Markdown((out / "benchmark.md").read_text()))

@@ -1,8 +1,12 @@
-"""Options shared by several commands, defined once."""
+"""Options shared by several commands, defined once, and the option groups (model,
+training) that commands take as one argument."""
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional, get_type_hints
 
 import typer
 
@@ -68,3 +72,75 @@ DataSpec = Annotated[
     ),
 ]
 Classes = Annotated[Optional[str], typer.Option(help="Comma-separated categories to use (default: all).")]
+Epochs = Annotated[Optional[int], typer.Option(min=1, help="Passes over the training data; the last epoch is the final model (default: the recipe's, else 20).")]
+TrainBatchSize = Annotated[Optional[int], typer.Option(min=1, help="Images per optimiser step, per GPU under torchrun (default: the recipe's, else 2).")]
+LearningRate = Annotated[Optional[float], typer.Option(help="Base learning rate of the method's optimiser (default: the recipe's, else 5e-4).")]
+Seed = Annotated[Optional[int], typer.Option(help="Seeds initialisation, data order, augmentation and dropout; a resumed run repeats the straight one (default: 0).")]
+MaxStepsPerEpoch = Annotated[Optional[int], typer.Option(min=1, help="End each epoch after this many steps (quick runs; default: no limit).")]
+TrainPrecision = Annotated[Optional[str], typer.Option(help="fp32, or bf16 autocast (GPU only) (default: fp32).")]
+WarmupEpochs = Annotated[Optional[int], typer.Option(min=0, help="Linear learning-rate warm-up over this many epochs (default: the recipe's, else 0).")]
+
+
+@dataclass
+class ModelOptions:
+    """The options that choose, load and place the model: one set for predict, test and analyze."""
+
+    method: Method = None
+    checkpoint: Checkpoint = None
+    config: ConfigFile = None
+    backbone: Backbone = None
+    weights: Weights = None
+    image_size: ImageSize = None
+    cache_dir: CacheDir = None
+    device: Device = "auto"
+    precision: Precision = "fp32"
+    class_name: ClassName = None
+    class_names: ClassNamesFile = None
+
+
+@dataclass
+class TrainingOptions:
+    """The training settings given on the command line: one set for train and benchmark.
+    None = not given (the recipe's, the resumed run's or the default value stays)."""
+
+    epochs: Epochs = None
+    batch_size: TrainBatchSize = None
+    lr: LearningRate = None
+    seed: Seed = None
+    max_steps_per_epoch: MaxStepsPerEpoch = None
+    precision: TrainPrecision = None
+    warmup_epochs: WarmupEpochs = None
+
+    def given(self) -> dict[str, Any]:
+        """The TrainingConfig fields set on the command line."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+def option_group(parameter: str, group: type) -> Callable[[Callable], Callable]:
+    """Command decorator: the fields of the dataclass ``group`` become options of the
+    command (declared once, there) and reach it as one ``group`` instance in its
+    argument ``parameter``."""
+    hints = get_type_hints(group, include_extras=True)
+    added = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+        for f in fields(group)
+    ]
+
+    def decorate(command: Callable) -> Callable:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values() if p.name != parameter]
+        clashes = {p.name for p in own} & {p.name for p in added}
+        if clashes:
+            raise TypeError(f"{command.__name__} declares {sorted(clashes)} of {group.__name__} again")
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            values = {f.name: kwargs.pop(f.name) for f in fields(group)}
+            return command(**kwargs, **{parameter: group(**values)})
+
+        parameters = own + added
+        wrapper.__signature__ = signature.replace(parameters=parameters)
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return wrapper
+
+    return decorate

@@ -6,7 +6,6 @@ then the options given on the command line.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -16,14 +15,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..api import build_detector
-from ..backbone import WeightsUnavailableError
 from ..data import parse_data_spec
 from ..engine.distributed import is_main_process
 from ..engine.run_folder import read_run_config
 from ..engine.runtime import resolve_device
 from ..engine.train_config import TrainingConfig
-from ..engine.training import TrainingError, fit
-from ..fileio import OutputExistsError
+from ..engine.training import fit
 from ..methods import method_class
 from ..recipes import Recipe, load_recipe
 from ..text import ClassNames
@@ -104,18 +101,13 @@ def resolve_settings(
 
 def train(
     out: opt.Out,
+    training: opt.TrainingOptions,
     data: TrainData = None,
     method: TrainMethod = None,
     config: opt.ConfigFile = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Passes over the training data; the last epoch is the final model (default: 20).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per optimiser step (default: 2; per GPU under torchrun).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: 5e-4, halved at 16k and 32k steps).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seeds initialisation, data order, augmentation and dropout; a resumed run repeats the straight one (default: 0).")] = None,
     split: Annotated[Optional[str], typer.Option(help="`test`: each data set's labelled test split (the papers' protocol); `all`: also its train/good images (default: test).")] = None,
-    max_steps_per_epoch: Annotated[Optional[int], typer.Option(min=1, help="End each epoch after this many steps (quick runs; default: no limit).")] = None,
     activation_checkpointing: Annotated[Optional[bool], typer.Option("--activation-checkpointing/--no-activation-checkpointing", help="Recompute frozen activations in the backward pass: less GPU memory, slower (default: off).")] = None,
     cache_images: Annotated[Optional[bool], typer.Option("--cache-images/--no-cache-images", help="Keep the decoded, resized images in memory after the first read when the set fits in a quarter of the free memory (default: on).")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32, or bf16 autocast (GPU only) (default: fp32).")] = None,
     device: opt.Device = "auto",
     num_workers: Annotated[Optional[int], typer.Option(min=0, help="Data-loading worker processes per training process (default: the free CPU cores, at most 8; 0 = in the main process).")] = None,
     backbone: opt.Backbone = None,
@@ -133,33 +125,24 @@ def train(
     train_log.csv, loss_curves.png and training_summary.md. Runs on several GPUs with
     `torchrun --no-python --nproc-per-node N zsad train ...`.
     """
-    try:
-        if split is not None and split not in SPLITS:
-            raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
-        stored = read_run_config(out) if resume else None
-        settings = resolve_settings(
-            load_recipe(config), stored, method, data, backbone, weights, image_size,
-            {
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "lr": lr,
-                "seed": seed,
-                "include_train_split": None if split is None else split == "all",
-                "max_steps_per_epoch": max_steps_per_epoch,
-                "activation_checkpointing": activation_checkpointing,
-                "cache_images": cache_images,
-                "precision": precision,
-                "num_workers": num_workers,
-            },
-        )
-        names = ClassNames.load(class_names)
-        if stored is not None and class_names is None:
-            # The resumed run keeps the prompt words it was started with.
-            names = ClassNames(table={**names.table, **stored.get("class_names", {})})
-        _run(settings, out, names, device, cache_dir, resume, overwrite, quiet)
-    except (ValueError, FileNotFoundError, OutputExistsError, WeightsUnavailableError, TrainingError) as error:
-        err_console.print(f"[bold red]error:[/] {escape(str(error))}")
-        raise typer.Exit(1) from None
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    stored = read_run_config(out) if resume else None
+    settings = resolve_settings(
+        load_recipe(config), stored, method, data, backbone, weights, image_size,
+        {
+            **training.given(),
+            "include_train_split": None if split is None else split == "all",
+            "activation_checkpointing": activation_checkpointing,
+            "cache_images": cache_images,
+            "num_workers": num_workers,
+        },
+    )
+    names = ClassNames.load(class_names)
+    if stored is not None and class_names is None:
+        # The resumed run keeps the prompt words it was started with.
+        names = ClassNames(table={**names.table, **stored.get("class_names", {})})
+    _run(settings, out, names, device, cache_dir, resume, overwrite, quiet)
 
 
 def _run(
@@ -175,10 +158,10 @@ def _run(
     """Build the detector (initialised from the training seed) and train it; rank 0 reports where the model is."""
     if not method_class(settings.method).trainable:
         raise ValueError(f"method '{settings.method}' has no trainable parameters: it needs no training")
+    from . import panel_replaces_random_warning, warn_if_random
+
     main = is_main_process()
-    with warnings.catch_warnings():
-        # The panel below replaces the library's random-weights warning.
-        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+    with panel_replaces_random_warning():
         detector = build_detector(
             settings.method,
             backbone=settings.model_name,
@@ -190,9 +173,7 @@ def _run(
             seed=settings.training.seed,
         )
     if main:
-        from . import warn_if_random
-
-        warn_if_random(detector.backbone.weights_description)
+        warn_if_random(detector.backbone.random_weights)
     result = fit(
         detector,
         settings.data,
@@ -219,4 +200,6 @@ def _run(
 
 def register(app: typer.Typer) -> None:
     """Add the `train` command to the `zsad` app."""
-    app.command(name="train")(train)
+    from . import friendly_errors
+
+    app.command(name="train")(friendly_errors(opt.option_group("training", opt.TrainingOptions)(train)))

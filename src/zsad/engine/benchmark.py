@@ -16,6 +16,7 @@ from typing import Any, Callable
 from ..backbone import canonical_weights, is_random_weights
 from .predictor import Predictor
 from ..methods.build import build_detector
+from ..backbone import is_random_weights
 from ..data import parse_data_spec
 from ..fileio import atomic_write_json, atomic_write_text, check_can_write
 from ..methods import method_class
@@ -75,9 +76,7 @@ def _train_and_test(
         fit(model, [train_spec], run_dir / "train", plan.training, class_names, torch_device,
             overwrite=overwrite, show_progress=show_progress)
     predictor = Predictor(model, torch_device, class_names, plan.training.precision)
-    described = model.backbone.describe()
-    meta = {"method": plan.method, "backbone": described["model_name"], "weights": described["weights"],
-            "image_size": described["image_size"], "pipeline_check": described["random_weights"], "trained_on": train_spec}
+    meta = {**model.provenance(), "trained_on": train_spec}
     results = {}
     for key, spec in tests.items():
         say(f"testing on {spec}")

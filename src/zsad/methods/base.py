@@ -125,6 +125,17 @@ class AnomalyDetector(nn.Module):
         running every expert on every token); methods that do not route change nothing."""
         return contextlib.nullcontext()
 
+    def provenance(self) -> dict[str, Any]:
+        """What every output file records about the model that produced it."""
+        described = self.backbone.describe()
+        return {
+            "method": self.name,
+            "backbone": described["model_name"],
+            "weights": described["weights"],
+            "image_size": described["image_size"],
+            "pipeline_check": described["random_weights"],
+        }
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The method's own state: every tensor outside the frozen backbone that is saved
         (trainable parameters and persistent buffers such as frozen FOFS projections)."""
