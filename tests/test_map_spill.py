@@ -77,7 +77,7 @@ def test_evaluate_reports_the_metrics_of_the_maps_in_memory(tiny_backbone, tmp_p
                       spill_dir=tmp_path).report
     assert list(tmp_path.glob("zsad-maps-*")) == []  # the spill folder is removed
     for key in ("disc", "stripes"):
-        subset = dataset.subset(key)
+        subset = build_dataset(f"mvtec:{tmp_path / 'data'}", classes=[key], image_size=64)
         items = [subset[i] for i in range(len(subset))]
         with torch.no_grad():
             maps = detector(torch.stack([item["image"] for item in items]), [names.resolve(key)] * len(items))

@@ -13,14 +13,12 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from zsad.analysis.plots import plot_bars, plot_expert_assignment, plot_matrix
 from zsad.viz import (
     comparison_panel,
     load_map_png16,
     overlay_heatmap,
-    plot_bars,
     plot_curves,
-    plot_expert_assignment,
-    plot_matrix,
     region_boundary,
     save_map_png16,
 )
@@ -260,7 +258,7 @@ def test_plots_leave_users_matplotlib_state_alone(tmp_path: Path) -> None:
     # the user chose the svg backend; plotting must neither switch it nor load pyplot
     # (checked before get_backend(), which itself imports pyplot)
     script = (
-        "import sys, matplotlib, numpy as np; from zsad.viz import plot_matrix;"
+        "import sys, matplotlib, numpy as np; from zsad.analysis.plots import plot_matrix;"
         f"plot_matrix(np.eye(2), ['a', 'b'], r'{tmp_path / 'm.png'}', 't');"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported';"
         "assert matplotlib.get_backend().lower() == 'svg', matplotlib.get_backend()"

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..fileio import atomic_write_json, atomic_write_text
 from ..reports import PIPELINE_CHECK_WARNING
-from ..viz import plot_bars, plot_expert_assignment, plot_matrix
+from .plots import plot_bars, plot_expert_assignment, plot_matrix
 from .experts import ExpertAnalysis
 
 __all__ = ["OutputLayout", "write_analysis", "write_selection_maps"]

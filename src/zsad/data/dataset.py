@@ -83,13 +83,6 @@ class AnomalyDataset(Dataset):
         """Sorted category keys present in this data set."""
         return sorted({s.class_name for s in self.samples})
 
-    def subset(self, class_name: str) -> AnomalyDataset:
-        """The samples of one category, with the same kind, flags and transform."""
-        if class_name not in self.classes:
-            raise ValueError(f"unknown class {class_name!r} in {self.kind}:{self.root}; available: {self.classes}")
-        samples = [s for s in self.samples if s.class_name == class_name]
-        return AnomalyDataset(self.kind, self.root, samples, self.has_masks, self.image_size, self.transform)
-
     def __len__(self) -> int:
         return len(self.samples)
 

@@ -420,14 +420,11 @@ def fit(
                 (out_dir / FINAL_CHECKPOINT_NAME).unlink(missing_ok=True)
         start_epoch = 1 if point is None else point.epoch + 1
         log = TrainLog(out_dir / TRAIN_LOG_NAME, None if point is None else point.global_step) if context.is_main else None
-        try:
+        with log if log is not None else contextlib.nullcontext():
             for epoch in range(start_epoch, config.epochs + 1):
                 run.epoch_means.append(run.run_epoch(model, epoch, log))
                 if context.is_main:
                     run.save_epoch(epoch)
-        finally:
-            if log is not None:
-                log.close()
         model_path = out_dir / FINAL_CHECKPOINT_NAME
         if context.is_main:
             model_path = run.finish()
