@@ -18,7 +18,8 @@ from zsad.checkpoints import read_checkpoint
 from zsad.engine.run_folder import epoch_checkpoints, resolve_checkpoint, train_state_path
 from zsad.engine.distributed import DistributedContext, context_from_environment, ddp_options, process_device
 from zsad.engine.train_config import TrainingConfig
-from zsad.engine.train_data import SeededItems, derive_seed, epoch_order, readable_items
+from zsad.data import collate
+from zsad.engine.train_data import SeededItems, derive_seed, epoch_order, training_batch
 from zsad.engine.train_log import TrainLog, read_train_log
 from zsad.engine.run_folder import RunDirectoryNotEmptyError, check_resume_config
 from zsad.engine.training import TrainingError, fit
@@ -194,31 +195,34 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index_and_leaves_global_rn
     assert not all(torch.equal(dataset[(epoch, 3)]["image"], first) for epoch in range(2, 6))
 
 
-def test_readable_items_drop_errors_and_mark_missing_pixel_labels():
-    mask = torch.zeros(3, 1, 4, 4)
-    mask[1, 0, 1, 1] = 1
-    batch = {
-        "image": torch.arange(3.0)[:, None, None, None].expand(3, 3, 4, 4),
-        "mask": mask,
-        "has_mask": torch.tensor([True, True, False]),
-        "label": torch.tensor([0, -1, -1]),
-        "class_name": ["a", "b", "c"],
-        "path": ["p0", "p1", "p2"],
-        "error": ["", "", ""],
-    }
-    items, errors = readable_items(batch)
-    assert errors == {} and items.categories == ["a", "b", "c"]
+def _items(labels, errors, has_mask=(True, True, False)) -> list[dict]:
+    """Three dataset items (image i filled with i; item 1's mask has one anomalous pixel)."""
+    items = []
+    for i in range(3):
+        mask = torch.zeros(1, 4, 4)
+        if i == 1:
+            mask[0, 1, 1] = 1
+        items.append({"image": torch.full((3, 4, 4), float(i)), "mask": mask, "has_mask": has_mask[i], "label": labels[i],
+                      "class_name": "abc"[i], "path": f"p{i}", "original_size": torch.tensor([4, 4]), "error": errors[i]})
+    return items
+
+
+def test_collate_drops_unreadable_items_once_and_names_them():
+    batch = collate(_items([0, -1, -1], ["", "broken", ""]))
+    assert len(batch) == 2 and batch.size == 3 and batch.positions == [0, 2]
+    assert batch.unreadable == [("p1", "broken")] and batch.class_names == ["a", "c"]
+    assert batch.images[:, 0, 0, 0].tolist() == [0.0, 2.0] and batch.original_sizes.shape == (2, 2)
+    empty = collate(_items([0, 0, 0], ["x", "y", "z"]))
+    assert len(empty) == 0 and empty.images.shape == (0, 3, 4, 4) and training_batch(empty) is None
+
+
+def test_training_batch_marks_missing_pixel_labels():
+    items = training_batch(collate(_items([0, -1, -1], ["", "", ""])))
+    assert items.categories == ["a", "b", "c"]
     assert items.labels.tolist() == [0, 1, -1]  # unknown label taken from a real mask only
-    assert torch.equal(items.masks[:2], mask[:2]) and bool((items.masks[2] == -1).all())
-    batch["label"] = torch.tensor([0, -1, 0])  # a normal image of a set without masks
-    items, _ = readable_items(batch)
+    assert bool((items.masks[0] == 0).all()) and items.masks[1, 0, 1, 1] == 1 and bool((items.masks[2] == -1).all())
+    items = training_batch(collate(_items([0, -1, 0], ["", "", ""])))  # a normal image of a set without masks
     assert bool((items.masks[2] == 0).all()) and items.labels.tolist() == [0, 1, 0]
-    batch["error"] = ["", "broken", ""]
-    items, errors = readable_items(batch)
-    assert errors == {"p1": "broken"} and items.categories == ["a", "c"]
-    assert items.images[:, 0, 0, 0].tolist() == [0.0, 2.0]
-    batch["error"] = ["x", "y", "z"]
-    assert readable_items(batch)[0] is None
 
 
 # ---------------------------------------------------------------- the loop and its outputs

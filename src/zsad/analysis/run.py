@@ -174,19 +174,18 @@ def analyze_experts(
             loader = DataLoader(Subset(item.dataset, item.indices), batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
             positions = iter(item.indices)
             for batch in progress(loader, f"experts {item.name}", total=len(loader), enabled=show_progress):
-                indices = [next(positions) for _ in batch["path"]]
-                good = [row for row, error in enumerate(batch["error"]) if not error]
-                errors += [{"path": batch["path"][row], "error": batch["error"][row]} for row, error in enumerate(batch["error"]) if error]
-                if not good:
+                indices = [next(positions) for _ in range(batch.size)]
+                errors += [{"path": path, "error": error} for path, error in batch.unreadable]
+                if not len(batch):
                     continue
-                images = batch["image"][torch.tensor(good)]
-                words = [predictor.class_names.resolve(batch["class_name"][row]) for row in good]
+                images = batch.images
+                words = [predictor.class_names.resolve(key) for key in batch.class_names]
                 output = model(images.to(predictor.device), words)
                 routing = output.routing
                 rgb = [to_uint8_rgb(image) for image in images]
                 patched = model.backbone.fit_to_patch_grid(images)  # the pixels the patches saw
                 accumulator.add(item.name, routing, np.stack([to_grayscale(to_uint8_rgb(picture)) for picture in patched]))
-                chosen = [(row, selection_names[item.name][indices[i]]) for row, i in enumerate(good) if indices[i] in selection_names[item.name]]
+                chosen = [(row, selection_names[item.name][indices[i]]) for row, i in enumerate(batch.positions) if indices[i] in selection_names[item.name]]
                 for block in blocks if chosen else ():
                     experts, weights = selection_maps(routing[block], ranks)
                     for row, name in chosen:

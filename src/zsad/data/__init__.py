@@ -4,7 +4,7 @@
 >>> loader = torch.utils.data.DataLoader(dataset, batch_size=8, collate_fn=collate)
 """
 
-from zsad.data.dataset import AnomalyDataset, collate
+from zsad.data.dataset import AnomalyDataset, Batch, collate
 from zsad.data.duplicates import find_duplicate_files
 from zsad.data.factory import DATASET_KINDS, SPLITS, build_dataset, parse_data_spec
 from zsad.data.layouts import DataLayoutError
@@ -17,6 +17,7 @@ __all__ = [
     "DataLayoutError",
     "Sample",
     "build_dataset",
+    "Batch",
     "collate",
     "find_duplicate_files",
     "parse_data_spec",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -128,26 +129,63 @@ class AnomalyDataset(Dataset):
         )
 
 
-def collate(items: list[dict]) -> dict:
-    """Batch item dicts: tensors are stacked, bools/ints/floats become tensors, strings stay lists.
+@dataclass
+class Batch:
+    """The readable items of a list of dataset items, batched; the unreadable ones are
+    only named (what every consumer skips, dropped once here).
 
-    Returns e.g. ``image`` ``(B, 3, S, S)``, ``mask`` ``(B, 1, S, S)``, ``label`` int64 ``(B,)``,
-    ``has_mask`` bool ``(B,)``, ``original_size`` ``(B, 2)``, ``path`` list[str].
+    images (B, 3, S, S); masks (B, 1, S, S); has_mask bool (B,); labels int64 (B,)
+    (-1 unknown); original_sizes int64 (B, 2) as (H, W); class_names, paths: (B,) lists;
+    positions: (B,) index of each readable item in the collated list; unreadable:
+    (path, error) of each item that could not be read, in order; size: all items.
     """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    has_mask: torch.Tensor
+    labels: torch.Tensor
+    original_sizes: torch.Tensor
+    class_names: list[str]
+    paths: list[str]
+    positions: list[int]
+    unreadable: list[tuple[str, str]]
+    size: int
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies of the tensors (what ``DataLoader(pin_memory=True)`` calls)."""
+        return replace(
+            self,
+            images=self.images.pin_memory(),
+            masks=self.masks.pin_memory(),
+            has_mask=self.has_mask.pin_memory(),
+            labels=self.labels.pin_memory(),
+            original_sizes=self.original_sizes.pin_memory(),
+        )
+
+
+def collate(items: list[dict]) -> Batch:
+    """Batch dataset items (``AnomalyDataset.__getitem__`` dicts), dropping the unreadable."""
     if not items:
         raise ValueError("cannot collate an empty list of items")
-    batch: dict = {}
-    for key in items[0]:
-        values = [item[key] for item in items]
-        first = values[0]
-        if isinstance(first, torch.Tensor):
-            batch[key] = torch.stack(values)
-        elif isinstance(first, bool):
-            batch[key] = torch.tensor(values, dtype=torch.bool)
-        elif isinstance(first, int):
-            batch[key] = torch.tensor(values, dtype=torch.int64)
-        elif isinstance(first, float):
-            batch[key] = torch.tensor(values, dtype=torch.float32)
-        else:
-            batch[key] = values
-    return batch
+    rows = [i for i, item in enumerate(items) if not item["error"]]
+    index = torch.tensor(rows, dtype=torch.int64)
+
+    def stacked(key: str) -> torch.Tensor:
+        values = torch.stack([item[key] for item in items])
+        return values if len(rows) == len(items) else values[index]  # all readable: no copy
+
+    return Batch(
+        images=stacked("image"),
+        masks=stacked("mask"),
+        has_mask=torch.tensor([items[i]["has_mask"] for i in rows], dtype=torch.bool),
+        labels=torch.tensor([items[i]["label"] for i in rows], dtype=torch.int64),
+        original_sizes=stacked("original_size"),
+        class_names=[items[i]["class_name"] for i in rows],
+        paths=[items[i]["path"] for i in rows],
+        positions=rows,
+        unreadable=[(item["path"], item["error"]) for item in items if item["error"]],
+        size=len(items),
+    )

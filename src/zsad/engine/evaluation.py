@@ -102,30 +102,26 @@ def _evaluate(
     saved: dict[str, int] = {}
     errors: list[dict[str, str]] = []
     for batch in progress(loader, f"evaluate {dataset.kind}", total=len(loader), enabled=show_progress):
-        good = [i for i, error in enumerate(batch["error"]) if not error]
-        errors.extend({"path": batch["path"][i], "error": batch["error"][i]} for i in range(len(batch["error"])) if batch["error"][i])
-        if not good:
+        errors.extend({"path": path, "error": error} for path, error in batch.unreadable)
+        if not len(batch):
             continue
-        index = torch.tensor(good)
-        images = batch["image"][index].to(device)
-        keys = [batch["class_name"][i] for i in good]
+        images = batch.images.to(device)
         with torch.no_grad(), autocast(device, precision):
-            output = detector(images, [class_names.resolve(key) for key in keys])
+            output = detector(images, [class_names.resolve(key) for key in batch.class_names])
         maps = output.anomaly_map.float().cpu().numpy()
         scores = output.pred_score.float().cpu().numpy()
-        masks = batch["mask"][index, 0].numpy() > 0.5
-        for row, item in enumerate(good):
-            key = batch["class_name"][item]
+        masks = batch.masks[:, 0].numpy() > 0.5
+        for row, key in enumerate(batch.class_names):
             store = per_class.setdefault(key, ClassPredictions())
             store.scores.append(float(scores[row]))
-            store.labels.append(int(batch["label"][item]))
+            store.labels.append(int(batch.labels[row]))
             if dataset.has_masks:
                 if store.maps is None:
                     store.maps = SpilledMaps(spill_folder, f"class{len(per_class):04d}", maps[row].shape)
                 store.maps.append(maps[row], masks[row])
             if maps_dir is not None and saved.get(key, 0) < save_maps:
                 saved[key] = saved.get(key, 0) + 1
-                _save_panel(maps_dir, batch["path"][item], key, maps[row], masks[row] if batch["has_mask"][item] else None, float(scores[row]))
+                _save_panel(maps_dir, batch.paths[row], key, maps[row], masks[row] if batch.has_mask[row] else None, float(scores[row]))
     for store in per_class.values():
         if store.maps is not None:
             store.maps.close()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Sampler
 
-from ..data import AnomalyDataset, build_dataset
+from ..data import AnomalyDataset, Batch, build_dataset
 from ..data.transforms import TrainAugment
 from .train_config import TrainingConfig
 
@@ -157,21 +157,17 @@ class TrainingBatch:
     categories: list[str]
 
 
-def readable_items(batch: dict) -> tuple[TrainingBatch | None, dict[str, str]]:
-    """Drop the items whose file could not be read. Returns (the rest, or None when no
-    item is left; {path: error} of the dropped ones)."""
-    errors = {path: error for path, error in zip(batch["path"], batch["error"]) if error}
-    rows = [i for i, error in enumerate(batch["error"]) if not error]
-    if not rows:
-        return None, errors
-    index = torch.tensor(rows)
-    has_mask = batch["has_mask"][index]
-    given_labels = batch["label"][index]
+def training_batch(batch: Batch) -> TrainingBatch | None:
+    """The detector's training inputs from a collated batch (None when no item of it
+    was readable): masks of -1 for the images without a pixel label, unknown labels
+    taken from a real mask."""
+    if not len(batch):
+        return None
+    has_mask, given_labels = batch.has_mask, batch.labels
     # A normal image has an empty mask even in a set without mask files.
     pixel_labelled = has_mask | (given_labels == 0)
-    masks = torch.where(pixel_labelled[:, None, None, None], batch["mask"][index], torch.tensor(float(UNKNOWN)))
+    masks = torch.where(pixel_labelled[:, None, None, None], batch.masks, torch.tensor(float(UNKNOWN)))
     from_mask = torch.where(has_mask, (masks.flatten(1).amax(dim=1) > 0.5).long(), UNKNOWN)
     labels = torch.where(given_labels >= 0, given_labels, from_mask)
-    # All readable: keep the loader's (pinned) image tensor, no copy.
-    images = batch["image"] if len(rows) == len(batch["error"]) else batch["image"][index]
-    return TrainingBatch(images, masks, labels, [batch["class_name"][i] for i in rows]), errors
+    # The collated images (pinned by the loader when asked) are used as they are, no copy.
+    return TrainingBatch(batch.images, masks, labels, list(batch.class_names))

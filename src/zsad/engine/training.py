@@ -51,8 +51,8 @@ from .train_data import (
     build_training_data,
     derive_seed,
     image_cache_budget,
-    readable_items,
     seed_everything,
+    training_batch,
 )
 from .train_log import TrainLog, summary_markdown, write_loss_curves
 
@@ -320,8 +320,8 @@ class _TrainingRun:
         )
         try:
             for raw in loader:
-                batch, errors = readable_items(raw)
-                self._note_unreadable(errors)
+                batch = training_batch(raw)
+                self._note_unreadable(dict(raw.unreadable))
                 if not all_ranks_agree(batch is not None, self.context, self.device):
                     continue
                 pending.append(self._step(model, batch, epoch))
