@@ -36,7 +36,6 @@ class ZeroShotConfig(MethodConfig):
 class ZeroShotDetector(AnomalyDetector):
     name = "zeroshot"
     config_class = ZeroShotConfig
-    trainable = False
 
     def __init__(self, backbone: ClipBackbone, config: ZeroShotConfig):
         super().__init__(backbone, config)
@@ -44,13 +43,7 @@ class ZeroShotDetector(AnomalyDetector):
         self.vv_start = backbone.resolve_vv_start(config.vv_start) if config.vv_path else None
         self.text_bank = TextFeatureBank()
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        class_names: Sequence[str],
-        masks: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> DetectorOutput:
+    def forward(self, images: torch.Tensor, class_names: Sequence[str], masks=None, labels=None) -> DetectorOutput:
         """images (B, 3, S, S) -> maps (B, S, S) and scores (B,), both in [0, 1]."""
         backbone = self.backbone
         text = self.text_bank.features(backbone, class_names).to(images.device)  # (B, 2, d_t)

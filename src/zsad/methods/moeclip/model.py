@@ -91,13 +91,7 @@ class MoEClipDetector(AnomalyDetector):
         text = self.text_bank.features(self.backbone, class_names).to(device)
         return self.text_adapter(text) if self.text_adapter is not None else text
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        class_names: Sequence[str],
-        masks: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> DetectorOutput:
+    def forward(self, images: torch.Tensor, class_names: Sequence[str], masks=None, labels=None) -> DetectorOutput:
         """images (B, 3, S, S); masks (B, 1, S, S) in {0, 1}, negative = unknown (no
         segmentation loss for that image); labels (B,) in {0, 1}, -1 = unknown.
         Returns maps (B, S, S), scores (B,), and in training the weighted loss terms
