@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..backbone import canonical_weights, is_random_weights
-from .predictor import Predictor
-from ..methods.build import build_detector
-from ..backbone import is_random_weights
 from ..data import parse_data_spec
 from ..fileio import atomic_write_json, atomic_write_text, check_can_write
 from ..methods import method_class
+from ..methods.build import build_detector
 from ..reports import comparison_markdown
 from ..text import ClassNames
+from .predictor import Predictor
 from .runtime import resolve_device
 from .testing import run_test
 from .train_config import TrainingConfig
