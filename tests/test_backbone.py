@@ -260,3 +260,14 @@ def test_text_encoding_from_embeddings_matches_token_ids(tiny_backbone):
     eot = tokens.argmax(dim=-1)  # the EOT id is the largest token id
     via_embeddings = tiny_backbone.encode_text_embeddings(tiny_backbone.token_embeddings(tokens), eot)
     assert torch.allclose(direct, via_embeddings, atol=1e-5)
+
+
+def test_backbone_config_is_resolved_to_a_concrete_image_size():
+    import warnings
+
+    from zsad.backbone import create_backbone
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        backbone = create_backbone(model_name="zsad-tiny", weights="random")  # no image size given
+    assert isinstance(backbone.config.image_size, int) and backbone.config.image_size == backbone.image_size

@@ -22,7 +22,7 @@ import logging
 import math
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -307,7 +307,6 @@ class ClipBackbone(nn.Module):
     def __init__(self, clip_model: nn.Module, config: BackboneConfig, weights_description: str):
         super().__init__()
         self.clip = clip_model
-        self.config = config
         self.weights_description = weights_description
         visual = clip_model.visual
         if not hasattr(visual, "transformer") or not hasattr(visual, "conv1"):
@@ -317,6 +316,8 @@ class ClipBackbone(nn.Module):
         self.patch_size = visual.patch_size[0]
         native = visual.image_size[0]
         self.image_size = config.image_size or _DEFAULT_IMAGE_SIZES.get(config.model_name, native)
+        # The config is resolved when built: it names the concrete input side.
+        self.config = replace(config, image_size=self.image_size)
         if self.image_size < self.patch_size:
             raise ValueError(f"image size {self.image_size} is smaller than the patch size {self.patch_size}")
         # grid = size // patch (spec); a size that is not a multiple of the patch is

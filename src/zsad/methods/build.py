@@ -13,8 +13,7 @@ from .base import AnomalyDetector
 
 def full_config(detector: AnomalyDetector) -> dict[str, Any]:
     """The config a checkpoint stores: enough to rebuild ``detector``."""
-    backbone = detector.backbone.config.to_dict()
-    backbone["image_size"] = detector.backbone.image_size
+    backbone = detector.backbone.config.to_dict()  # resolved: a concrete image size
     backbone.pop("cache_dir", None)
     return {"method": detector.name, "method_config": detector.config.to_dict(), "backbone": backbone}
 
