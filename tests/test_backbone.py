@@ -9,14 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from zsad import backbone as backbone_module
-from zsad.backbone import (
-    BackboneConfig,
-    WeightsUnavailableError,
-    create_backbone,
-    interpolate_pos_embed,
-    read_weight_file,
-    register_bundled_model_configs,
-)
+from zsad.backbone import BackboneConfig, create_backbone, interpolate_pos_embed
+from zsad.clip_weights import WeightsUnavailableError, read_weight_file, register_bundled_model_configs
 
 
 def _reference_clip(seed: int = 7):

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .api import Predictor, build_detector, load
-from .backbone import TINY_MODEL_NAME
+from .clip_weights import TINY_MODEL_NAME
 from .data.synth import TEST_CATEGORIES, TRAIN_CATEGORIES, generate_mvtec_like
 from .engine.prediction import predict_files
 from .engine.runtime import resolve_device

@@ -14,7 +14,7 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.panel import Panel
 
-from ..backbone import WeightsUnavailableError
+from ..clip_weights import WeightsUnavailableError
 from ..data.cli import data_app
 from ..checkpoints import CheckpointError
 from ..engine.training import TrainingError

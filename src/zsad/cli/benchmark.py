@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markdown import Markdown
 
-from ..backbone import is_random_weights
+from ..clip_weights import is_random_weights
 from ..engine.train_config import TrainingConfig
 from ..recipes import load_recipe
 from ..text import ClassNames

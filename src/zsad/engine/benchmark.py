@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from ..backbone import canonical_weights, is_random_weights
+from ..clip_weights import canonical_weights, is_random_weights
 from ..data import parse_data_spec
 from ..fileio import atomic_write_json, atomic_write_text, check_can_write
 from ..methods import method_class

@@ -5,7 +5,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..backbone import DEFAULT_MODEL_NAME, BackboneConfig, canonical_weights, create_backbone, is_random_weights
+from ..backbone import DEFAULT_MODEL_NAME, BackboneConfig, create_backbone
+from ..clip_weights import canonical_weights, is_random_weights
 from ..checkpoints import check_config_fits, load_method_state, read_checkpoint
 from . import DEFAULT_INIT_SEED, build_method, method_class
 from .base import AnomalyDetector
