@@ -61,9 +61,10 @@ def test_layer_projections_are_bias_free_xavier_and_per_layer():
         assert projection.weight.abs().max() <= bound
         assert projection.weight.std() > 0.5 * bound / math.sqrt(3)  # not a tiny init
     tokens = torch.randn(2, 9, 64)
-    assert projections(0, tokens).shape == (2, 9, 32)
-    assert torch.allclose(projections(2, tokens), tokens @ projections.projections[2].weight.T)
-    assert not torch.allclose(projections(0, tokens), projections(1, tokens))
+    layers = projections.projections
+    assert layers[0](tokens).shape == (2, 9, 32)
+    assert torch.allclose(layers[2](tokens), tokens @ layers[2].weight.T)
+    assert not torch.allclose(layers[0](tokens), layers[1](tokens))
 
 
 # ---------------------------------------------------------------- depth-wise adapter

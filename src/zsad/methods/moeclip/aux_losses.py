@@ -7,8 +7,6 @@ Both are per MoE layer; the model sums them over layers and weights them
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -75,29 +73,3 @@ def balance_loss(router_probs: Tensor, eps: float = 1e-6) -> Tensor:
         return router_probs.sum() * 0.0
     load = router_probs.reshape(-1, num_experts).float().sum(dim=0)
     return load.var(unbiased=True) / (load.mean().pow(2) + eps)
-
-
-def simplex_etf(
-    num_experts: int, dim: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
-) -> Tensor:
-    """K unit vectors in R^dim forming an exact simplex ETF, randomly rotated.
-
-    Rows of the centring matrix ``I - 11^T / K`` scaled by ``sqrt(K / (K-1))``
-    have unit norm and pairwise inner product ``-1/(K-1)``; they span K-1
-    dimensions, which are mapped isometrically into R^dim by a random matrix
-    with orthonormal columns. Needs ``dim >= K - 1``.
-
-    Returns:
-        (K, dim) tensor whose Gram matrix is :func:`ideal_etf_gram` (K >= 2), or a
-        single random unit vector (K = 1).
-    """
-    if num_experts < 1 or dim < max(num_experts - 1, 1):
-        raise ValueError(f"need K >= 1 and dim >= max(K - 1, 1), got K={num_experts}, dim={dim}")
-    if num_experts == 1:
-        vector = torch.randn(1, dim, generator=generator, dtype=torch.float64)
-        return F.normalize(vector, dim=-1).to(dtype)
-    centring = torch.eye(num_experts, dtype=torch.float64) - 1.0 / num_experts
-    basis, _ = torch.linalg.qr(centring[:, : num_experts - 1])  # (K, K-1), spans the centred subspace
-    coords = centring @ basis * math.sqrt(num_experts / (num_experts - 1))  # (K, K-1)
-    rotation, _ = torch.linalg.qr(torch.randn(dim, num_experts - 1, generator=generator, dtype=torch.float64))
-    return (coords @ rotation.T).to(dtype)

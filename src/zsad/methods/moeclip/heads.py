@@ -57,7 +57,8 @@ def patch_average(tokens: Tensor, scales: Sequence[int] = (1, 3, 5)) -> list[Ten
 
 
 class LayerProjections(nn.Module):
-    """One bias-free ``Linear(d, d_t)`` per tapped layer (Eq. 11), Xavier-uniform init.
+    """One bias-free ``Linear(d, d_t)`` per tapped layer (Eq. 11), Xavier-uniform init, in
+    ``projections`` (kept in this module so that checkpoint keys stay as they are).
 
     Args:
         d: visual token width.
@@ -70,10 +71,6 @@ class LayerProjections(nn.Module):
         self.projections = nn.ModuleList(nn.Linear(d, text_dim, bias=False) for _ in range(num_layers))
         for projection in self.projections:
             nn.init.xavier_uniform_(projection.weight)
-
-    def forward(self, layer_index: int, tokens: Tensor) -> Tensor:
-        """Project ``tokens`` (..., d) of tapped layer ``layer_index`` -> (..., d_t)."""
-        return self.projections[layer_index](tokens)
 
 
 def project_patch_averages(

@@ -117,7 +117,7 @@ class MoEClipDetector(AnomalyDetector):
         if self.image_adapter is not None:
             image_feature = self.image_adapter(last_tokens)
         else:
-            image_feature = self.projections(len(self.blocks) - 1, last_tokens).mean(dim=1)
+            image_feature = self.projections.projections[-1](last_tokens).mean(dim=1)
         image_logits = cosine_scores(image_feature, text) / config.score_temperature  # (B, 2)
 
         # Only the losses need gradients: in training the map and the score are computed
