@@ -125,6 +125,15 @@ def routing_layout(model: AnomalyDetector, device: torch.device) -> RoutingLayou
     return RoutingLayout(tuple(routing), first.num_experts, first.top_k)
 
 
+def _planned_files(layout: OutputLayout, blocks: Sequence[str], selection_names: dict[str, dict[int, str]], ranks: int) -> list[Path]:
+    """Every file the run will write: the summaries and the selection maps."""
+    planned = layout.summary_files(blocks, list(selection_names))
+    for dataset, names in selection_names.items():
+        for name in names.values():
+            planned += [layout.selection(dataset, name, block, rank) for block in blocks for rank in range(1, ranks + 1)]
+    return planned
+
+
 def analyze_experts(
     predictor: Predictor,
     data: Sequence[AnalysisData],
@@ -159,11 +168,7 @@ def analyze_experts(
 
     layout = OutputLayout(Path(out_dir))
     selection_names = {item.name: _selection_names(item, selection_count) for item in data}
-    planned = layout.summary_files(blocks, [item.name for item in data])
-    for item in data:
-        for name in selection_names[item.name].values():
-            planned += [layout.selection(item.name, name, block, rank) for block in blocks for rank in range(1, ranks + 1)]
-    check_can_write(planned, overwrite)
+    check_can_write(_planned_files(layout, blocks, selection_names, ranks), overwrite)
 
     accumulator = ExpertAnalysisAccumulator(blocks, num_experts, top_k, statistics_block, model.backbone.patch_size)
     errors: list[dict[str, str]] = []
