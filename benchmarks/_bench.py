@@ -6,6 +6,7 @@ and ``--batch-size``, and prints ratios measured in one run (passes interleaved)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 import warnings
@@ -57,6 +58,29 @@ def time_interleaved(
                 synchronize(device)
                 times[name].append(time.perf_counter() - start)
     return times
+
+
+def cuda_graphed(function: Callable[[], object], device: torch.device, precision: str) -> Callable[[], None]:
+    """Capture ``function()`` (fixed shapes, no host synchronisation) in a CUDA graph after
+    three warm-up calls on a side stream; returns the graph's replay. Captured under
+    inference mode and the precision's autocast without its weight-cast cache (which a
+    graph cannot hold); the outputs stay in the graph's static memory."""
+    if device.type != "cuda":
+        raise ValueError("CUDA graphs need a CUDA device")
+    low_precision = (
+        torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if precision == "bf16" else contextlib.nullcontext()
+    )
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream(device)
+    with torch.inference_mode(), low_precision:
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                function()
+        torch.cuda.current_stream(device).wait_stream(side)
+        with torch.cuda.graph(graph):
+            function()
+    return graph.replay
 
 
 def median(values: list[float]) -> float:

@@ -2,7 +2,7 @@
 
     python benchmarks/moeclip_overhead.py [--device auto] [--precision fp32|bf16]
         [--batch-size 1] [--backbone ViT-L-14-336] [--image-size 518]
-        [--warmup 3] [--repeats 10] [--dispatch auto] [--compile]
+        [--warmup 3] [--repeats 10] [--dispatch auto] [--compile] [--cuda-graphs] [--compile-moeclip]
 
 Random weights (no download, nothing read from disk). Passes, interleaved on the same
 input (median of ``--repeats`` timed calls after ``--warmup``):
@@ -13,7 +13,11 @@ input (median of ``--repeats`` timed calls after ``--warmup``):
 * zsad's frozen forward (fused attention) -- the denominator of the ratios;
 * MoECLIP inference: MoE modules, PAA, projections, 12 maps, smoothing, depth-wise
   adapter (text features cached, as in real use);
-* with ``--compile``: OpenCLIP's ``visual`` under ``torch.compile`` (compiles first).
+* with ``--compile``: OpenCLIP's ``visual`` under ``torch.compile`` (compiles first);
+* with ``--cuda-graphs`` (CUDA): the frozen forward and MoECLIP inference (text features
+  computed once, outside the graph) each captured in a CUDA graph and replayed: no
+  Python or launch cost, only the GPU's work;
+* with ``--compile-moeclip``: MoECLIP inference under ``torch.compile`` (default mode).
 
 The issue's targets: MoECLIP / frozen <= 1.05 at batch 1 and 32 in fp32 and bf16;
 >= 350 images/s for MoECLIP in bf16 at batch 32 on one H100.
@@ -24,7 +28,7 @@ import argparse
 
 import torch
 
-from _bench import add_common_options, describe_device, median, setup, time_interleaved
+from _bench import add_common_options, cuda_graphed, describe_device, median, setup, time_interleaved
 from zsad.backbone import create_backbone
 from zsad.methods import build_method
 
@@ -38,6 +42,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--dispatch", default="auto", choices=("auto", "sparse", "stacked", "dense"))
     parser.add_argument("--compile", action="store_true", help="also time OpenCLIP's visual under torch.compile")
+    parser.add_argument("--cuda-graphs", action="store_true", help="also time frozen and MoECLIP as CUDA graphs")
+    parser.add_argument("--compile-moeclip", action="store_true", help="also time MoECLIP under torch.compile")
     args = parser.parse_args()
     device = setup(args)
     backbone = create_backbone(model_name=args.backbone, weights="random", image_size=args.image_size)
@@ -64,6 +70,15 @@ def main() -> None:
     if args.compile:
         compiled = torch.compile(backbone.clip.visual)
         passes["OpenCLIP visual, torch.compile"] = lambda: compiled(images)
+    if args.cuda_graphs or args.compile_moeclip:
+        with torch.inference_mode():
+            text = detector.text_features(words, device)
+    if args.cuda_graphs:
+        passes["zsad frozen, CUDA graph"] = cuda_graphed(zsad_frozen(True), device, args.precision)
+        passes["MoECLIP, CUDA graph"] = cuda_graphed(lambda: detector.detect(images, text), device, args.precision)
+    if args.compile_moeclip:
+        compiled_detect = torch.compile(detector.detect)
+        passes["MoECLIP, torch.compile"] = lambda: compiled_detect(images, text)
     times = time_interleaved(passes, device, args.precision, args.warmup, args.repeats)
 
     print(f"{args.backbone} (random weights), {args.image_size} px, batch {args.batch_size}, {args.precision}, "
@@ -77,6 +92,10 @@ def main() -> None:
     pairs = [m / f for m, f in zip(times["MoECLIP inference"], times["zsad frozen, fused attention"])]
     print(f"MoECLIP / frozen (median of interleaved pairs): {median(pairs):.3f} "
           f"(min {min(pairs):.3f}, max {max(pairs):.3f}); target <= 1.05")
+    if args.cuda_graphs:
+        pairs = [m / f for m, f in zip(times["MoECLIP, CUDA graph"], times["zsad frozen, CUDA graph"])]
+        print(f"MoECLIP / frozen, both CUDA graphs (median of interleaved pairs): {median(pairs):.3f} "
+              f"(min {min(pairs):.3f}, max {max(pairs):.3f})")
 
 
 if __name__ == "__main__":

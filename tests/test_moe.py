@@ -11,6 +11,7 @@ from zsad.methods.moeclip.moe import (
     LoraExperts,
     MoeAdapter,
     TopKRouter,
+    blend_matched,
     fofs_block_sizes,
     fofs_projections,
     match_norm,
@@ -392,3 +393,29 @@ def test_etf_gram_is_float32_under_bf16_autocast():
         loss = etf_loss(outputs)
     assert loss.dtype == torch.float32
     assert torch.allclose(loss, expected, rtol=1e-6)
+
+
+def test_inference_blend_equals_norm_matching_then_residual_mix():
+    """blend_matched = lambda * match_norm(update, x) + (1 - lambda) * x (Eq. 4, 5), also
+    for a bf16 update (its norm in float32) and for a zero update (stays x * (1 - lambda))."""
+    torch.manual_seed(0)
+    update, reference = torch.randn(5, 16) * 0.01, torch.randn(5, 16) * 3
+    update[2] = 0.0
+    expected = 0.1 * match_norm(update, reference) + 0.9 * reference
+    assert torch.allclose(blend_matched(update, reference, 0.1), expected, atol=1e-6)
+    assert torch.allclose(blend_matched(update, reference, 0.1)[2], 0.9 * reference[2])
+    low = update.bfloat16()
+    expected_low = 0.1 * match_norm(low.float(), reference) + 0.9 * reference
+    assert blend_matched(low, reference, 0.1).dtype == torch.float32
+    assert torch.allclose(blend_matched(low, reference, 0.1), expected_low, atol=1e-6)
+
+
+def test_adapter_output_is_the_same_with_and_without_autograd():
+    adapter = MoeAdapter(32, num_experts=4, top_k=2, rank=4, dispatch="stacked").eval()
+    _randomise_b(adapter)
+    hidden = torch.randn(2, 10, 32, requires_grad=True)
+    with_grad = adapter(hidden).hidden
+    with torch.no_grad():
+        without = adapter(hidden).hidden
+    assert with_grad.requires_grad and not without.requires_grad
+    assert torch.allclose(with_grad, without, atol=1e-6)

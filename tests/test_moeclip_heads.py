@@ -12,8 +12,8 @@ from zsad.methods.moeclip.heads import (
     LayerProjections,
     anomaly_logits,
     patch_average,
+    anomalous_probabilities,
     project_patch_averages,
-    segmentation_probs,
 )
 
 # ---------------------------------------------------------------- PAA
@@ -28,6 +28,15 @@ def test_patch_average_matches_avg_pool2d_reference():
     for scale, output in zip((3, 5), outputs[1:]):
         reference = F.avg_pool2d(grid, scale, stride=1, padding=scale // 2, count_include_pad=True)
         assert torch.allclose(output, reference.flatten(2).transpose(1, 2), atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [3, 5])
+def test_both_grid_means_of_patch_average_agree(scale):
+    """The CPU path (two 1-D box means) and the GPU path (channels-last avg_pool2d)."""
+    from zsad.methods.moeclip.heads import _box_mean_grid, _pooled_mean_grid
+
+    grid = torch.randn(2, 7, 7, 5) * 3 + 1
+    assert torch.allclose(_box_mean_grid(grid, scale), _pooled_mean_grid(grid, scale), atol=1e-5)
 
 
 def test_patch_average_border_divides_by_s_squared():
@@ -97,6 +106,20 @@ def test_depthwise_conv_is_per_channel_and_local_in_the_sequence():
     assert torch.equal(affected, expected)
 
 
+def test_depthwise_adapter_equals_its_module_composition():
+    """forward = mean over the sequence of pointwise(GELU(depthwise(LN(tokens)))), the
+    convolutions run by the Conv1d modules on the (B, d, L) sequence."""
+    torch.manual_seed(0)
+    adapter = DepthwiseAdapter(8, 5)
+    with torch.no_grad():
+        adapter.depthwise.weight.normal_()
+        adapter.norm.bias.normal_()
+    tokens = torch.randn(3, 16, 8)
+    sequence = adapter.norm(tokens).transpose(1, 2)
+    reference = adapter.pointwise(adapter.activation(adapter.depthwise(sequence))).mean(dim=-1)
+    assert torch.allclose(adapter(tokens), reference, atol=1e-5)
+
+
 def test_depthwise_adapter_keeps_images_apart_and_trains_every_parameter():
     adapter = DepthwiseAdapter(8, 4)
     tokens = torch.randn(3, 16, 8)
@@ -138,18 +161,25 @@ def test_anomaly_logits_accept_per_image_text():
         anomaly_logits(features, torch.randn(3, 2, 8))
 
 
-def test_segmentation_probs_upsample_then_softmax():
-    logits = torch.randn(2, 2, 4, 4)
-    probs = segmentation_probs(logits, 16)
-    assert probs.shape == (2, 2, 16, 16)
-    assert torch.allclose(probs.sum(dim=1), torch.ones(2, 16, 16), atol=1e-6)
-    reference = F.interpolate(logits, size=(16, 16), mode="bilinear", align_corners=False).softmax(dim=1)
-    assert torch.allclose(probs, reference)
-    # Upsampling happens on logits, not on probabilities: the two orders differ.
-    probabilities_first = F.interpolate(logits.softmax(dim=1), size=(16, 16), mode="bilinear", align_corners=False)
-    assert not torch.allclose(probs, probabilities_first, atol=1e-4)
-    constant = torch.tensor([0.0, math.log(3.0)]).reshape(1, 2, 1, 1).expand(1, 2, 3, 3)
-    assert torch.allclose(segmentation_probs(constant, (5, 7))[0, 1], torch.full((5, 7), 0.75))
+def test_anomalous_probabilities_are_the_softmax_of_upsampled_logits():
+    """The spec's map: upsample the (normal, anomalous) logits, then softmax; channel 1.
+    From the logit gaps in one call for several maps, it must be the same map."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 2, 4, 4) * 5  # (B, maps, 2, h, w)
+    gaps = logits[:, :, 1] - logits[:, :, 0]
+    probs = anomalous_probabilities(gaps, 16)
+    assert probs.shape == (2, 3, 16, 16)
+    for index in range(3):
+        upsampled = F.interpolate(logits[:, index], size=(16, 16), mode="bilinear", align_corners=False)
+        reference = upsampled.softmax(dim=1)[:, 1]
+        assert torch.allclose(probs[:, index], reference, atol=1e-6)
+        # Upsampling happens on logits, not on probabilities: the two orders differ.
+        probabilities_first = F.interpolate(
+            logits[:, index].softmax(dim=1), size=(16, 16), mode="bilinear", align_corners=False
+        )[:, 1]
+        assert not torch.allclose(probs[:, index], probabilities_first, atol=1e-4)
+    constant = torch.full((1, 1, 3, 3), math.log(3.0))
+    assert torch.allclose(anomalous_probabilities(constant, (5, 7))[0, 0], torch.full((5, 7), 0.75))
 
 
 def test_one_projection_serves_every_paa_scale_exactly():
@@ -214,7 +244,7 @@ def test_cosines_softmax_and_smoothing_stay_float32_under_autocast():
     features, text = torch.randn(2, 9, 8), F.normalize(torch.randn(2, 8), dim=-1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         scores = cosine_scores(features.bfloat16(), text)
-        probs = segmentation_probs(torch.randn(2, 2, 3, 3).bfloat16(), 6)
+        probs = anomalous_probabilities(torch.randn(2, 2, 3, 3).bfloat16(), 6)
         smoothed = gaussian_smooth(torch.rand(2, 6, 6).bfloat16(), 1.0)
     assert scores.dtype == probs.dtype == smoothed.dtype == torch.float32
     assert torch.allclose(scores, cosine_scores(features.bfloat16().float(), text), atol=1e-6)

@@ -206,3 +206,57 @@ def test_trainable_parameter_count_matches_the_paper_scale():
     assert 4.0e6 < count < 4.2e6  # paper: about 4.1 M
     with_text = MoEClipDetector(_VitLShapes(), MoEClipConfig(text_adapter=True)).trainable_parameter_count()
     assert with_text - count == 768 * 768  # ~4.7 M with the text adapter
+
+
+def _spec_probability_maps(model, backbone, images, text, size):
+    """The spec's 12 maps by the plain path: per block and scale, upsample the (normal,
+    anomalous) logits, then softmax over the two classes. -> list of (B, 2, S, S)."""
+    import torch.nn.functional as F
+
+    from zsad.methods.moeclip.heads import anomaly_logits, project_patch_averages
+
+    features = backbone.forward_visual(images, taps=model.blocks, stream_modules=dict(zip(model.blocks, model.moe_layers)))
+    maps = []
+    for layer, block in enumerate(model.blocks):
+        tokens = features.hidden[block][:, 1:]
+        projection = model.projections.projections[layer]
+        ln_post = backbone.clip.visual.ln_post
+        for projected in project_patch_averages(tokens, model.config.paa_scales, ln_post, projection):
+            logits = anomaly_logits(projected, text, model.config.logit_scale)
+            upsampled = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
+            maps.append(upsampled.softmax(dim=1))
+    return maps
+
+
+def test_map_equals_the_spec_composition_of_the_twelve_maps(tiny_backbone):
+    """The detector's map (logit gaps, one upsampling, sigmoid) against the plain path: mean
+    of the 12 anomalous-class maps, Gaussian smoothing, clamp."""
+    from zsad.maps import gaussian_smooth
+
+    model = _model(tiny_backbone).eval()
+    _randomise_b(model)
+    images, _, _ = _batch()
+    words = ["bottle"] * 2
+    with torch.no_grad():
+        output = model(images, words)
+        maps = _spec_probability_maps(model, tiny_backbone, images, model.text_features(words, images.device), 64)
+        expected = gaussian_smooth(torch.stack([probs[:, 1] for probs in maps]).mean(dim=0), 4.0 * 64 / 518)
+    assert len(maps) == 12
+    assert torch.allclose(output.anomaly_map, expected.clamp(0, 1), atol=1e-6)
+
+
+def test_segmentation_loss_is_the_sum_over_the_twelve_maps(tiny_backbone):
+    """Eq. 15: seg = sum over the 12 spec maps of Focal + Dice (one stacked call in the model)."""
+    from zsad.losses import dice_loss, focal_loss
+
+    model = _model(tiny_backbone, lora_dropout=0.0).train()
+    _randomise_b(model)
+    images, masks, labels = _batch()
+    masks[1] = -1  # the second image's mask is unknown: no segmentation loss for it
+    words = ["bottle"] * 2
+    with torch.no_grad():
+        output = model(images, words, masks=masks, labels=labels)
+        maps = _spec_probability_maps(model, tiny_backbone, images, model.text_features(words, images.device), 64)
+    target = masks[:1, 0].long()
+    expected = sum(focal_loss(probs[:1], target) + dice_loss(probs[:1, 1], target.float()) for probs in maps)
+    assert torch.allclose(output.losses["seg"], expected, atol=1e-5)

@@ -1,6 +1,7 @@
 """Training-free baseline: its maps and scores follow the definition."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from zsad.maps import gaussian_smooth, upsample
@@ -61,3 +62,16 @@ def test_separable_smoothing_equals_torchvision_gaussian_blur():
     maps = torch.rand(2, 40, 50)
     expected = TF.gaussian_blur(maps.unsqueeze(1), kernel_size=[17, 17], sigma=[2.0, 2.0]).squeeze(1)
     assert torch.allclose(gaussian_smooth(maps, 2.0), expected, atol=1e-5)
+
+
+def test_blur_matrices_give_the_convolution_smoothing():
+    """The GPU path of gaussian_smooth (two matmuls with blur matrices that hold the
+    reflection) equals the CPU path (reflect padding + two 1-D convolutions)."""
+    from zsad.maps import gaussian_blur_matrix
+
+    maps = torch.rand(2, 40, 50)
+    rows, columns = gaussian_blur_matrix(40, 4.0), gaussian_blur_matrix(50, 4.0)
+    assert torch.allclose(rows @ maps @ columns.T, gaussian_smooth(maps, 4.0), atol=1e-6)
+    assert torch.allclose(rows.sum(dim=1), torch.ones(40), atol=1e-6)  # a weighted mean per pixel
+    with pytest.raises(ValueError, match="too small"):
+        gaussian_blur_matrix(16, 4.0)  # needs a side > 4 sigma, like the reflection padding

@@ -85,17 +85,28 @@ def known_masks(masks: Tensor) -> Tensor:
     return masks.flatten(1)[:, 0] >= 0
 
 
-def segmentation_loss(maps: Sequence[Tensor], masks: Tensor) -> Tensor:
+def segmentation_loss(maps: Sequence[Tensor] | Tensor, masks: Tensor) -> Tensor:
     """Sum over ``maps`` of focal + Dice loss, on the images with a known mask.
 
     Args:
-        maps: (B, 2, H, W) probabilities over {normal, anomalous}, one per map.
+        maps: (B, 2, H, W) probabilities over {normal, anomalous}, one per map; or all M
+            maps in one (B, M, 2, H, W) tensor, whose loss is computed in one call each:
+            focal and Dice are means over equally sized maps (over pixels, over images),
+            so their sum over the M maps is M x their value on the maps stacked along the
+            batch (the same value, up to rounding, with a few kernels instead of M times).
         masks: (B, 1, H, W) in {0, 1}; all -1 for an image without a pixel label.
 
     Returns:
         Scalar tensor; 0 (no gradient) when no image of the batch has a mask.
     """
     known = known_masks(masks)
+    if isinstance(maps, Tensor):
+        if not known.any():
+            return maps.new_zeros(())
+        count = maps.shape[1]
+        stacked = maps[known].flatten(0, 1)  # (B' M, 2, H, W), image b's maps consecutive
+        target = masks[known, 0].round().long().repeat_interleave(count, dim=0)  # (B' M, H, W)
+        return count * (focal_loss(stacked, target) + dice_loss(stacked[:, 1], target.float()))
     total = maps[0].new_zeros(())
     if known.any():
         target = masks[known, 0].round().long()

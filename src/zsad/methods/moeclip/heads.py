@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -25,13 +26,26 @@ def _box_mean_along(x: Tensor, dim: int, scale: int) -> Tensor:
     return (sums.narrow(dim, scale, length) - sums.narrow(dim, 0, length)) / scale
 
 
+def _box_mean_grid(grid: Tensor, scale: int) -> Tensor:
+    """s x s zero-padded mean of a (B, h, w, d) grid as two 1-D box means (the CPU path)."""
+    return _box_mean_along(_box_mean_along(grid, 1, scale), 2, scale)
+
+
+def _pooled_mean_grid(grid: Tensor, scale: int) -> Tensor:
+    """The same mean as one ``avg_pool2d`` on the (B, d, h, w) view of a (B, h, w, d) grid,
+    which has channels-last strides; the pooling keeps that layout (the GPU path)."""
+    pooled = F.avg_pool2d(grid.permute(0, 3, 1, 2), scale, stride=1, padding=scale // 2, count_include_pad=True)
+    return pooled.permute(0, 2, 3, 1)
+
+
 def patch_average(tokens: Tensor, scales: Sequence[int] = (1, 3, 5)) -> list[Tensor]:
     """Patch Average Aggregation (Eq. 10): s x s mean of neighbouring patches, per scale.
 
     Stride 1, zero padding s // 2, always divided by s^2 (border windows count
-    the padded zeros), i.e. ``avg_pool2d(count_include_pad=True)``. Computed as two 1-D
-    box means on the (B, h, w, d) token grid (channels stay contiguous, and the cost
-    does not grow with s).
+    the padded zeros), i.e. ``avg_pool2d(count_include_pad=True)``. On the CPU this is
+    computed as two 1-D box means on the (B, h, w, d) token grid (channels stay
+    contiguous, and the cost does not grow with s); on other devices as one
+    ``avg_pool2d`` on the channels-last view of that grid (one read, one write).
 
     Args:
         tokens: (B, L, d) patch tokens, L a perfect square.
@@ -51,7 +65,7 @@ def patch_average(tokens: Tensor, scales: Sequence[int] = (1, 3, 5)) -> list[Ten
         if scale == 1:
             averaged.append(tokens)
             continue
-        pooled = _box_mean_along(_box_mean_along(grid, 1, scale), 2, scale)
+        pooled = _box_mean_grid(grid, scale) if tokens.device.type == "cpu" else _pooled_mean_grid(grid, scale)
         averaged.append(pooled.reshape(batch, length, width))
     return averaged
 
@@ -99,8 +113,9 @@ def project_patch_averages(
     results = []
     with float32_region(tokens.device):
         for averaged, averaged_projection in zip(patch_average(centred, scales), patch_average(projected, scales)):
-            std = (averaged.square().mean(dim=-1, keepdim=True) + layer_norm.eps).sqrt()
-            results.append(averaged_projection / std + projected_bias)
+            mean_square = torch.linalg.vector_norm(averaged, dim=-1, keepdim=True).square() / averaged.shape[-1]
+            std = (mean_square + layer_norm.eps).sqrt()
+            results.append(torch.addcdiv(projected_bias, averaged_projection, std))
     return results
 
 
@@ -125,10 +140,22 @@ class DepthwiseAdapter(nn.Module):
         self.pointwise = nn.Conv1d(d, text_dim, kernel_size=1)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        """tokens: (B, L, d) -> V_image (B, d_t)."""
-        sequence = self.norm(tokens).transpose(1, 2)  # (B, d, L)
-        features = self.pointwise(self.activation(self.depthwise(sequence)))  # (B, d_t, L)
-        return features.mean(dim=-1)
+        """tokens: (B, L, d) -> V_image (B, d_t).
+
+        Computed on the (B, L, d) layout: the depth-wise convolution as k shifted
+        multiply-adds over the zero-padded sequence (float32, like the LayerNorm output),
+        and the mean over the sequence taken BEFORE the point-wise convolution, which is
+        affine, so ``mean(W g + b) = W mean(g) + b``."""
+        normalised = self.norm(tokens)  # (B, L, d)
+        length = normalised.shape[1]
+        kernel = self.depthwise.weight[:, 0, :]  # (d, k)
+        half = kernel.shape[1] // 2
+        padded = F.pad(normalised, (0, 0, half, half))  # zeros before and after the sequence
+        mixed = padded[:, :length] * kernel[:, 0]
+        for offset in range(1, kernel.shape[1]):
+            mixed = torch.addcmul(mixed, padded[:, offset : offset + length], kernel[:, offset])
+        pooled = self.activation(mixed).mean(dim=1)  # (B, d)
+        return self.pointwise(pooled.unsqueeze(-1)).squeeze(-1)
 
 
 def anomaly_logits(features: Tensor, text: Tensor, logit_scale: float = 100.0) -> Tensor:
@@ -145,12 +172,22 @@ def anomaly_logits(features: Tensor, text: Tensor, logit_scale: float = 100.0) -
     return tokens_to_grid(logit_scale * cosine_scores(features, text))
 
 
-def segmentation_probs(logits: Tensor, out_size: int | tuple[int, int]) -> Tensor:
-    """Bilinear upsampling of (B, 2, h, w) logits to ``out_size``, then softmax over the 2 channels.
+def anomalous_probabilities(logit_gaps: Tensor, out_size: int | tuple[int, int]) -> Tensor:
+    """Anomalous-class probability of M maps from their logit gaps at the patch grid.
+
+    For one map with (normal, anomalous) logits l = (l_N, l_A) on the grid, the spec's map
+    is ``softmax(upsample(l))[anomalous]`` (upsample first, then softmax). With two
+    classes that is ``sigmoid(upsample(l)_A - upsample(l)_N)``, and bilinear upsampling is
+    linear, so it equals ``sigmoid(upsample(l_A - l_N))``: exact, with ONE upsampled
+    channel per map and all M maps in one call.
+
+    Args:
+        logit_gaps: (B, M, h, w) anomalous minus normal logits.
+        out_size: side or (H, W) of the output.
 
     Returns:
-        (B, 2, H, W) float32 probabilities (computed in float32, also under autocast).
+        (B, M, H, W) float32 probabilities (computed in float32, also under autocast).
     """
-    with float32_region(logits.device):
-        upsampled = F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False)
-        return upsampled.softmax(dim=1)
+    with float32_region(logit_gaps.device):
+        upsampled = F.interpolate(logit_gaps.float(), size=out_size, mode="bilinear", align_corners=False)
+        return upsampled.sigmoid()

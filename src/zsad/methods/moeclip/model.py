@@ -23,7 +23,7 @@ from .. import register_method
 from ..base import AnomalyDetector, DetectorOutput, Routing
 from .aux_losses import balance_loss, etf_loss
 from .config import MoEClipConfig
-from .heads import DepthwiseAdapter, LayerProjections, anomaly_logits, project_patch_averages, segmentation_probs
+from .heads import DepthwiseAdapter, LayerProjections, anomalous_probabilities, anomaly_logits, project_patch_averages
 from .moe import MoeAdapter, MoeOutput
 
 
@@ -97,9 +97,14 @@ class MoEClipDetector(AnomalyDetector):
         Returns maps (B, S, S), scores (B,), and in training the weighted loss terms
         seg, cls, etf, balance. In training mode the map and the score carry no gradient
         (only the losses do)."""
+        return self.detect(images, self.text_features(class_names, images.device), masks, labels)
+
+    def detect(self, images: torch.Tensor, text: torch.Tensor, masks=None, labels=None) -> DetectorOutput:
+        """:meth:`forward` with the text features given: text (B, 2, d_t) or (2, d_t), as
+        :meth:`text_features` returns them. No host synchronisation in inference (the
+        whole call can be captured in a CUDA graph for fixed shapes)."""
         config, backbone = self.config, self.backbone
         size = images.shape[-1]
-        text = self.text_features(class_names, images.device)
         features = backbone.forward_visual(
             images,
             taps=self.blocks,
@@ -107,12 +112,15 @@ class MoEClipDetector(AnomalyDetector):
             checkpoint_frozen_blocks=config.activation_checkpointing and self.training,
         )
         ln_post = backbone.clip.visual.ln_post
-        segmentation = []  # 12 maps of (B, 2, S, S) probabilities
+        logit_gaps = []  # 12 maps of (B, h, h) anomalous minus normal logits at the patch grid
         for layer, block in enumerate(self.blocks):
             tokens = features.hidden[block][:, 1:]
             projection = self.projections.projections[layer]
             for projected in project_patch_averages(tokens, config.paa_scales, ln_post, projection):
-                segmentation.append(segmentation_probs(anomaly_logits(projected, text, config.logit_scale), size))
+                logits = anomaly_logits(projected, text, config.logit_scale)
+                logit_gaps.append(logits[:, 1] - logits[:, 0])
+        logit_gaps = torch.stack(logit_gaps, dim=1)  # (B, 12, h, h)
+        anomalous = anomalous_probabilities(logit_gaps, size)  # (B, 12, S, S)
         last_tokens = ln_post(features.hidden[self.blocks[-1]][:, 1:])
         if self.image_adapter is not None:
             image_feature = self.image_adapter(last_tokens)
@@ -124,20 +132,20 @@ class MoEClipDetector(AnomalyDetector):
         # outside the autograd graph (same values, detached), so that the graph does not
         # hold the 12-map mean, the smoothing and the score.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.training):
-            anomaly_map, score = self._map_and_score(segmentation, image_logits)
+            anomaly_map, score = self._map_and_score(anomalous, image_logits)
 
         moe_outputs = [features.stream_outputs[block] for block in self.blocks]
         routing = {str(block): patch_routing(moe, features.grid) for block, moe in zip(self.blocks, moe_outputs)}
         output = DetectorOutput(anomaly_map=anomaly_map, pred_score=score, routing=routing)
         if self.training and (masks is not None or labels is not None):
-            output.losses = self._losses(segmentation, image_logits, moe_outputs, masks, labels)
+            output.losses = self._losses(logit_gaps, anomalous, image_logits, moe_outputs, masks, labels)
         return output
 
-    def _map_and_score(self, segmentation, image_logits) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference map (B, S, S): mean of the 12 abnormal probabilities, Gaussian-smoothed,
-        in [0, 1]; image score (B,) by ``score_mode``."""
+    def _map_and_score(self, anomalous, image_logits) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference map (B, S, S) from the (B, 12, S, S) anomalous probabilities: their mean,
+        Gaussian-smoothed, in [0, 1]; image score (B,) by ``score_mode``."""
         config = self.config
-        raw_map = torch.stack([probs[:, 1] for probs in segmentation]).mean(dim=0)
+        raw_map = anomalous.mean(dim=1)
         anomaly_map = smooth_at_reference(raw_map, config.smoothing_sigma).clamp(0, 1)
         detection = image_logits.softmax(dim=-1)[:, 1]
         if config.score_mode == "det":
@@ -159,12 +167,15 @@ class MoEClipDetector(AnomalyDetector):
             for layer, dispatch in zip(self.moe_layers, previous):
                 layer.dispatch = dispatch
 
-    def _losses(self, segmentation, image_logits, outputs, masks, labels) -> dict[str, torch.Tensor]:
+    def _losses(self, logit_gaps, anomalous, image_logits, outputs, masks, labels) -> dict[str, torch.Tensor]:
         config = self.config
         zero = image_logits.new_zeros(())
         losses: dict[str, torch.Tensor] = {}
         if masks is not None:
-            losses["seg"] = segmentation_loss(segmentation, masks)
+            # (normal, anomalous) = (sigmoid(-upsample(gap)), sigmoid(upsample(gap))): the
+            # two-class softmax of the upsampled logits, without the cancellation of 1 - p
+            normal = anomalous_probabilities(-logit_gaps, anomalous.shape[-2:])
+            losses["seg"] = segmentation_loss(torch.stack((normal, anomalous), dim=2), masks)
         if labels is not None:
             losses["cls"] = image_classification_loss(image_logits, labels)
         if config.etf_loss:

@@ -340,6 +340,18 @@ class _BoundedNormMatch(torch.autograd.Function):
         return grad_update, grad_reference, None
 
 
+def blend_matched(update: Tensor, reference: Tensor, lambda_moe: float, eps: float = 1e-6) -> Tensor:
+    """Eq. 4 + 5 without autograd: ``lambda * match_norm(update, reference) + (1 - lambda) * reference``
+    as one per-token coefficient and one fused multiply-add (inference; no intermediate
+    (N, d) tensors but the result). update may be bf16: its norm and the blend run in
+    float32. Shapes (..., d) -> float32 (..., d)."""
+    update_norm = torch.linalg.vector_norm(update, dim=-1, keepdim=True, dtype=torch.float32)
+    reference = reference.float()
+    reference_norm = torch.linalg.vector_norm(reference, dim=-1, keepdim=True)
+    coefficient = lambda_moe * reference_norm / (update_norm + eps)  # (..., 1)
+    return torch.addcmul(reference * (1.0 - lambda_moe), update, coefficient)
+
+
 @dataclass
 class MoeOutput:
     """Output of :class:`MoeAdapter` for a (B, T, d) hidden state with K experts.
@@ -433,8 +445,11 @@ class MoeAdapter(nn.Module):
             mixed = self.experts.forward_sparse(x, decision.topk_index, decision.topk_weight)
         # Norm matching in float32: the rescale divides by a norm that is 0 at init.
         with float32_region(x.device):
-            normalised = match_norm(mixed.float(), x.float(), self.eps, self.norm_match_gradient)
-            out = self.lambda_moe * normalised + (1.0 - self.lambda_moe) * x.float()
+            if torch.is_grad_enabled() and (mixed.requires_grad or x.requires_grad):
+                normalised = match_norm(mixed.float(), x.float(), self.eps, self.norm_match_gradient)
+                out = self.lambda_moe * normalised + (1.0 - self.lambda_moe) * x.float()
+            else:
+                out = blend_matched(mixed, x, self.lambda_moe, self.eps)
 
         def unflatten(t: Tensor) -> Tensor:
             return t.reshape(batch, tokens, *t.shape[1:])
