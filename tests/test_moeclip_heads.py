@@ -30,15 +30,6 @@ def test_patch_average_matches_avg_pool2d_reference():
         assert torch.allclose(output, reference.flatten(2).transpose(1, 2), atol=1e-6)
 
 
-@pytest.mark.parametrize("scale", [3, 5])
-def test_both_grid_means_of_patch_average_agree(scale):
-    """The CPU path (two 1-D box means) and the GPU path (channels-last avg_pool2d)."""
-    from zsad.methods.moeclip.heads import _box_mean_grid, _pooled_mean_grid
-
-    grid = torch.randn(2, 7, 7, 5) * 3 + 1
-    assert torch.allclose(_box_mean_grid(grid, scale), _pooled_mean_grid(grid, scale), atol=1e-5)
-
-
 def test_patch_average_border_divides_by_s_squared():
     values = torch.arange(16, dtype=torch.float32).reshape(1, 16, 1)  # 4 x 4 grid, raster order
     three, five = patch_average(values, scales=(3, 5))
