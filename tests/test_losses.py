@@ -110,3 +110,16 @@ def test_image_classification_loss_skips_unknown_labels():
     expected = F.cross_entropy(logits[[0, 2]], labels[[0, 2]])
     assert torch.allclose(image_classification_loss(logits, labels), expected)
     assert image_classification_loss(logits, -torch.ones(3, dtype=torch.long)).item() == 0
+
+
+def test_segmentation_loss_of_stacked_maps_equals_the_sum_over_maps():
+    """A (B, M, 2, H, W) tensor gives the sum over its M maps of the per-map losses, on
+    the images with a known mask only."""
+    torch.manual_seed(0)
+    anomalous = torch.rand(3, 4, 8, 8)
+    maps = torch.stack((1 - anomalous, anomalous), dim=2)  # (B, M, 2, H, W)
+    masks = (torch.rand(3, 1, 8, 8) > 0.7).float()
+    masks[1] = -1  # unknown mask
+    expected = segmentation_loss([maps[:, index] for index in range(4)], masks)
+    assert torch.allclose(segmentation_loss(maps, masks), expected, atol=1e-5)
+    assert float(segmentation_loss(maps, torch.full_like(masks, -1.0))) == 0.0
