@@ -7,7 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zsad.text import ClassNames, PromptEnsemble, TextFeatureBank, humanise_category
+from zsad.text import (
+    ClassNames,
+    PromptEnsemble,
+    TextFeatureBank,
+    build_learned_prompts,
+    encode_learned_prompts,
+    humanise_category,
+)
 
 
 def test_table_names_and_fallbacks():
@@ -66,3 +73,62 @@ def test_text_features_are_the_normalised_group_means_and_cached(tiny_backbone):
         del tiny_backbone.encode_text
     assert calls == []  # cached: no new encoding
     assert bank.names == ["bottle", "screw"]
+
+
+def _embedded_words(backbone, text: str, copies: int) -> torch.Tensor:
+    """(copies, n, d_text) token embeddings of ``text`` without SOT/EOT."""
+    ids = torch.tensor(backbone.tokenizer.encode(text), dtype=torch.long)
+    return backbone.token_embeddings(ids).unsqueeze(0).expand(copies, -1, -1)
+
+
+def test_learned_prompts_from_sentence_embeddings_reproduce_the_plain_text_feature(tiny_backbone):
+    sentences = ["a photo of a bottle.", "a photo of a metal nut."]
+    tokenizer = tiny_backbone.tokenizer
+    # The sentence splits into [prefix][class name][suffix] in token space.
+    for name in ("bottle", "metal nut"):
+        sentence = f"a photo of a {name}."
+        assert tokenizer.encode(sentence) == tokenizer.encode("a photo of a") + tokenizer.encode(name) + tokenizer.encode(".")
+    prompts = build_learned_prompts(
+        tiny_backbone,
+        ["bottle", "metal nut"],
+        prefix=_embedded_words(tiny_backbone, "a photo of a", 2),
+        suffix=_embedded_words(tiny_backbone, ".", 2),
+    )
+    tokens = tiny_backbone.tokenize(sentences)
+    assert torch.equal(prompts.eot_index, tokens.argmax(dim=-1))
+    assert torch.allclose(prompts.embeddings, tiny_backbone.token_embeddings(tokens))
+    plain = F.normalize(tiny_backbone.encode_text(tokens), dim=-1)
+    assert torch.allclose(encode_learned_prompts(tiny_backbone, prompts), plain, atol=1e-5)
+
+
+def test_learned_prompts_with_an_empty_side(tiny_backbone):
+    sentence = "a photo of a bottle"
+    plain = F.normalize(tiny_backbone.encode_text(tiny_backbone.tokenize([sentence])), dim=-1)
+    only_prefix = build_learned_prompts(tiny_backbone, ["bottle"], prefix=_embedded_words(tiny_backbone, "a photo of a", 1))
+    only_suffix = build_learned_prompts(tiny_backbone, [""], suffix=_embedded_words(tiny_backbone, sentence, 1))
+    for prompts in (only_prefix, only_suffix):
+        assert prompts.eot_index.tolist() == [len(tiny_backbone.tokenizer.encode(sentence)) + 1]
+        assert torch.allclose(encode_learned_prompts(tiny_backbone, prompts), plain, atol=1e-5)
+
+
+def test_learned_tokens_get_gradients_and_the_text_encoder_none(tiny_backbone):
+    width = tiny_backbone.text_width
+    prefix = torch.randn(3, 4, width, requires_grad=True)
+    suffix = torch.randn(3, 2, width, requires_grad=True)
+    prompts = build_learned_prompts(tiny_backbone, ["bottle", "screw", "metal nut"], prefix, suffix)
+    assert prompts.embeddings.shape == (3, tiny_backbone.context_length, width)
+    encode_learned_prompts(tiny_backbone, prompts).sum().backward()
+    assert prefix.grad.abs().sum() > 0 and suffix.grad.abs().sum() > 0
+    assert all(p.grad is None for p in tiny_backbone.parameters())
+
+
+def test_learned_prompts_refuse_bad_shapes_and_overlong_prompts(tiny_backbone):
+    width = tiny_backbone.text_width
+    with pytest.raises(ValueError, match="prefix tokens must be"):
+        build_learned_prompts(tiny_backbone, ["bottle"], prefix=torch.zeros(2, 3, width))
+    with pytest.raises(ValueError, match="the text encoder holds 77"):
+        build_learned_prompts(tiny_backbone, ["bottle"], suffix=torch.zeros(1, 75, width))
+
+
+def test_tokenizer_is_built_once_per_backbone(tiny_backbone):
+    assert tiny_backbone.tokenizer is tiny_backbone.tokenizer

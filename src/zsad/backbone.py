@@ -17,6 +17,7 @@ No CLIP weight ever receives a gradient.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
@@ -307,10 +308,24 @@ class ClipBackbone(nn.Module):
         return visual.ln_post(tokens) @ visual.proj
 
     # ------------------------------------------------------------------ text
+    @functools.cached_property
+    def tokenizer(self) -> Callable[[list[str]], torch.Tensor]:
+        """The model's OpenCLIP tokenizer, built once per backbone (building it reads the BPE table)."""
+        return open_clip.get_tokenizer(self.config.model_name)
+
+    @property
+    def context_length(self) -> int:
+        """C: number of token positions of the text transformer."""
+        return self.clip.positional_embedding.shape[0]
+
+    @property
+    def text_width(self) -> int:
+        """d_text: width of the token embeddings fed to the text transformer."""
+        return self.clip.token_embedding.weight.shape[1]
+
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """(N,) strings -> (N, context_length) token ids."""
-        tokenizer = open_clip.get_tokenizer(self.config.model_name)
-        return tokenizer(list(texts))
+        return self.tokenizer(list(texts))
 
     def encode_text(self, token_ids: torch.Tensor) -> torch.Tensor:
         """(N, context_length) token ids -> (N, d_t) text features (not normalised)."""

@@ -1,8 +1,13 @@
-"""Text side: class names for prompts and the fixed prompt ensemble of the spec.
+"""Text side: class names for prompts, the fixed prompt ensemble of the spec, and
+learned prompts assembled in token-embedding space.
 
 The prompt table (templates x states) and the class-name table are data files in
 ``zsad/resources``; users override class names with ``--class-name`` (one name for
 every image) or ``--class-names FILE`` (a JSON or YAML mapping of category keys).
+
+Prompt-learning methods build ``[SOT][learned][class-name tokens][learned][EOT][pad]``
+with :func:`build_learned_prompts` and encode it with the frozen text transformer
+through :func:`encode_learned_prompts`.
 """
 from __future__ import annotations
 
@@ -141,3 +146,78 @@ class TextFeatureBank(nn.Module):
             self.names.extend(missing)
         index = torch.tensor([self.names.index(name) for name in class_names], device=self.bank.device)
         return self.bank.index_select(0, index)
+
+
+@dataclass(frozen=True)
+class LearnedPrompts:
+    """Prompts in token-embedding space, ready for the frozen text transformer.
+
+    embeddings: (N, C, d_text) token embeddings with SOT, EOT and padding, C = context length.
+    eot_index: (N,) position of each prompt's end-of-text token.
+    """
+
+    embeddings: torch.Tensor
+    eot_index: torch.Tensor
+
+
+def _learned_part(tokens: torch.Tensor | None, count: int, width: int, name: str) -> torch.Tensor | None:
+    """Validate a block of learned tokens: None (empty side) or (N, length, d_text)."""
+    if tokens is None:
+        return None
+    if tokens.ndim != 3 or tokens.shape[0] != count or tokens.shape[2] != width:
+        raise ValueError(f"{name} tokens must be (N={count}, length, d_text={width}), got {tuple(tokens.shape)}")
+    return tokens
+
+
+def build_learned_prompts(
+    backbone,
+    class_names: Sequence[str],
+    prefix: torch.Tensor | None = None,
+    suffix: torch.Tensor | None = None,
+) -> LearnedPrompts:
+    """Assemble ``[SOT][prefix][class-name tokens][suffix][EOT][pad...]`` per prompt.
+
+    backbone: a ClipBackbone (its tokenizer, token embedding and context length are used).
+    class_names: (N,) words tokenised between the learned blocks (an empty string adds none).
+    prefix, suffix: (N, P, d_text) and (N, S, d_text) learned token embeddings, or None for
+        an empty side. Gradients flow from the result back into them.
+    Padding positions hold the tokenizer's padding id (0), as in a tokenised sentence.
+    """
+    count, width = len(class_names), backbone.text_width
+    prefix = _learned_part(prefix, count, width, "prefix")
+    suffix = _learned_part(suffix, count, width, "suffix")
+    prefix_length = 0 if prefix is None else prefix.shape[1]
+    suffix_length = 0 if suffix is None else suffix.shape[1]
+    tokenizer, context = backbone.tokenizer, backbone.context_length
+    ids = torch.zeros(count, context, dtype=torch.long)
+    learned = torch.zeros(count, context, dtype=torch.bool)
+    eot_index = torch.empty(count, dtype=torch.long)
+    for row, class_name in enumerate(class_names):
+        name_ids = tokenizer.encode(class_name)
+        name_start = 1 + prefix_length
+        suffix_start = name_start + len(name_ids)
+        eot = suffix_start + suffix_length
+        if eot >= context:
+            raise ValueError(
+                f"prompt for class name {class_name!r} needs {eot + 1} tokens ({prefix_length} + "
+                f"{len(name_ids)} + {suffix_length} plus SOT/EOT); the text encoder holds {context}"
+            )
+        ids[row, 0] = tokenizer.sot_token_id
+        ids[row, name_start:suffix_start] = torch.tensor(name_ids, dtype=torch.long)
+        ids[row, eot] = tokenizer.eot_token_id
+        learned[row, 1:name_start] = True
+        learned[row, suffix_start:eot] = True
+        eot_index[row] = eot
+    embeddings = backbone.token_embeddings(ids)
+    parts = [part.to(embeddings) for part in (prefix, suffix) if part is not None]
+    if parts:
+        # masked_scatter fills the True positions row by row: each row's prefix, then its suffix.
+        source = torch.cat(parts, dim=1)
+        embeddings = embeddings.masked_scatter(learned.to(embeddings.device).unsqueeze(-1), source)
+    return LearnedPrompts(embeddings=embeddings, eot_index=eot_index.to(embeddings.device))
+
+
+def encode_learned_prompts(backbone, prompts: LearnedPrompts) -> torch.Tensor:
+    """Frozen text transformer on assembled prompts: -> (N, d_t) L2-normalised features
+    (EOT token, ``ln_final``, text projection)."""
+    return F.normalize(backbone.encode_text_embeddings(prompts.embeddings, prompts.eot_index), dim=-1)
