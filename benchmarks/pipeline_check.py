@@ -1,4 +1,4 @@
-"""Pipeline check: does training MoECLIP beat the training-free baseline on unseen data?
+"""Pipeline check: does training MoECLIP or PromptMoE beat the training-free baseline on unseen data?
 
     python benchmarks/pipeline_check.py [--out /tmp/zsad-pipeline] [--image-size 128] [--epochs 3]
         [--max-steps N] [--norm-match-gradient bounded|paper]
@@ -8,8 +8,9 @@ Everything uses `zsad-tiny` with RANDOM weights, so the numbers are a pipeline c
 a result. Two settings, both scored on data the model never trained on:
 1. generated MVTec-layout data: train on the TRAIN categories, test on the TEST categories;
 2. (when the medical folders exist) train on Kvasir-SEG, test on the CVC-ClinicDB images.
-For each, the zero-shot baseline is evaluated on the same test data. A trained model
-that does not clearly beat it points to a bug.
+For each, the zero-shot baseline and the trained methods (``--methods``, default MoECLIP
+and PromptMoE, trained with the same settings) are evaluated on the same test data, side
+by side. A trained model that does not clearly beat the baseline points to a bug.
 """
 from __future__ import annotations
 
@@ -36,23 +37,28 @@ def evaluate(model, spec, out):
 
 
 def compare(name, train_spec, test_spec, out, args):
-    """Evaluate the baseline and a freshly trained MoECLIP on test_spec; print both."""
+    """Evaluate the baseline and each freshly trained method on test_spec; print them side by side."""
     common = {"backbone": "zsad-tiny", "weights": "random", "image_size": args.image_size}
     torch.manual_seed(0)
-    baseline = evaluate(build_detector("zeroshot", **common), test_spec, out / "zeroshot")
-    torch.manual_seed(0)
-    method_config = {"norm_match_gradient": args.norm_match_gradient}
-    model = build_detector("moeclip", **common, method_config=method_config, for_training=True)
+    results = {"zeroshot": evaluate(build_detector("zeroshot", **common), test_spec, out / "zeroshot")}
     config = TrainingConfig(epochs=args.epochs, batch_size=4, lr=args.lr, max_steps_per_epoch=args.max_steps)
-    start = time.perf_counter()
-    fit(model, [train_spec], out / "train", config, ClassNames.load(), torch.device("cpu"), overwrite=True, show_progress=False)
-    seconds = time.perf_counter() - start
-    trained = evaluate(model.eval(), test_spec, out / "moeclip")
-    print(f"\n{name}: MoECLIP ({args.norm_match_gradient} norm-matching gradient) trained {args.epochs} epochs in {seconds:.0f} s")
-    print(f"{'metric':<14}{'zeroshot':>10}{'MoECLIP':>10}")
+    method_configs = {"moeclip": {"norm_match_gradient": args.norm_match_gradient}}
+    seconds = {}
+    for method in args.methods:
+        torch.manual_seed(0)
+        model = build_detector(method, **common, method_config=method_configs.get(method), for_training=True)
+        start = time.perf_counter()
+        fit(model, [train_spec], out / method / "train", config, ClassNames.load(), torch.device("cpu"),
+            overwrite=True, show_progress=False)
+        seconds[method] = time.perf_counter() - start
+        results[method] = evaluate(model.eval(), test_spec, out / method / "test")
+    trained = ", ".join(f"{method} {seconds[method]:.0f} s" for method in args.methods)
+    print(f"\n{name}: trained {args.epochs} epochs ({trained}; MoECLIP with the {args.norm_match_gradient} "
+          "norm-matching gradient)")
+    print(f"{'metric':<14}" + "".join(f"{method:>11}" for method in results))
     for metric in METRICS:
-        cells = ["n/a" if v is None else f"{100 * v:.1f}" for v in (baseline.get(metric), trained.get(metric))]
-        print(f"{metric:<14}{cells[0]:>10}{cells[1]:>10}")
+        cells = ["n/a" if row.get(metric) is None else f"{100 * row[metric]:.1f}" for row in results.values()]
+        print(f"{metric:<14}" + "".join(f"{cell:>11}" for cell in cells))
 
 
 def main() -> None:
@@ -64,6 +70,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="optimiser steps per epoch (default: all)")
     parser.add_argument("--norm-match-gradient", choices=("bounded", "paper"), default="bounded",
                         help="MoECLIP's norm-matching backward (paper: the exact gradient, which stalls LoRA B)")
+    parser.add_argument("--methods", nargs="+", default=["moeclip", "promptmoe"], help="trainable methods to compare")
     parser.add_argument("--kvasir", type=Path, default=Path("../shared/data/kvasir-seg"))
     parser.add_argument("--clinicdb", type=Path, default=Path("../shared/data/fixtures/cvc-clinicdb"))
     args = parser.parse_args()

@@ -9,6 +9,7 @@ import pytest
 from zsad.engine.train_config import TrainingConfig
 from zsad.methods import build_method, method_class
 from zsad.methods.moeclip.config import MoEClipConfig
+from zsad.methods.promptmoe.config import PromptMoEConfig
 from zsad.recipes import load_recipe
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -54,3 +55,38 @@ def test_bad_recipes_are_clear_errors(tmp_path):
     broken.write_text("method: [unclosed\n")
     with pytest.raises(ValueError, match="cannot parse"):
         load_recipe(broken)
+
+
+PROMPTMOE_ABLATIONS = {
+    "promptmoe-static-prompt.yaml": {
+        "composition": "averaged", "per_layer_prompts": False, "num_experts": 1, "top_k": 1,
+        "balance_weight": 0.0, "decouple_weight": 0.0,
+    },
+    "promptmoe-static-ensemble.yaml": {
+        "composition": "averaged", "per_layer_prompts": False, "balance_weight": 0.0, "decouple_weight": 0.0,
+    },
+    "promptmoe-single-layer.yaml": {"per_layer_prompts": False, "balance_weight": 0.0, "decouple_weight": 0.0},
+    "promptmoe-no-aux-losses.yaml": {"balance_weight": 0.0, "decouple_weight": 0.0},
+    "promptmoe-alpha-0.yaml": {"balance_weight": 0.0},
+    "promptmoe-alpha-0.1.yaml": {"balance_weight": 0.1},
+}
+
+
+def test_the_promptmoe_recipe_is_the_default_config_and_the_paper_schedule():
+    directory = CONFIGS[0].parent
+    recipe = load_recipe(directory / "promptmoe.yaml")
+    assert recipe.method == "promptmoe"
+    assert PromptMoEConfig.from_dict(recipe.method_config) == PromptMoEConfig()
+    training = TrainingConfig.from_dict(recipe.training)
+    assert (training.epochs, training.batch_size, training.lr, training.betas) == (15, 16, 1e-3, (0.6, 0.999))
+    assert (training.warmup_epochs, training.milestones) == (3, ())
+    for name in PROMPTMOE_ABLATIONS:  # ablations train exactly like the recipe
+        assert TrainingConfig.from_dict(load_recipe(directory / name).training) == training
+
+
+@pytest.mark.parametrize("name, changed", sorted(PROMPTMOE_ABLATIONS.items()))
+def test_each_promptmoe_ablation_changes_only_its_switches(name, changed):
+    recipe = load_recipe(CONFIGS[0].parent / name)
+    config = PromptMoEConfig.from_dict(recipe.method_config).to_dict()
+    default = PromptMoEConfig().to_dict()
+    assert {key: config[key] for key in default if config[key] != default[key]} == changed

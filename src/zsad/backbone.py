@@ -341,10 +341,13 @@ class ClipBackbone(nn.Module):
         embeddings: (N, C, d_text) token embeddings including SOT/EOT and padding.
         eot_index: (N,) position of the end-of-text token of each prompt.
         Returns (N, d_t) text features (not normalised).
+        Positions after the last EOT are dropped before the transformer: under the causal
+        mask they never reach an EOT token, so the features are unchanged.
         """
         clip = self.clip
-        x = embeddings + clip.positional_embedding.to(embeddings.dtype)
-        x = clip.transformer(x, attn_mask=clip.attn_mask)
+        length = int(eot_index.max()) + 1
+        x = embeddings[:, :length] + clip.positional_embedding[:length].to(embeddings.dtype)
+        x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
         x = clip.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot_index]
         projection = clip.text_projection

@@ -159,6 +159,15 @@ class LearnedPrompts:
     embeddings: torch.Tensor
     eot_index: torch.Tensor
 
+    @classmethod
+    def concat(cls, parts: Sequence["LearnedPrompts"]) -> "LearnedPrompts":
+        """Stack prompt batches (e.g. with learned blocks of different lengths) so that
+        one text-encoder call serves them all; rows keep the order of ``parts``."""
+        return cls(
+            embeddings=torch.cat([part.embeddings for part in parts]),
+            eot_index=torch.cat([part.eot_index for part in parts]),
+        )
+
 
 def _learned_part(tokens: torch.Tensor | None, count: int, width: int, name: str) -> torch.Tensor | None:
     """Validate a block of learned tokens: None (empty side) or (N, length, d_text)."""
@@ -192,8 +201,9 @@ def build_learned_prompts(
     ids = torch.zeros(count, context, dtype=torch.long)
     learned = torch.zeros(count, context, dtype=torch.bool)
     eot_index = torch.empty(count, dtype=torch.long)
+    encoded_names = {name: tokenizer.encode(name) for name in dict.fromkeys(class_names)}
     for row, class_name in enumerate(class_names):
-        name_ids = tokenizer.encode(class_name)
+        name_ids = encoded_names[class_name]
         name_start = 1 + prefix_length
         suffix_start = name_start + len(name_ids)
         eot = suffix_start + suffix_length

@@ -1,4 +1,5 @@
-"""`zsad analyze`: analyses of a trained model (the experts of any method that routes)."""
+"""`zsad analyze`: analyses of a trained model (the experts of any method that routes) and
+the auxiliary-loss curves of training runs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,9 +32,13 @@ def experts(
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """What the experts of a routed method (e.g. MoECLIP) do: patch-selection maps,
-    inter-expert cosine similarity, expert utilisation per data set and the gradient / contrast / entropy of the patches
-    each expert takes (MoECLIP Fig. 3, 5, 9, 10, 12-15, Tab. 14). Index page: OUT/analysis.md."""
+    """What the experts of a routed method do. Token routing (e.g. MoECLIP): patch-selection
+    maps, inter-expert cosine similarity, expert utilisation per data set and the gradient /
+    contrast / entropy of the patches each expert takes (MoECLIP Fig. 3, 5, 9, 10, 12-15,
+    Tab. 14; index page OUT/analysis.md). Image routing (e.g. PromptMoE's prompt pools): how
+    often each expert of each pool is chosen per data set and layer (PromptMoE Fig. 6;
+    OUT/expert_activation.csv and .png; --selection-maps and --layer do not apply)."""
+    from ..analysis.activation import analyze_expert_activation, routes_per_image
     from ..analysis.run import analyze_experts, load_analysis_data
     from . import EXIT_BAD_INPUT, console, err_console, load_predictor
 
@@ -41,6 +46,18 @@ def experts(
     analysis_data = load_analysis_data(
         data, predictor.image_size, classes=[name.strip() for name in classes.split(",")] if classes else None, max_images=max_images
     )
+    meta = {**predictor.detector.provenance(), "checkpoint": None if model.checkpoint is None else str(model.checkpoint)}
+    if routes_per_image(predictor.detector, predictor.device):
+        routed = analyze_expert_activation(
+            predictor, analysis_data, out, batch_size=batch_size, num_workers=num_workers, overwrite=overwrite,
+            show_progress=not quiet, meta=meta,
+        )
+        console.print(f"{len(routed.written)} files written: {', '.join(str(path) for path in routed.written)}")
+        for error in routed.errors:
+            err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
+        if routed.errors:
+            raise typer.Exit(EXIT_BAD_INPUT)
+        return
     result = analyze_experts(
         predictor,
         analysis_data,
@@ -51,7 +68,7 @@ def experts(
         num_workers=num_workers,
         overwrite=overwrite,
         show_progress=not quiet,
-        meta={**predictor.detector.provenance(), "checkpoint": None if model.checkpoint is None else str(model.checkpoint)},
+        meta=meta,
     )
     images = result.analysis.images()
     console.print(f"{images} images analysed, {len(result.written)} files written; index: {out / 'analysis.md'}")
@@ -61,10 +78,26 @@ def experts(
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def losses(
+    run: Annotated[List[Path], typer.Option("--run", help="A `zsad train` output folder (repeat to compare runs, e.g. with and without L_decouple).")],
+    out: opt.Out,
+    overwrite: opt.Overwrite = False,
+) -> None:
+    """Training curves of the unweighted auxiliary losses (L_balance, L_decouple) of
+    PromptMoE runs, from their train_log.csv (PromptMoE Fig. 7): OUT/auxiliary_losses.csv
+    and .png."""
+    from ..analysis.activation import auxiliary_loss_curves
+    from . import console
+
+    written = auxiliary_loss_curves(run, out, overwrite=overwrite)
+    console.print(f"Written: {', '.join(str(path) for path in written)}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the `analyze` command group (with `experts`) to ``app``."""
     from . import friendly_errors
 
     analyze_app = typer.Typer(help="Analyses of a trained model.", no_args_is_help=True)
     analyze_app.command("experts")(friendly_errors(opt.option_group("model", opt.ModelOptions)(experts)))
+    analyze_app.command("losses")(friendly_errors(losses))
     app.add_typer(analyze_app, name="analyze")

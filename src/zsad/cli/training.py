@@ -42,7 +42,7 @@ TrainData = Annotated[
 ]
 TrainMethod = Annotated[
     Optional[str],
-    typer.Option("--method", "-m", help="Trainable method, e.g. moeclip (default: the recipe's, or the resumed run's)."),
+    typer.Option("--method", "-m", help="Trainable method: moeclip or promptmoe (default: the recipe's, or the resumed run's)."),
 ]
 
 

@@ -26,7 +26,8 @@ from .testing import run_test
 from .train_config import TrainingConfig
 from .training import fit
 
-COMPARED_METRICS = ["image_auroc", "image_ap", "pixel_auroc", "pixel_ap"]
+# Every metric some paper reports; a paper without one shows n/a (PromptMoE gives PRO, not pixel AP).
+COMPARED_METRICS = ["image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_aupro"]
 
 
 def paper_results(method: str) -> dict[str, dict[str, float]]:

@@ -102,8 +102,9 @@ class _EpochStats:
 class _PendingStep:
     """One optimiser step whose numbers are still on the device.
 
-    values: (1 + n_losses + 1,) float32 [total, each loss, gradient norm]; names: the
-    loss names in that order (without "total" and the norm)."""
+    values: (1 + n_losses + n_monitors + 1,) float32 [total, each loss, each monitor,
+    gradient norm]; names: the loss then the monitor names in that order (without "total"
+    and the norm). Monitors (``DetectorOutput.monitors``) are logged, never optimised."""
 
     epoch: int
     step: int
@@ -264,6 +265,10 @@ class _TrainingRun:
                 "and given masks and labels?)"
             )
         losses = {name: value.float() for name, value in output.losses.items()}
+        monitors = {name: value.detach().float() for name, value in output.monitors.items()}
+        clash = sorted(set(losses) & set(monitors))
+        if clash:
+            raise TrainingError(f"method '{self.detector.name}' names {clash} both a loss and a monitor")
         total = torch.stack(list(losses.values())).sum()
         if not total.requires_grad:
             raise TrainingError(f"the losses of '{self.detector.name}' do not depend on any trainable parameter")
@@ -273,8 +278,8 @@ class _TrainingRun:
         norm = _gradient_norm(self.trainable)
         self.optimizer.step()
         self.scheduler.step()
-        values = torch.stack([total.detach(), *(v.detach() for v in losses.values()), norm])
-        return _PendingStep(epoch, self.global_step + 1, lr, list(losses), values)
+        values = torch.stack([total.detach(), *(v.detach() for v in losses.values()), *monitors.values(), norm])
+        return _PendingStep(epoch, self.global_step + 1, lr, [*losses, *monitors], values)
 
     def _sync(self, pending: list[_PendingStep], stats: _EpochStats, log: TrainLog | None) -> None:
         """Bring the pending steps' numbers to the host at once (one device sync), stop

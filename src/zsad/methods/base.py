@@ -49,12 +49,15 @@ class DetectorOutput:
     losses: named scalar losses, filled only when targets are given in training.
     routing: layer name (e.g. the 1-based block, "18") -> its routing, for methods
         that route tokens to experts (what the expert analyses read).
+    monitors: named scalars logged with the losses but never optimised (e.g. an
+        auxiliary loss whose weight is 0 in an ablation).
     """
 
     anomaly_map: torch.Tensor
     pred_score: torch.Tensor
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     routing: dict[str, Routing] = field(default_factory=dict)
+    monitors: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class OptimiserSettings(Protocol):

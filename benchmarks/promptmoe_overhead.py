@@ -1,0 +1,115 @@
+"""PromptMoE inference time over the frozen backbone's own forward, and its text-encoder
+calls per batch, measured in one run.
+
+    python benchmarks/promptmoe_overhead.py [--backbone ViT-L-14-336] [--image-size 518]
+        [--batch-size 1] [--repeats 3] [--device auto] [--threads N]
+
+Random weights (no download). Three passes run interleaved (A B C A B C ...) on the same
+input and the medians are printed with the ratios of pairs:
+- frozen: the backbone alone (all blocks, taps, CLS embedding), no V-V stream;
+- frozen + V-V: the same with the V-V stream PromptMoE reads from block D/2 + 1 on;
+- PromptMoE: the whole inference (V-V forward, VGMoP per tap, one text-encoder call for
+  all learned prompts, maps, smoothing, score).
+The text encoder is counted and timed separately by wrapping the backbone's
+``encode_text_embeddings``. ``--device auto`` picks CUDA when present (timings then
+synchronise the device); on the CPU both wall and process-CPU clocks are reported.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+
+from zsad.backbone import create_backbone
+from zsad.engine.runtime import resolve_device
+from zsad.methods import build_method
+
+
+def make_timer(device: torch.device):
+    def timed(function) -> tuple[float, float]:
+        """(wall seconds, CPU seconds of this process) of one call."""
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        wall, cpu = time.perf_counter(), time.process_time()
+        function()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    return timed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="ViT-L-14-336")
+    parser.add_argument("--image-size", type=int, default=518)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+    device = resolve_device(args.device)
+    timed = make_timer(device)
+    torch.manual_seed(0)
+    backbone = create_backbone(model_name=args.backbone, weights="random", image_size=args.image_size)
+    detector = build_method("promptmoe", backbone, {}).eval().to(device)
+    images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    words = ["object"] * args.batch_size
+
+    text_calls: list[tuple[int, float]] = []  # (prompt rows, seconds) per encoder call
+    encode = backbone.encode_text_embeddings
+
+    def counted_encode(embeddings, eot_index):
+        encoded: dict[str, torch.Tensor] = {}
+        seconds, _ = timed(lambda: encoded.setdefault("features", encode(embeddings, eot_index)))
+        text_calls.append((embeddings.shape[0], seconds))
+        return encoded["features"]
+
+    backbone.encode_text_embeddings = counted_encode
+
+    passes = {
+        "frozen backbone forward": lambda: backbone.forward_visual(images, taps=detector.taps),
+        "frozen forward + V-V": lambda: backbone.forward_visual(images, taps=detector.taps, vv_start=detector.vv_start),
+        "PromptMoE inference": lambda: detector(images, words),
+    }
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in passes}
+    with torch.inference_mode():
+        for run in passes.values():  # warm-up
+            run()
+        text_calls.clear()
+        for _ in range(args.repeats):
+            for name, run in passes.items():
+                times[name].append(timed(run))
+    calls_per_batch = len(text_calls) / args.repeats
+    print(f"backbone {args.backbone} (random weights), {args.image_size} px, batch {args.batch_size}, "
+          f"device {device}, {torch.get_num_threads()} threads")
+    print(f"trainable parameters: {detector.trainable_parameter_count():,}  "
+          f"backbone parameters: {sum(p.numel() for p in backbone.parameters()):,}")
+    print(f"text-encoder calls per batch: {calls_per_batch:g} ({text_calls[0][0]} prompts in the call = "
+          f"{len(detector.prompt_modules)} prompt modules x 2 states x {args.batch_size} images)")
+    clocks = (("wall", 0), ("cpu", 1)) if device.type == "cpu" else (("wall", 0),)
+    print(f"{'pass':<26}{'clock':<6}{'median s':>10}{'min s':>10}{'max s':>10}")
+    for clock, column in clocks:
+        for name, values in times.items():
+            values = [v[column] for v in values]
+            print(f"{name:<26}{clock:<6}{statistics.median(values):>10.3f}{min(values):>10.3f}{max(values):>10.3f}")
+    text_seconds = statistics.median(seconds for _, seconds in text_calls)
+    print(f"{'text encoder call':<26}{'wall':<6}{text_seconds:>10.3f}  (inside PromptMoE inference)")
+    frozen = times["frozen backbone forward"]
+    for clock, column in clocks:
+        for name in ("frozen forward + V-V", "PromptMoE inference"):
+            ratios = [m[column] / f[column] for m, f in zip(times[name], frozen)]
+            print(f"ratio {name} / frozen ({clock}): median of pairs {statistics.median(ratios):.3f} "
+                  f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+    per_image = statistics.median(v[0] for v in times["PromptMoE inference"]) / args.batch_size
+    print(f"PromptMoE inference per image (wall): {per_image:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

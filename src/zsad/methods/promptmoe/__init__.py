@@ -1,0 +1,4 @@
+"""PromptMoE: importing the package registers the method."""
+from .model import PromptMoEDetector
+
+__all__ = ["PromptMoEDetector"]
