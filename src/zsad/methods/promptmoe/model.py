@@ -33,6 +33,7 @@ from .aux_losses import balance_loss, decoupling_loss
 from .config import PromptMoEConfig
 from .vgmop import MixedStates, PoolRouting, StaticPools, VGMoP
 
+
 @register_method
 class PromptMoEDetector(AnomalyDetector):
     name = "promptmoe"
