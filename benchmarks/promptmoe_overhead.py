@@ -11,7 +11,9 @@ input and the medians are printed with the ratios of pairs:
 - PromptMoE: the whole inference (V-V forward, VGMoP per tap, one text-encoder call for
   all learned prompts, maps, smoothing, score).
 The text encoder is counted and timed separately by wrapping the backbone's
-``encode_text_embeddings``. ``--device auto`` picks CUDA when present (timings then
+``encode_text_embeddings``. With ``--text-batch N`` (default 16, the paper's batch; 0 to
+skip) the learned prompts of N images are also encoded alone, in the one call PromptMoE
+makes and in one call per (layer, state) for comparison. ``--device auto`` picks CUDA when present (timings then
 synchronise the device); on the CPU both wall and process-CPU clocks are reported.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from zsad.backbone import create_backbone
 from zsad.engine.runtime import resolve_device
 from zsad.methods import build_method
+from zsad.text import encode_learned_prompts
 
 
 def make_timer(device: torch.device):
@@ -42,12 +45,37 @@ def make_timer(device: torch.device):
     return timed
 
 
+def text_pass_seconds(detector, batch: int, repeats: int, timed) -> tuple[int, float, float]:
+    """(prompts, median wall s of one call for all, median wall s of one call per
+    (prompt module, state)) for the learned prompts of ``batch`` images (VGMoP run on
+    random visual tokens; the text work does not depend on them)."""
+    device = detector.context.device
+    contexts = torch.randn(batch, 16, detector.backbone.embed_dim, device=device)
+    states = [module(contexts) for module in detector.prompt_modules]
+    prompts = detector.routed_prompts(states, ["object"] * batch)
+    rows = prompts.embeddings.shape[0]
+
+    def one_call():
+        encode_learned_prompts(detector.backbone, prompts)
+
+    def per_layer_and_state():
+        for start in range(0, rows, batch):
+            chunk = type(prompts)(prompts.embeddings[start : start + batch], prompts.eot_index[start : start + batch])
+            encode_learned_prompts(detector.backbone, chunk)
+
+    one_call(), per_layer_and_state()  # warm-up
+    single = [timed(one_call)[0] for _ in range(repeats)]
+    split = [timed(per_layer_and_state)[0] for _ in range(repeats)]
+    return rows, statistics.median(single), statistics.median(split)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="ViT-L-14-336")
     parser.add_argument("--image-size", type=int, default=518)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--text-batch", type=int, default=16, help="images whose prompts are timed alone (0: skip)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args()
@@ -109,6 +137,13 @@ def main() -> None:
                   f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
     per_image = statistics.median(v[0] for v in times["PromptMoE inference"]) / args.batch_size
     print(f"PromptMoE inference per image (wall): {per_image:.3f} s")
+    if args.text_batch:
+        backbone.encode_text_embeddings = encode
+        with torch.inference_mode():
+            rows, single, split = text_pass_seconds(detector, args.text_batch, args.repeats, timed)
+        calls = rows // args.text_batch
+        print(f"text pass for a batch of {args.text_batch} ({rows} prompts), wall: one call {single:.3f} s, "
+              f"{calls} calls (one per layer and state) {split:.3f} s, ratio {split / single:.2f}")
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ class PromptMoEDetector(AnomalyDetector):
         """(rows, M_q, D) shared context, or None without context tokens."""
         return None if self.context is None else self.context.unsqueeze(0).expand(rows, -1, -1)
 
-    def _routed_prompts(self, states: Sequence[MixedStates], words: list[str]) -> LearnedPrompts:
+    def routed_prompts(self, states: Sequence[MixedStates], words: list[str]) -> LearnedPrompts:
         """Rows: [normal | abnormal] x module x image."""
         names = words * len(states)
         normal = torch.cat([state.normal for state in states])
@@ -98,7 +98,7 @@ class PromptMoEDetector(AnomalyDetector):
             build_learned_prompts(self.backbone, names, abnormal, self._suffix(len(names))),
         ])
 
-    def _static_prompts(self, names: list[str]) -> LearnedPrompts:
+    def static_prompts(self, names: list[str]) -> LearnedPrompts:
         """Rows: [normal | abnormal] x module x expert x name; abnormal prompt j pairs
         normal expert j with abnormal expert j."""
         normal, abnormal = [], []
@@ -126,7 +126,7 @@ class PromptMoEDetector(AnomalyDetector):
         if self.config.composition == "routed":
             contexts = [torch.cat([patches[block], global_feature.unsqueeze(1)], dim=1) for block in self.prompt_blocks]
             states = [module(context) for module, context in zip(self.prompt_modules, contexts)]
-            encoded = encode_learned_prompts(self.backbone, self._routed_prompts(states, words))
+            encoded = encode_learned_prompts(self.backbone, self.routed_prompts(states, words))
             text = encoded.reshape(2, modules, batch, -1).permute(1, 2, 0, 3)  # (modules, B, 2, d_t)
             routing = {
                 f"{block}/{pool}": decision
@@ -135,7 +135,7 @@ class PromptMoEDetector(AnomalyDetector):
             }
             return list(text), routing
         names = list(dict.fromkeys(words))
-        encoded = encode_learned_prompts(self.backbone, self._static_prompts(names))
+        encoded = encode_learned_prompts(self.backbone, self.static_prompts(names))
         experts = self.config.num_experts
         per_expert = encoded.reshape(2, modules, experts, len(names), -1)
         ensemble = F.normalize(per_expert.mean(dim=2), dim=-1).permute(1, 2, 0, 3)  # (modules, names, 2, d_t)
