@@ -12,8 +12,9 @@ input and the medians are printed with the ratios of pairs:
   all learned prompts, maps, smoothing, score).
 The text encoder is counted and timed separately by wrapping the backbone's
 ``encode_text_embeddings``. With ``--text-batch N`` (default 16, the paper's batch; 0 to
-skip) the learned prompts of N images are also encoded alone, in the one call PromptMoE
-makes and in one call per (layer, state) for comparison. ``--device auto`` picks CUDA when present (timings then
+skip) the learned prompts of N images are also encoded alone: in the one call PromptMoE
+makes, in one call per state and in one call per (layer, state); ``--text-only`` skips
+the image passes. ``--device auto`` picks CUDA when present (timings then
 synchronise the device); on the CPU both wall and process-CPU clocks are reported.
 """
 from __future__ import annotations
@@ -45,28 +46,37 @@ def make_timer(device: torch.device):
     return timed
 
 
-def text_pass_seconds(detector, batch: int, repeats: int, timed) -> tuple[int, float, float]:
-    """(prompts, median wall s of one call for all, median wall s of one call per
-    (prompt module, state)) for the learned prompts of ``batch`` images (VGMoP run on
-    random visual tokens; the text work does not depend on them)."""
+def text_pass_seconds(detector, batch: int, repeats: int, timed) -> tuple[int, dict[str, tuple[float, float]]]:
+    """Encode the learned prompts of ``batch`` images (VGMoP run on random visual tokens;
+    the text work does not depend on them) three ways. Returns (prompts, {strategy: (median
+    wall s, median CPU s)}): one call for all (PromptMoE); one call per state (normal and
+    abnormal prompts differ in length, so each call stops at its own last EOT); one call
+    per (prompt module, state)."""
     device = detector.context.device
     contexts = torch.randn(batch, 16, detector.backbone.embed_dim, device=device)
     states = [module(contexts) for module in detector.prompt_modules]
     prompts = detector.routed_prompts(states, ["object"] * batch)
     rows = prompts.embeddings.shape[0]
 
-    def one_call():
-        encode_learned_prompts(detector.backbone, prompts)
+    def chunked(size: int):
+        def run():
+            for start in range(0, rows, size):
+                part = type(prompts)(prompts.embeddings[start : start + size], prompts.eot_index[start : start + size])
+                encode_learned_prompts(detector.backbone, part)
 
-    def per_layer_and_state():
-        for start in range(0, rows, batch):
-            chunk = type(prompts)(prompts.embeddings[start : start + batch], prompts.eot_index[start : start + batch])
-            encode_learned_prompts(detector.backbone, chunk)
+        return run
 
-    one_call(), per_layer_and_state()  # warm-up
-    single = [timed(one_call)[0] for _ in range(repeats)]
-    split = [timed(per_layer_and_state)[0] for _ in range(repeats)]
-    return rows, statistics.median(single), statistics.median(split)
+    strategies = {
+        "1 call": chunked(rows),
+        "2 calls (per state)": chunked(rows // 2),
+        f"{rows // batch} calls (per layer and state)": chunked(batch),
+    }
+    results = {}
+    for name, run in strategies.items():
+        run()  # warm-up
+        measured = [timed(run) for _ in range(repeats)]
+        results[name] = (statistics.median(m[0] for m in measured), statistics.median(m[1] for m in measured))
+    return rows, results
 
 
 def main() -> None:
@@ -76,6 +86,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--text-batch", type=int, default=16, help="images whose prompts are timed alone (0: skip)")
+    parser.add_argument("--text-only", action="store_true", help="time only the text pass (skip the image passes)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args()
@@ -90,6 +101,10 @@ def main() -> None:
     images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     words = ["object"] * args.batch_size
 
+    if args.text_only:
+        print(f"backbone {args.backbone} (random weights), device {device}, {torch.get_num_threads()} threads")
+        report_text_pass(detector, args.text_batch, args.repeats, timed)
+        return
     text_calls: list[tuple[int, float]] = []  # (prompt rows, seconds) per encoder call
     encode = backbone.encode_text_embeddings
 
@@ -138,12 +153,15 @@ def main() -> None:
     per_image = statistics.median(v[0] for v in times["PromptMoE inference"]) / args.batch_size
     print(f"PromptMoE inference per image (wall): {per_image:.3f} s")
     if args.text_batch:
-        backbone.encode_text_embeddings = encode
-        with torch.inference_mode():
-            rows, single, split = text_pass_seconds(detector, args.text_batch, args.repeats, timed)
-        calls = rows // args.text_batch
-        print(f"text pass for a batch of {args.text_batch} ({rows} prompts), wall: one call {single:.3f} s, "
-              f"{calls} calls (one per layer and state) {split:.3f} s, ratio {split / single:.2f}")
+        report_text_pass(detector, args.text_batch, args.repeats, timed)
+
+
+def report_text_pass(detector, batch: int, repeats: int, timed) -> None:
+    with torch.inference_mode():
+        rows, results = text_pass_seconds(detector, batch, repeats, timed)
+    print(f"text pass alone for a batch of {batch} ({rows} prompts):")
+    for name, (wall, cpu) in results.items():
+        print(f"  {name:<32} wall {wall:8.3f} s   cpu {cpu:8.3f} s")
 
 
 if __name__ == "__main__":
