@@ -41,12 +41,12 @@ def compare(name, train_spec, test_spec, out, args):
     common = {"backbone": "zsad-tiny", "weights": "random", "image_size": args.image_size}
     torch.manual_seed(0)
     results = {"zeroshot": evaluate(build_detector("zeroshot", **common), test_spec, out / "zeroshot")}
-    config = TrainingConfig(epochs=args.epochs, batch_size=4, lr=args.lr, max_steps_per_epoch=args.max_steps)
+    config = TrainingConfig(epochs=args.epochs, batch_size=4, lr=args.lr, max_steps_per_epoch=args.max_steps, seed=args.seed)
     method_configs = {"moeclip": {"norm_match_gradient": args.norm_match_gradient}}
     seconds = {}
     for method in args.methods:
         torch.manual_seed(0)
-        model = build_detector(method, **common, method_config=method_configs.get(method), for_training=True)
+        model = build_detector(method, **common, method_config=method_configs.get(method), for_training=True, seed=args.seed)
         start = time.perf_counter()
         fit(model, [train_spec], out / method / "train", config, ClassNames.load(), torch.device("cpu"),
             overwrite=True, show_progress=False)
@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="optimiser steps per epoch (default: all)")
     parser.add_argument("--norm-match-gradient", choices=("bounded", "paper"), default="bounded",
                         help="MoECLIP's norm-matching backward (paper: the exact gradient, which stalls LoRA B)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the trained methods' initialisation and training")
     parser.add_argument("--methods", nargs="+", default=["moeclip", "promptmoe"], help="trainable methods to compare")
     parser.add_argument("--kvasir", type=Path, default=Path("../shared/data/kvasir-seg"))
     parser.add_argument("--clinicdb", type=Path, default=Path("../shared/data/fixtures/cvc-clinicdb"))
