@@ -1,4 +1,4 @@
-"""Pipeline check: does training MoECLIP or PromptMoE beat the training-free baseline on unseen data?
+"""Pipeline check: does training MoECLIP, PromptMoE or WMoE-CLIP beat the training-free baseline on unseen data?
 
     python benchmarks/pipeline_check.py [--out /tmp/zsad-pipeline] [--image-size 128] [--epochs 3]
         [--max-steps N] [--norm-match-gradient bounded|paper]
@@ -8,8 +8,8 @@ Everything uses `zsad-tiny` with RANDOM weights, so the numbers are a pipeline c
 a result. Two settings, both scored on data the model never trained on:
 1. generated MVTec-layout data: train on the TRAIN categories, test on the TEST categories;
 2. (when the medical folders exist) train on Kvasir-SEG, test on the CVC-ClinicDB images.
-For each, the zero-shot baseline and the trained methods (``--methods``, default MoECLIP
-and PromptMoE, trained with the same settings) are evaluated on the same test data, side
+For each, the zero-shot baseline and the trained methods (``--methods``, default MoECLIP,
+PromptMoE and WMoE-CLIP, trained with the same settings) are evaluated on the same test data, side
 by side. A trained model that does not clearly beat the baseline points to a bug.
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--norm-match-gradient", choices=("bounded", "paper"), default="bounded",
                         help="MoECLIP's norm-matching backward (paper: the exact gradient, which stalls LoRA B)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the trained methods' initialisation and training")
-    parser.add_argument("--methods", nargs="+", default=["moeclip", "promptmoe"], help="trainable methods to compare")
+    parser.add_argument("--methods", nargs="+", default=["moeclip", "promptmoe", "wmoeclip"], help="trainable methods to compare")
     parser.add_argument("--kvasir", type=Path, default=Path("../shared/data/kvasir-seg"))
     parser.add_argument("--clinicdb", type=Path, default=Path("../shared/data/fixtures/cvc-clinicdb"))
     args = parser.parse_args()

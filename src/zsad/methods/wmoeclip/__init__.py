@@ -1,0 +1,5 @@
+"""WMoE-CLIP (spec/wmoeclip.md): CTDS prompts, wavelet cross-modal attention, semantic MoE.
+Importing the package registers the method."""
+from .model import WMoEClipDetector
+
+__all__ = ["WMoEClipDetector"]
