@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .engine.predictor import Predictor, Prediction
 from .engine.run_folder import resolve_checkpoint
@@ -29,18 +29,3 @@ def load(
     checkpoint = None if checkpoint is None else resolve_checkpoint(checkpoint)
     model = build_detector(method, checkpoint, backbone, weights, image_size, method_config, cache_dir)
     return Predictor(model, resolve_device(device), ClassNames.load(class_names_file, class_name), precision)
-
-
-def iter_image_files(inputs: Iterable[str | Path], extensions: Sequence[str]) -> list[Path]:
-    """Expand files and folders (recursively, sorted) into image paths; a named file is
-    kept whatever its extension so that a wrong file is reported, not silently dropped."""
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions))
-        elif path.exists():
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"input not found: {path}")
-    return found

@@ -13,6 +13,8 @@ import open_clip
 import torch
 from torch import nn
 
+from .weights_cache import cached_weight_file, offline_reason
+
 TINY_MODEL_NAME = "zsad-tiny"
 RANDOM_WEIGHTS = "random"
 DEFAULT_RANDOM_SEED = 0
@@ -186,6 +188,21 @@ def build_clip(name: str, weights: str, cache_dir: str | None, requested_quick_g
         )
     tag_config = open_clip.get_pretrained_cfg(name, weights)
     quick_gelu = bool(tag_config.get("quick_gelu", False)) if requested_quick_gelu is None else requested_quick_gelu
+    cached = cached_weight_file(name, weights, cache_dir)
+    if cached is not None:  # no network needed
+        with _openclip_log_quiet():
+            model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
+        _load_state_dict_into(model, read_weight_file(cached), str(cached), name)
+        return model, weights
+    reason = offline_reason()
+    if reason is not None:
+        raise WeightsUnavailableError(
+            f"the '{weights}' weights of {name} are not in the cache and cannot be downloaded: {reason}. "
+            "Download them on a machine with network access (e.g. OpenAI's ViT-L-14-336px.pt) and pass "
+            "--weights PATH, or --cache-dir a folder holding OpenCLIP's cache. To try zsad without any "
+            "weights, run the dry run with `--backbone zsad-tiny --weights random` (random weights: a "
+            "pipeline check, its scores mean nothing)."
+        )
     try:
         model = open_clip.create_model(
             name, pretrained=weights, cache_dir=cache_dir, force_quick_gelu=quick_gelu

@@ -86,7 +86,7 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_save(path: Path | str, writer: Callable[[Path], None]) -> Path:
+def atomic_save(path: Path | str, writer: Callable[[Path], None], overwrite: bool = True) -> Path:
     """Create or replace ``path`` atomically with what ``writer`` writes.
 
     ``writer(tmp_path)`` must write the complete content to ``tmp_path``, a
@@ -96,6 +96,11 @@ def atomic_save(path: Path | str, writer: Callable[[Path], None]) -> Path:
     fsynced and renamed over ``path`` with :func:`os.replace`. If ``writer``
     raises, the temporary file is removed, ``path`` is left untouched and the
     exception propagates. The parent directory is created if missing.
+
+    With ``overwrite=False`` an existing ``path`` is never replaced, even one that
+    appeared after the caller's :func:`check_can_write`: the file is put in place
+    with a hard link, which fails when the name is taken, and
+    :class:`OutputExistsError` is raised.
 
     Returns the destination path.
     """
@@ -112,7 +117,10 @@ def atomic_save(path: Path | str, writer: Callable[[Path], None]) -> Path:
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp_path, mode)
-        os.replace(tmp_path, path)
+        if overwrite:
+            os.replace(tmp_path, path)
+        else:
+            _link_without_replacing(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -120,14 +128,28 @@ def atomic_save(path: Path | str, writer: Callable[[Path], None]) -> Path:
     return path
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+def _link_without_replacing(tmp_path: Path, path: Path) -> None:
+    """Give ``tmp_path``'s file the name ``path`` unless that name exists; drop ``tmp_path``."""
+    try:
+        os.link(tmp_path, path)
+    except FileExistsError:
+        raise OutputExistsError(path) from None
+    except OSError:  # a file system without hard links: check, then rename
+        if path.exists():
+            raise OutputExistsError(path) from None
+        os.replace(tmp_path, path)
+        return
+    tmp_path.unlink()
+
+
+def atomic_write_bytes(path: Path | str, data: bytes, overwrite: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_save`)."""
-    return atomic_save(path, lambda tmp: tmp.write_bytes(data))
+    return atomic_save(path, lambda tmp: tmp.write_bytes(data), overwrite=overwrite)
 
 
-def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> Path:
+def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8", overwrite: bool = True) -> Path:
     """Write ``text`` to ``path`` atomically, byte for byte (no newline translation)."""
-    return atomic_write_bytes(path, text.encode(encoding))
+    return atomic_write_bytes(path, text.encode(encoding), overwrite=overwrite)
 
 
 def to_json_compatible(obj: Any, *, nonfinite: str = "null") -> Any:
@@ -160,7 +182,7 @@ def to_json_compatible(obj: Any, *, nonfinite: str = "null") -> Any:
     return obj
 
 
-def atomic_write_json(path: Path | str, obj: Any, *, nonfinite: str = "null") -> Path:
+def atomic_write_json(path: Path | str, obj: Any, *, nonfinite: str = "null", overwrite: bool = True) -> Path:
     """Write ``obj`` as indented JSON (indent 2, UTF-8, trailing newline) atomically.
 
     NaN and infinities are never written: by default they become ``null``;
@@ -169,4 +191,4 @@ def atomic_write_json(path: Path | str, obj: Any, *, nonfinite: str = "null") ->
     """
     clean = to_json_compatible(obj, nonfinite=nonfinite)
     text = json.dumps(clean, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
-    return atomic_write_text(path, text)
+    return atomic_write_text(path, text, overwrite=overwrite)

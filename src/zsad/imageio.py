@@ -41,13 +41,15 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageOps
 
-__all__ = ["ImageReadError", "MaskSizeError", "read_image", "read_mask"]
+__all__ = ["ImageReadError", "MaskSizeError", "read_image", "read_image_reduced", "read_mask"]
 
 _TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _LOSSY_FORMATS = frozenset({"JPEG", "MPO"})
 # Pillow modes deeper than 8 bit: their pixels go through numpy and are scaled by their maximum.
 _DEEP_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+# EXIF orientations that swap width and height (transpose, rotate 90 / 270, transverse).
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
 class ImageReadError(Exception):
@@ -81,6 +83,35 @@ def read_image(path: str | Path) -> Image.Image:
         return Image.fromarray(_array_to_rgb(decoded))
     except (ValueError, OSError) as error:
         raise ImageReadError(path, f"cannot convert to RGB ({_describe(error)})") from error
+
+
+def read_image_reduced(path: str | Path, side: int) -> tuple[Image.Image, tuple[int, int]]:
+    """Read an image for a model that sees it at ``side x side``, without paying for its full size.
+
+    JPEGs are decoded at 1/2, 1/4 or 1/8 scale when that still leaves both sides at
+    least ``side`` (the decoder's draft mode); any image is then shrunk by a whole
+    factor per axis (box filter, ``Image.reduce``) as long as both sides stay at least
+    ``side``. The model's own resize does the rest, so its input differs from a resize
+    of the full image only by that prefiltering. A 100-megapixel JPEG costs a few
+    megabytes this way instead of hundreds.
+
+    Returns:
+        The reduced RGB image and ``(W, H)`` of the full image (after EXIF orientation).
+
+    Raises:
+        ImageReadError: as :func:`read_image`.
+    """
+    path = Path(path)
+    decoded = _decode(path, draft_side=side)
+    try:
+        image = _pil_to_rgb(decoded) if isinstance(decoded, Image.Image) else Image.fromarray(_array_to_rgb(decoded))
+    except (ValueError, OSError) as error:
+        raise ImageReadError(path, f"cannot convert to RGB ({_describe(error)})") from error
+    full_size = getattr(decoded, "full_size", image.size)
+    factors = (max(1, image.width // side), max(1, image.height // side))
+    if factors != (1, 1):
+        image = image.reduce(factors)
+    return image, full_size
 
 
 def read_mask(
@@ -123,8 +154,11 @@ def read_mask(
     return mask
 
 
-def _decode(path: Path) -> Image.Image | np.ndarray:
+def _decode(path: Path, draft_side: int | None = None) -> Image.Image | np.ndarray:
     """Decode a file fully: a loaded PIL image, or an array from tifffile.
+
+    ``draft_side``: let a JPEG decoder skip detail beyond ``draft_side`` pixels a side
+    (the image then carries ``full_size``, its undecoded ``(W, H)``).
 
     Raises ImageReadError with the reasons of every decoder that was tried.
     """
@@ -133,7 +167,7 @@ def _decode(path: Path) -> Image.Image | np.ndarray:
     if not path.is_file():
         raise ImageReadError(path, "not a regular file")
     try:
-        image, reduced_depth = _decode_with_pillow(path)
+        image, reduced_depth = _decode_with_pillow(path, draft_side)
     except Exception as pillow_error:  # decoders raise many exception types
         pillow_reason = _describe(pillow_error)
         if not _looks_like_tiff(path):
@@ -154,14 +188,22 @@ def _decode(path: Path) -> Image.Image | np.ndarray:
         ) from tiff_error
 
 
-def _decode_with_pillow(path: Path) -> tuple[Image.Image, bool]:
+def _decode_with_pillow(path: Path, draft_side: int | None = None) -> tuple[Image.Image, bool]:
     """The loaded, EXIF-oriented image and whether Pillow reduced a deeper TIFF to 8 bit."""
     with Image.open(path) as opened:
+        width, height = opened.size
+        orientation = opened.getexif().get(0x0112)
+        if orientation in _SWAPPING_ORIENTATIONS:
+            width, height = height, width
+        if draft_side is not None and opened.format == "JPEG":
+            opened.draft(None, (draft_side, draft_side))
         opened.load()  # decode now so truncated data fails inside the caller's try
         reduced_depth = _pillow_reduced_tiff_depth(opened)
-        image = ImageOps.exif_transpose(opened)
+        # exif_transpose copies the image even when there is nothing to turn: skip it then.
+        image = ImageOps.exif_transpose(opened) if orientation not in (None, 1) else opened
         image.load()
         image.format = opened.format
+    image.full_size = (width, height)
     return image, reduced_depth
 
 

@@ -20,6 +20,7 @@ from ..checkpoints import CheckpointError
 from ..engine.training import TrainingError
 from ..fileio import OutputExistsError
 from ..imageio import ImageReadError
+from ..output_lock import OutputFolderBusyError
 from . import options as opt
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data", help="Generate or inspect data sets.")
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C (128 + SIGINT)
 err_console = Console(stderr=True)
 console = Console()
 
@@ -44,7 +46,8 @@ def friendly_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except (
-            WeightsUnavailableError, CheckpointError, OutputExistsError, ImageReadError, TrainingError, FileNotFoundError, ValueError
+            WeightsUnavailableError, CheckpointError, OutputExistsError, OutputFolderBusyError, ImageReadError, TrainingError,
+            FileNotFoundError, ValueError,
         ) as error:
             err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
             raise typer.Exit(1) from None
@@ -103,28 +106,43 @@ def predict(
     batch_size: opt.BatchSize = 8,
     num_workers: Annotated[int, typer.Option(min=0, help="Threads that decode images while the model runs (0 = none).")] = 0,
     overwrite: opt.Overwrite = False,
+    resume: Annotated[bool, typer.Option(help="Finish an interrupted run in --out: images that have a row in its scores.csv are kept, the rest are scored (same model and threshold required).")] = False,
     quiet: opt.Quiet = False,
 ) -> None:
     """Score your own images: per image an overlay PNG and a 16-bit raw map, plus
-    scores.csv and scores.json. Unreadable files are reported and skipped (exit status 2)."""
-    from ..api import iter_image_files
+    scores.csv and scores.json. Unreadable files are reported and skipped (exit status 2).
+    Ctrl-C keeps every finished row; --resume finishes the rest (exit status 130)."""
     from ..data.layouts.common import IMAGE_SUFFIXES
-    from ..engine.prediction import predict_files
+    from ..discovery import find_images
+    from ..engine.prediction import PredictionInterrupted, predict_files
 
-    paths = iter_image_files(images, IMAGE_SUFFIXES)
-    if not paths:
+    found = find_images(images, IMAGE_SUFFIXES, exclude=[out])
+    for line in found.skipped_summary():
+        err_console.print(f"[yellow]skipped[/] {line}", highlight=False)
+    if not found.paths:
         raise ValueError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {', '.join(map(str, images))}")
     predictor = load_predictor(model)
-    summary = predict_files(
-        predictor, paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
-        show_progress=not quiet, meta=predictor.detector.provenance(), num_workers=num_workers,
-    )
+    try:
+        summary = predict_files(
+            predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
+            show_progress=not quiet, meta=predictor.detector.provenance(), num_workers=num_workers, resume=resume,
+        )
+    except PredictionInterrupted as stop:
+        err_console.print(
+            f"interrupted: {stop.done} of {stop.total} images done; their rows are in {out / 'scores.csv'} and "
+            f"{out / 'scores.json'}. To score the other {stop.total - stop.done}, run the same command with --resume.",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     scored = [row for row in summary.rows if not row["error"]]
     flagged = sum(row["label"] for row in scored)
-    console.print(f"{len(scored)} images scored, {flagged} at or above {threshold}; results in {out}")
+    kept = f" ({summary.n_previous} kept from the interrupted run)" if summary.n_previous else ""
+    console.print(f"{len(scored)} images scored{kept}, {flagged} at or above {threshold}; results in {out}", highlight=False)
     for row in summary.rows:
         if row["error"]:
-            err_console.print(f"[red]could not read[/] {row['path']}: {row['error']}")
+            err_console.print(f"[red]could not read[/] {row['path']}: {row['error']}", highlight=False)
+    if found.skipped:
+        err_console.print(f"{len(found.skipped)} entries in the input folders were not scored (listed above).", highlight=False)
     if summary.n_errors:
         raise typer.Exit(EXIT_BAD_INPUT)
 

@@ -18,9 +18,10 @@ from ..reports import mean_over_classes
 from ..text import ClassNames
 from ..viz import comparison_panel
 from .map_spill import SpilledMaps
-from .runtime import autocast, progress
+from .runtime import autocast, image_counter
 
 SCORE_NORMALISATIONS = ("none", "per-class-minmax")
+PANEL_SIDE = 512
 
 
 @dataclass
@@ -101,7 +102,9 @@ def _evaluate(
     per_class: dict[str, ClassPredictions] = {}
     saved: dict[str, int] = {}
     errors: list[dict[str, str]] = []
-    for batch in progress(loader, f"evaluate {dataset.kind}", total=len(loader), enabled=show_progress):
+    counter = image_counter(len(dataset), f"evaluate {dataset.kind}", enabled=show_progress)
+    for batch in loader:
+        counter.update(len(batch) + len(batch.unreadable))
         errors.extend({"path": path, "error": error} for path, error in batch.unreadable)
         if not len(batch):
             continue
@@ -125,6 +128,7 @@ def _evaluate(
     for store in per_class.values():
         if store.maps is not None:
             store.maps.close()
+    counter.close()
     metrics = {
         key: _class_metrics(per_class[key], dataset.has_masks, score_normalisation) for key in sorted(per_class)
     }
@@ -139,8 +143,10 @@ def _evaluate(
 
 
 def _save_panel(maps_dir: Path, image_path: str, key: str, anomaly_map: np.ndarray, mask: np.ndarray | None, score: float) -> None:
-    size = anomaly_map.shape[::-1]
-    image = read_image(image_path).resize(size)
+    """Image | overlay | ground truth at the image's own aspect ratio (map and mask, square at
+    the model's size, are stretched back to it), the longer side at most PANEL_SIDE."""
+    image = read_image(image_path)
+    image.thumbnail((PANEL_SIDE, PANEL_SIDE))
     panel = comparison_panel(image, anomaly_map, mask=mask, score=score, title=Path(image_path).name)
     target = maps_dir / key
     target.mkdir(parents=True, exist_ok=True)

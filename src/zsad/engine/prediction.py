@@ -1,4 +1,12 @@
-"""Prediction on a user's own images: overlays, raw maps and a score table."""
+"""Prediction on a user's own images: overlays, raw maps and a score table.
+
+A run claims its output folder for its whole duration (:mod:`zsad.output_lock`),
+writes each image's row to scores.csv as soon as the image is done
+(:mod:`zsad.score_table`), and never replaces a file that it did not check first.
+Images of any size are processed in bounded memory: the model sees a reduced
+decode (:func:`zsad.imageio.read_image_reduced`) and the full-size pictures are
+written band by band (:mod:`zsad.map_files`).
+"""
 from __future__ import annotations
 
 import os
@@ -9,13 +17,14 @@ from typing import Any
 
 from PIL import Image
 
-from .predictor import Predictor
+from ..discovery import OUTPUT_MARKER
 from ..fileio import check_can_write
-from ..imageio import ImageReadError, read_image
-from ..reports import write_scores
-from ..fileio import atomic_save
-from ..viz import overlay_heatmap, png_text, save_map_png16
-from .runtime import progress
+from ..imageio import ImageReadError, read_image, read_image_reduced
+from ..map_files import write_overlay, write_raw_map
+from ..output_lock import claim_output_folder
+from ..score_table import ScoreTable
+from .predictor import Predictor
+from .runtime import image_counter
 
 OVERLAY_DIR = "overlays"
 MAP_DIR = "maps"
@@ -25,30 +34,45 @@ MAP_DIR = "maps"
 class PredictionSummary:
     rows: list[dict[str, Any]]
     written: list[Path]
+    n_previous: int = 0  # rows kept from an interrupted run (--resume)
 
     @property
     def n_errors(self) -> int:
         return sum(1 for row in self.rows if row["error"])
 
 
+class PredictionInterrupted(Exception):
+    """The run was stopped (Ctrl-C); ``done`` of ``total`` images have their rows on disk."""
+
+    def __init__(self, done: int, total: int, out_dir: Path):
+        self.done, self.total, self.out_dir = done, total, out_dir
+        super().__init__(f"interrupted after {done} of {total} images")
+
+
 def output_names(paths: list[Path]) -> list[str]:
     """Unique, readable file stems: the path relative to the inputs' common folder with
-    separators replaced by '__' (``good/001.png`` -> ``good__001``)."""
+    separators replaced by '__' (``good/001.png`` -> ``good__001``). Paths are taken
+    as given (made absolute, never resolved through symbolic links)."""
     if not paths:
         return []
-    resolved = [p.resolve() for p in paths]
-    common = Path(os.path.commonpath([p.parent for p in resolved]))
-    names = ["__".join(p.relative_to(common).with_suffix("").parts) for p in resolved]
+    absolute = [Path(os.path.abspath(p)) for p in paths]
+    common = Path(os.path.commonpath([p.parent for p in absolute]))
+    names = ["__".join(p.relative_to(common).with_suffix("").parts) for p in absolute]
     if len(set(names)) != len(names):  # e.g. a.png and a.jpg in one folder
-        names = ["__".join(p.relative_to(common).parts).replace(".", "_") for p in resolved]
+        names = ["__".join(p.relative_to(common).parts).replace(".", "_") for p in absolute]
     return names
 
 
-def _read(path: Path) -> Image.Image | ImageReadError:
+def _read_for_model(path: Path, side: int) -> tuple[Image.Image, tuple[int, int]] | ImageReadError:
     try:
-        return read_image(path)
+        return read_image_reduced(path, side)
     except ImageReadError as error:
         return error
+
+
+def _full_image(path: Path, reduced: Image.Image, full_size: tuple[int, int]) -> Image.Image:
+    """The image at its own size: the reduced decode when nothing was reduced, else read again."""
+    return reduced if reduced.size == full_size else read_image(path)
 
 
 def predict_files(
@@ -62,58 +86,72 @@ def predict_files(
     show_progress: bool = True,
     meta: dict[str, Any] | None = None,
     num_workers: int = 0,
+    resume: bool = False,
 ) -> PredictionSummary:
-    """Score every image; write per image an overlay PNG (heat map + contour at
-    ``threshold``) and the raw map as 16-bit PNG, then scores.csv / scores.json.
+    """Score every image; write per image an overlay PNG (see :func:`zsad.map_files.write_overlay`)
+    and the raw map as 16-bit PNG, and a row of scores.csv; scores.json at the end.
 
     Unreadable files get a row with their error; every other image is still processed.
-    Nothing that exists is overwritten unless ``overwrite``. ``meta`` (method, backbone,
-    weights...) is recorded in every file: scores.json, a column of scores.csv, and PNG
-    text chunks. ``num_workers`` threads decode the images.
+    Nothing that exists is overwritten unless ``overwrite``. ``resume`` continues an
+    interrupted run in ``out_dir``: images with a row are kept, the others are scored.
+    ``meta`` (method, backbone, weights...) is recorded in every file: scores.json, a
+    column of scores.csv, and PNG text chunks. ``num_workers`` threads decode the images.
+
+    Raises:
+        OutputFolderBusyError: another run holds ``out_dir``.
+        PredictionInterrupted: on Ctrl-C, after scores.json was written with what was done.
     """
     meta = meta or {}
     provenance = {key: meta[key] for key in ("method", "backbone", "weights") if key in meta}
-    names = output_names(paths)
-    targets = [out_dir / OVERLAY_DIR / f"{n}.png" for n in names] + [out_dir / MAP_DIR / f"{n}.png" for n in names]
-    check_can_write(targets + [out_dir / "scores.csv", out_dir / "scores.json"], overwrite)
-    (out_dir / OVERLAY_DIR).mkdir(parents=True, exist_ok=True)
-    (out_dir / MAP_DIR).mkdir(parents=True, exist_ok=True)
-
-    rows: list[dict[str, Any]] = []
-    written: list[Path] = []
-    order = list(zip(paths, names))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    pool = ThreadPoolExecutor(max_workers=num_workers) if num_workers > 0 else None
-    read = pool.map if pool is not None else map
-    for batch in progress(batches, "predict", total=len(batches), enabled=show_progress):
-        readable: list[tuple[Path, str, Image.Image]] = []
-        for (path, name), image in zip(batch, read(_read, [path for path, _ in batch])):
-            if isinstance(image, ImageReadError):
-                rows.append({"path": str(path), "score": None, "label": None, "error": image.reason, **provenance})
-            else:
-                readable.append((path, name, image))
-        if not readable:
-            continue
-        predictions = predictor.predict([image for _, _, image in readable], class_name=class_name, batch_size=batch_size)
-        for (path, name, image), prediction in zip(readable, predictions):
-            overlay = out_dir / OVERLAY_DIR / f"{name}.png"
-            raw = out_dir / MAP_DIR / f"{name}.png"
-            picture = overlay_heatmap(image, prediction.anomaly_map, threshold=threshold)
-            atomic_save(overlay, lambda tmp, picture=picture: picture.save(tmp, format="PNG", pnginfo=png_text(provenance)))
-            save_map_png16(raw, prediction.anomaly_map, metadata=provenance)
-            written += [overlay, raw]
-            rows.append(
-                {
-                    "path": str(path),
-                    "score": prediction.score,
-                    "label": int(prediction.score >= threshold),
-                    "error": "",
-                    **provenance,
-                }
-            )
-    if pool is not None:
-        pool.shutdown()
+    side = predictor.image_size
+    names = dict(zip(paths, output_names(paths)))
+    with claim_output_folder(out_dir), ScoreTable(out_dir, provenance, {**meta, "threshold": threshold}, overwrite, resume) as table:
+        (out_dir / OUTPUT_MARKER).touch()
+        todo = [path for path in paths if str(path) not in table.done_paths]
+        replace = overwrite or resume  # an interrupted run's files for images without a row are its own
+        if not replace:
+            check_can_write([out_dir / folder / f"{names[p]}.png" for p in todo for folder in (OVERLAY_DIR, MAP_DIR)], overwrite)
+        (out_dir / OVERLAY_DIR).mkdir(exist_ok=True)
+        (out_dir / MAP_DIR).mkdir(exist_ok=True)
+        written: list[Path] = []
+        pool = ThreadPoolExecutor(max_workers=num_workers) if num_workers > 0 else None
+        read = pool.map if pool is not None else map
+        counter = image_counter(len(paths), "predict", initial=len(paths) - len(todo), enabled=show_progress)
+        try:
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start : start + batch_size]
+                decoded = list(read(lambda path: _read_for_model(path, side), batch))
+                readable = [(path, item) for path, item in zip(batch, decoded) if not isinstance(item, ImageReadError)]
+                if readable:
+                    scores, maps = predictor.score_and_map([image for _, (image, _) in readable], class_name=class_name)
+                    results = {path: (score, low) for (path, _), score, low in zip(readable, scores, maps)}
+                rows = []
+                for path, item in zip(batch, decoded):
+                    if isinstance(item, ImageReadError):
+                        rows.append({"path": str(path), "error": item.reason})
+                        continue
+                    score, low = results[path]
+                    image, full_size = item
+                    overlay = out_dir / OVERLAY_DIR / f"{names[path]}.png"
+                    raw = out_dir / MAP_DIR / f"{names[path]}.png"
+                    write_overlay(overlay, _full_image(path, image, full_size), low, score, threshold, provenance, overwrite=replace)
+                    write_raw_map(raw, low, full_size[::-1], provenance, overwrite=replace)
+                    written += [overlay, raw]
+                    rows.append({
+                        "path": str(path), "score": score, "label": int(score >= threshold), "error": "",
+                        "overlay": str(overlay.relative_to(out_dir)), "map": str(raw.relative_to(out_dir)),
+                    })
+                table.add(rows)
+                counter.update(len(batch))
+        except KeyboardInterrupt:
+            counter.close()
+            table.finish(complete=False, n_total=len(paths))
+            raise PredictionInterrupted(len(table.rows), len(paths), out_dir) from None
+        finally:
+            counter.close()
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        written += [table.csv_path, table.finish(complete=True, n_total=len(paths))]
     position = {str(path): i for i, path in enumerate(paths)}
-    rows.sort(key=lambda row: position[row["path"]])
-    written += write_scores(rows, out_dir, overwrite=True, extra={**meta, "threshold": threshold})
-    return PredictionSummary(rows=rows, written=written)
+    rows = sorted(table.rows, key=lambda row: position.get(row["path"], len(position)))
+    return PredictionSummary(rows=rows, written=written, n_previous=table.n_previous)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -69,11 +70,19 @@ class Predictor:
         predictions: list[Prediction] = []
         for start in range(0, len(items), batch_size):
             pils = [self._to_pil(item) for item in items[start : start + batch_size]]
-            batch = torch.stack([self.transform(pil, None)[0] for pil, _ in pils]).to(self.device)
-            words = [self.class_names.resolve(class_name)] * len(pils)
-            with autocast(self.device, self.precision):
-                output = self.detector(batch, words)
-            for row, (pil, source) in enumerate(pils):
-                full = upsample(output.anomaly_map[row : row + 1, None].float(), (pil.height, pil.width))[0, 0]
-                predictions.append(Prediction(float(output.pred_score[row]), full.clamp(0, 1).cpu().numpy(), source))
+            scores, maps = self.score_and_map([pil for pil, _ in pils], class_name)
+            for score, low, (pil, source) in zip(scores, maps, pils):
+                full = upsample(torch.from_numpy(low)[None, None], (pil.height, pil.width))[0, 0]
+                predictions.append(Prediction(score, full.clamp(0, 1).numpy(), source))
         return predictions
+
+    @torch.no_grad()
+    def score_and_map(self, images: Sequence[Image.Image], class_name: str | None = None) -> tuple[list[float], np.ndarray]:
+        """One forward pass over RGB PIL images of any size: the image scores and the maps
+        ``(B, S, S)`` float32 at the model's input size S (resize them to each image yourself,
+        e.g. band by band with :mod:`zsad.map_files` for very large images)."""
+        batch = torch.stack([self.transform(pil, None)[0] for pil in images]).to(self.device)
+        words = [self.class_names.resolve(class_name)] * len(images)
+        with autocast(self.device, self.precision):
+            output = self.detector(batch, words)
+        return [float(score) for score in output.pred_score.float().cpu()], output.anomaly_map.float().cpu().numpy()

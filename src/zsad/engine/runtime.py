@@ -60,3 +60,8 @@ def default_num_workers(processes_per_machine: int = 1, cpus: int | None = None,
 def progress(items: Iterable[T], description: str, total: int | None = None, enabled: bool = True) -> Iterator[T]:
     """A progress bar on stderr (hidden when disabled)."""
     return iter(tqdm(items, desc=description, total=total, disable=not enabled, file=sys.stderr, dynamic_ncols=True))
+
+
+def image_counter(total: int, description: str, initial: int = 0, enabled: bool = True) -> tqdm:
+    """A progress bar on stderr that counts images (``update(n)`` after each batch of n)."""
+    return tqdm(total=total, initial=initial, desc=description, unit="img", disable=not enabled, file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,127 @@
+"""Finding the images a user points at, and saying what was left out and why.
+
+``find_images`` expands files and folders into image paths, recursively and sorted.
+Paths keep the form they were given in (``imgs/a.png``, never resolved through
+symbolic links), so that result tables show what the user typed. Left out, each
+with a reason the summary lists:
+
+* the output folder of the run, and any folder holding zsad results (so a second run
+  never scores the first run's overlays);
+* hidden files and folders (``._x.jpg`` from macOS, ``.ipynb_checkpoints/``...);
+* broken symbolic links, unreadable folders, and a folder reached twice through links;
+* files whose extension is not an image extension (counted, not listed one by one).
+
+A file named explicitly is always kept whatever its extension, so that a wrong file
+is reported by the reader instead of being dropped.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+__all__ = ["Discovery", "OUTPUT_MARKER", "find_images"]
+
+# Written into every output folder of `zsad predict`; a folder holding it is results, not inputs.
+OUTPUT_MARKER = ".zsad-output"
+NOT_AN_IMAGE = "not an image file extension"
+
+
+@dataclass
+class Discovery:
+    """paths: the images found; skipped: (path, reason) for everything left out."""
+
+    paths: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def skipped_summary(self, max_listed: int = 20) -> list[str]:
+        """Lines for the user: listed entries first, then counts of the merely counted ones."""
+        listed = [f"{path}: {reason}" for path, reason in self.skipped if reason != NOT_AN_IMAGE]
+        lines = listed[:max_listed]
+        if len(listed) > max_listed:
+            lines.append(f"... and {len(listed) - max_listed} more")
+        others = sum(1 for _, reason in self.skipped if reason == NOT_AN_IMAGE)
+        if others:
+            lines.append(f"{others} file{'s' if others > 1 else ''} without an image extension")
+        return lines
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _same_place(path: Path, others: Sequence[Path]) -> bool:
+    try:
+        return any(os.path.samefile(path, other) for other in others if other.exists())
+    except OSError:
+        return False
+
+
+def _walk(folder: Path, suffixes: Sequence[str], exclude: Sequence[Path], found: Discovery) -> None:
+    visited: set[str] = set()
+
+    def skip_folder(path: Path) -> str | None:
+        if _same_place(path, exclude):
+            return "the output folder of this run"
+        if (path / OUTPUT_MARKER).exists():
+            return "a folder of zsad results"
+        real = os.path.realpath(path)
+        if real in visited:
+            return "folder already searched (reached again through a link)"
+        visited.add(real)
+        return None
+
+    pending = [folder]
+    skip_folder(folder)  # remember the top folder as visited
+    while pending:
+        current = pending.pop()
+        try:
+            entries = sorted(os.scandir(current), key=lambda entry: entry.name)
+        except OSError as error:
+            found.skipped.append((current, f"cannot list the folder ({error.strerror or error})"))
+            continue
+        subfolders = []
+        for entry in entries:
+            path = current / entry.name
+            if _is_hidden(entry.name):
+                found.skipped.append((path, "hidden folder" if entry.is_dir() else "hidden file"))
+            elif entry.is_dir():  # follows links to folders
+                reason = skip_folder(path)
+                if reason:
+                    found.skipped.append((path, reason))
+                else:
+                    subfolders.append(path)
+            elif entry.is_file():
+                if path.suffix.lower() in suffixes:
+                    found.paths.append(path)
+                else:
+                    found.skipped.append((path, NOT_AN_IMAGE))
+            elif entry.is_symlink():
+                found.skipped.append((path, f"broken symbolic link (to {os.readlink(path)})"))
+            else:
+                found.skipped.append((path, "not a regular file"))
+        pending.extend(reversed(subfolders))  # depth first, in name order
+
+
+def find_images(inputs: Iterable[str | Path], suffixes: Sequence[str], exclude: Sequence[Path] = ()) -> Discovery:
+    """Expand ``inputs`` (files and folders) into image paths; see the module docstring.
+
+    Raises:
+        FileNotFoundError: an input does not exist (a broken link given by name included).
+    """
+    found = Discovery()
+    exclude = [Path(path) for path in exclude]
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            before = len(found.paths)
+            _walk(path, suffixes, exclude, found)
+            found.paths[before:] = sorted(found.paths[before:])
+        elif path.exists():
+            found.paths.append(path)
+        elif path.is_symlink():
+            raise FileNotFoundError(f"input {path} is a broken symbolic link (to {os.readlink(path)})")
+        else:
+            raise FileNotFoundError(f"input not found: {path}")
+    return found

@@ -1,0 +1,136 @@
+"""`scores.csv` written as the images are scored, `scores.json` when the run ends.
+
+Each image's row is appended to ``scores.csv`` and flushed to disk the moment it is
+known, so an interrupted run (Ctrl-C, a crash, ``kill -9``) keeps every score it
+produced. ``scores.json`` (the same rows plus the run's metadata, full-precision
+scores, and ``"complete"``) is written at the end, or on an interrupt with
+``"complete": false``. A later run can continue an interrupted one: it reads the
+rows back (:meth:`ScoreTable.resume`) and scores only the images without a row.
+
+Columns: ``path`` (as given), ``score`` (6 decimals, empty when unreadable),
+``label`` (1 at or above the threshold), ``error``, ``overlay`` and ``map`` (the
+result files, relative to the output folder), then the provenance columns
+(method, backbone, weights).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .fileio import OutputExistsError, atomic_write_json
+
+__all__ = ["SCORE_COLUMNS", "ResumeMismatchError", "ScoreTable"]
+
+SCORE_COLUMNS = ("path", "score", "label", "error", "overlay", "map")
+CSV_NAME = "scores.csv"
+JSON_NAME = "scores.json"
+
+
+class ResumeMismatchError(ValueError):
+    """The rows already in scores.csv come from another model or threshold."""
+
+
+def _parse_row(row: Mapping[str, str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = dict(row)
+    parsed["score"] = float(row["score"]) if row.get("score") else None
+    parsed["label"] = int(row["label"]) if row.get("label") else None
+    return parsed
+
+
+class ScoreTable:
+    """The score files of one run in ``out_dir``; use as a context manager.
+
+    ``provenance`` (method, backbone, weights) becomes columns; ``meta`` goes into
+    scores.json. Rows are dicts with the keys of :data:`SCORE_COLUMNS`.
+    """
+
+    def __init__(self, out_dir: Path, provenance: Mapping[str, Any], meta: Mapping[str, Any], overwrite: bool, resume: bool = False):
+        self.out_dir = Path(out_dir)
+        self.csv_path = self.out_dir / CSV_NAME
+        self.json_path = self.out_dir / JSON_NAME
+        self.provenance = dict(provenance)
+        self.meta = dict(meta)
+        self.columns = [*SCORE_COLUMNS, *self.provenance]
+        self.rows: list[dict[str, Any]] = self._previous_rows() if resume else []
+        if resume and self.rows:
+            self._handle = open(self.csv_path, "a", newline="", encoding="utf-8")
+        else:
+            if not overwrite and not resume:
+                for path in (self.csv_path, self.json_path):
+                    if path.exists():
+                        raise OutputExistsError(path)
+            # "x" refuses a file that appeared after the check; with --overwrite, replace it.
+            self._handle = open(self.csv_path, "w" if overwrite or resume else "x", newline="", encoding="utf-8")
+            csv.writer(self._handle, lineterminator="\n").writerow(self.columns)
+            self._sync()
+        self._writer = csv.writer(self._handle, lineterminator="\n")
+        self.n_previous = len(self.rows)
+
+    def _previous_rows(self) -> list[dict[str, Any]]:
+        """The rows an earlier run wrote (none when there is no scores.csv); refuses another model."""
+        if not self.csv_path.exists():
+            return []
+        with open(self.csv_path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None:
+                return []
+            if list(reader.fieldnames) != self.columns:
+                raise ResumeMismatchError(
+                    f"{self.csv_path} has the columns {', '.join(reader.fieldnames)}, not those of this run "
+                    f"({', '.join(self.columns)}); it was not written by this kind of run. Use another --out."
+                )
+            rows = [_parse_row(row) for row in reader if row.get("path")]
+        earlier_threshold = self._previous_threshold()
+        if earlier_threshold is not None and earlier_threshold != self.meta.get("threshold"):
+            raise ResumeMismatchError(
+                f"{self.json_path} was written with --threshold {earlier_threshold}, this run uses "
+                f"{self.meta.get('threshold')}; resume with the same threshold, or use another --out."
+            )
+        for row in rows[:1]:
+            differing = [f"{key} {row[key]!r} (now {value!r})" for key, value in self.provenance.items() if row[key] != str(value)]
+            if differing:
+                raise ResumeMismatchError(
+                    f"{self.csv_path} was written with another model: {'; '.join(differing)}. "
+                    "Resume with the same options, or use another --out."
+                )
+        return rows
+
+    def _previous_threshold(self) -> float | None:
+        try:
+            return json.loads(self.json_path.read_text())["meta"]["threshold"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # killed before scores.json was written: the CSV alone decides
+
+    @property
+    def done_paths(self) -> set[str]:
+        return {row["path"] for row in self.rows}
+
+    def _sync(self) -> None:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append rows to scores.csv and push them to disk."""
+        for row in rows:
+            full = {**{column: None for column in SCORE_COLUMNS}, **row, **self.provenance}
+            score = full["score"]
+            cells = [("" if score is None else f"{score:.6f}") if column == "score" else ("" if full[column] is None else full[column]) for column in self.columns]
+            self._writer.writerow(cells)
+            self.rows.append(full)
+        self._sync()
+
+    def finish(self, complete: bool, n_total: int) -> Path:
+        """Close scores.csv and write scores.json (``complete``: every input has a row)."""
+        self._handle.close()
+        meta = {**self.meta, "complete": complete, "n_images": n_total, "n_done": len(self.rows)}
+        return atomic_write_json(self.json_path, {"meta": meta, "images": self.rows})
+
+    def __enter__(self) -> "ScoreTable":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if not self._handle.closed:
+            self._handle.close()
