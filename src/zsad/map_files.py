@@ -5,8 +5,9 @@ gets are at the image's own size ``(H, W)``, which may be 100 megapixels. Nothin
 here ever holds a float copy of a whole full-size image or map: the map is
 upsampled a band of rows at a time (:func:`upsample_rows`, the same bilinear
 resize as ``torch.nn.functional.interpolate(align_corners=False)``), and each band
-is coloured, blended and pasted into the 8-bit (overlay) or 16-bit (raw map)
-picture before the next one is computed.
+is coloured, blended and appended to the 8-bit (overlay) or 16-bit (raw map) PNG
+(:class:`zsad.png_stream.PngBandWriter`) before the next one is computed. The only
+full-size thing in memory is the decoded image itself.
 
 The overlay (:func:`write_overlay`) is made to be read by a person: a caption with
 the image score and the verdict at the threshold, the image with the heat map
@@ -25,7 +26,8 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from .fileio import atomic_save
-from .viz import _colormap, _font, png_text
+from .png_stream import PngBandWriter
+from .viz import _colormap, _font
 
 __all__ = ["OverlayStyle", "upsample_rows", "write_overlay", "write_raw_map"]
 
@@ -72,17 +74,25 @@ def _band_rows(width: int) -> int:
     return max(16, _BAND_PIXELS // max(1, width))
 
 
+def _png_text(metadata: dict[str, Any] | None) -> dict[str, str]:
+    """PNG text chunks ("zsad:<key>") as :func:`zsad.viz.png_text` writes them."""
+    return {f"zsad:{key}": str(value) for key, value in (metadata or {}).items()}
+
+
 def write_raw_map(path: Path | str, low: np.ndarray, size_hw: tuple[int, int], metadata: dict[str, Any] | None = None, overwrite: bool = True) -> Path:
     """The map ``low`` ``(h, w)`` in [0, 1] resized to ``size_hw`` as a 16-bit grey PNG."""
     height, width = size_hw
-    picture = Image.new("I;16", (width, height))
-    step = _band_rows(width)
-    for start in range(0, height, step):
-        stop = min(height, start + step)
-        band = upsample_rows(low, size_hw, start, stop)
-        levels = np.rint(np.clip(band, 0.0, 1.0) * _PNG16_SCALE).astype(np.uint16)
-        picture.paste(Image.fromarray(levels), (0, start))
-    return atomic_save(path, lambda tmp: picture.save(tmp, format="PNG", pnginfo=png_text(metadata)), overwrite=overwrite)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            png = PngBandWriter(handle, width, height, "I;16", _png_text(metadata))
+            step = _band_rows(width)
+            for start in range(0, height, step):
+                band = upsample_rows(low, size_hw, start, min(height, start + step))
+                png.write(np.rint(np.clip(band, 0.0, 1.0) * _PNG16_SCALE).astype(np.uint16))
+            png.close()
+
+    return atomic_save(path, write, overwrite=overwrite)
 
 
 def _colour_tables(style: OverlayStyle) -> tuple[np.ndarray, np.ndarray]:
@@ -170,25 +180,30 @@ def write_overlay(
     caption = _verdict(score, threshold)
     caption_h = unit * 2
     bar_w = unit
-    legend_w = bar_w + unit * 4
     gap = unit // 2
-    canvas_w = max(width + gap + legend_w, round(font.getlength(caption)) + 2 * gap)
-    canvas = Image.new("RGB", (canvas_w, height + caption_h), (255, 255, 255))
-    ImageDraw.Draw(canvas).text((gap, caption_h // 2), caption, fill=(0, 0, 0), font=font, anchor="lm")
+    canvas_w = max(width + gap + bar_w + unit * 4, round(font.getlength(caption)) + 2 * gap)
+    header = Image.new("RGB", (canvas_w, caption_h), (255, 255, 255))
+    ImageDraw.Draw(header).text((gap, caption_h // 2), caption, fill=(0, 0, 0), font=font, anchor="lm")
+    legend = Image.new("RGB", (canvas_w - width, height), (255, 255, 255))
+    bar_h = max(unit * 4, height - unit)
+    _draw_colour_bar(legend, gap, (height - bar_h) // 2, bar_w, bar_h, threshold, style, font, unit)
+    legend_rows = np.asarray(legend)
 
     colours, weights = _colour_tables(style)
     contour_width = max(2, min(width, height) // 256)
-    step = _band_rows(width)
-    for start in range(0, height, step):
-        stop = min(height, start + step)
-        rgb = np.asarray(image.crop((0, start, width, stop)))
-        values = upsample_rows(low, size_hw, start, stop)
-        band = _blend_band(rgb, values, colours, weights)
-        inner, outer = _contour_band(low, size_hw, start, stop, threshold, contour_width)
-        band[inner] = style.contour_color
-        band[outer] = style.edge_color
-        canvas.paste(Image.fromarray(band), (0, caption_h + start))
 
-    bar_h = max(unit * 4, height - unit)
-    _draw_colour_bar(canvas, width + gap, caption_h + (height - bar_h) // 2, bar_w, bar_h, threshold, style, font, unit)
-    return atomic_save(path, lambda tmp: canvas.save(tmp, format="PNG", pnginfo=png_text(metadata)), overwrite=overwrite)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            png = PngBandWriter(handle, canvas_w, caption_h + height, "RGB", _png_text(metadata))
+            png.write(np.asarray(header))
+            step = _band_rows(width)
+            for start in range(0, height, step):
+                stop = min(height, start + step)
+                band = _blend_band(np.asarray(image.crop((0, start, width, stop))), upsample_rows(low, size_hw, start, stop), colours, weights)
+                inner, outer = _contour_band(low, size_hw, start, stop, threshold, contour_width)
+                band[inner] = style.contour_color
+                band[outer] = style.edge_color
+                png.write(np.concatenate([band, legend_rows[start:stop]], axis=1))
+            png.close()
+
+    return atomic_save(path, write, overwrite=overwrite)
