@@ -205,3 +205,14 @@ def test_progress_counts_images_not_batches(tmp_path):
     result = runner.invoke(app, args + [a for a in TINY if a != "--quiet"])
     assert result.exit_code == 0, result.output
     assert "5/5" in _said(result) and "3/3" not in _said(result)
+
+
+def test_evaluation_progress_counts_images_too(tmp_path):
+    from zsad.data.synth import generate_mvtec_like
+
+    generate_mvtec_like(tmp_path / "mvtec", categories=["checker"], size=64, n_train=1, n_good=3, n_defect_per_kind=1)
+    args = ["test", "--data", f"mvtec:{tmp_path / 'mvtec'}", "--out", str(tmp_path / "eval"), "--batch-size", "2"]
+    result = runner.invoke(app, args + [a for a in TINY if a != "--quiet"])
+    assert result.exit_code == 0, result.output
+    n_images = len(list((tmp_path / "mvtec" / "checker" / "test").rglob("*.png")))
+    assert f"{n_images}/{n_images}" in _said(result) and "img" in _said(result)
