@@ -2,6 +2,7 @@
 the torchrun path (gloo, world size 1), and a MoECLIP smoke run."""
 from __future__ import annotations
 
+import shutil
 import socket
 import warnings
 from dataclasses import dataclass
@@ -14,14 +15,14 @@ from torch import nn
 from zsad.backbone import create_backbone
 from zsad.data import build_dataset
 from zsad.data.synth import generate_mvtec_like
-from zsad.checkpoints import read_checkpoint
+from zsad.checkpoints import CheckpointError, read_checkpoint
 from zsad.engine.run_folder import epoch_checkpoints, resolve_checkpoint, train_state_path
 from zsad.engine.distributed import DistributedContext, context_from_environment, ddp_options, process_device
 from zsad.engine.train_config import TrainingConfig
 from zsad.data import collate
 from zsad.engine.train_data import SeededItems, derive_seed, epoch_order, training_batch
 from zsad.engine.train_log import TrainLog, read_train_log
-from zsad.engine.run_folder import RunDirectoryNotEmptyError, check_resume_config
+from zsad.engine.run_folder import DamagedCheckpointError, RunDirectoryNotEmptyError, check_resume_config
 from zsad.engine.training import TrainingError, fit
 from zsad.methods.base import AnomalyDetector, DetectorOutput, MethodConfig
 from zsad.text import ClassNames
@@ -350,10 +351,49 @@ def test_check_resume_config_rejects_fewer_epochs_than_done():
     check_resume_config({**stored, "training": TrainingConfig(epochs=9, num_workers=4).to_dict()}, stored, 3)
 
 
-def test_resume_without_a_checkpoint_is_an_error(backbone, data_spec, tmp_path):
-    with pytest.raises(ValueError, match="no epoch checkpoint"):
-        run_fit(make_detector(backbone), data_spec, tmp_path / "empty", resume=True)
-    assert not (tmp_path / "empty").exists()
+def test_resume_with_no_completed_epoch_starts_again_and_says_so(straight_run, backbone, data_spec, tmp_path, caplog):
+    out = tmp_path / "run"
+    detector = make_detector(backbone)
+    detector.fail_at_call = 2  # killed in epoch 1: config.json and a train log, no checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(detector, data_spec, out)
+    assert epoch_checkpoints(out) == [] and (out / "config.json").is_file()
+    fresh = make_detector(backbone)
+    with caplog.at_level("WARNING", logger="zsad.engine.training"):
+        result = run_fit(fresh, data_spec, out, resume=True)
+    assert "no epoch of the run" in caplog.text and "starting it again from epoch 1" in caplog.text
+    assert result.resumed_from_epoch is None
+    assert_same_state(own_state(fresh), straight_run["state"])
+    assert read_train_log(out / "train_log.csv") == straight_run["log"]  # the killed run's rows are gone
+
+
+def test_a_damaged_newest_epoch_is_reported_and_the_intact_one_offered(straight_run, backbone, data_spec, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(straight_run["out"], out)
+    damaged = out / "checkpoints" / "epoch_002.train_state.pt"
+    damaged.write_bytes(damaged.read_bytes()[:1000])  # truncated, as by a full disk or a bad copy
+    with pytest.raises(DamagedCheckpointError) as refusal:
+        run_fit(make_detector(backbone), data_spec, out, resume=True)
+    message = str(refusal.value)
+    assert "epoch_002.train_state.pt cannot be read" in message
+    assert "newest intact epoch is 1" in message and "--resume-epoch 1" in message
+    fresh = make_detector(backbone, init_seed=5)
+    result = run_fit(fresh, data_spec, out, resume=True, resume_epoch=1)
+    assert result.resumed_from_epoch == 1
+    assert_same_state(own_state(fresh), straight_run["state"])
+    assert read_train_log(out / "train_log.csv") == straight_run["log"]
+    assert torch.load(damaged, weights_only=True)["epoch"] == 2  # written again, intact
+    with pytest.raises(ValueError, match="no complete epoch 7"):
+        run_fit(make_detector(backbone), data_spec, out, resume=True, resume_epoch=7)
+
+
+def test_garbage_config_inside_a_checkpoint_names_the_file(straight_run, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bad.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"zsad_config": "{not json"})
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors: the config stored inside the checkpoint is not valid JSON"):
+        read_checkpoint(path)
 
 
 def test_non_empty_out_dir_needs_resume_or_overwrite(backbone, data_spec, tmp_path):

@@ -44,7 +44,16 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
     if CONFIG_METADATA_KEY not in metadata:
         raise CheckpointError(f"{path} is a safetensors file but not a zsad checkpoint (no config inside)")
-    return tensors, json.loads(metadata[CONFIG_METADATA_KEY])
+    try:
+        config = json.loads(metadata[CONFIG_METADATA_KEY])
+    except ValueError as error:
+        raise CheckpointError(
+            f"{path}: the config stored inside the checkpoint is not valid JSON ({error}); the file is damaged or "
+            "was not written by zsad. Use another checkpoint (e.g. an earlier checkpoints/epoch_NNN.safetensors)."
+        ) from error
+    if not isinstance(config, dict) or not {"method", "method_config", "backbone"} <= set(config):
+        raise CheckpointError(f"{path}: the config stored inside the checkpoint lacks method, method_config or backbone; it was not written by zsad")
+    return tensors, config
 
 
 def config_differences(requested: Any, stored: Any, ignored: Iterable[str] = (), only_given: bool = False, prefix: str = "") -> list[str]:

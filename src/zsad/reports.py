@@ -186,8 +186,8 @@ def write_metrics_report(
     full_report = dict(report)
     if not full_report.get("mean"):
         full_report["mean"] = mean_over_classes(full_report.get("per_class", {}))
-    atomic_write_json(paths[0], full_report)
-    atomic_write_text(paths[1], metrics_markdown(full_report))
+    atomic_write_json(paths[0], full_report, overwrite=overwrite)  # never replaces a file made after the check
+    atomic_write_text(paths[1], metrics_markdown(full_report), overwrite=overwrite)
     return paths
 
 
@@ -245,8 +245,8 @@ def write_scores(
             else:
                 cells.append("" if value is None else value)
         writer.writerow(cells)
-    atomic_write_text(paths[0], buffer.getvalue())
-    atomic_write_json(paths[1], {"meta": dict(extra or {}), "images": clean_rows})
+    atomic_write_text(paths[0], buffer.getvalue(), overwrite=overwrite)
+    atomic_write_json(paths[1], {"meta": dict(extra or {}), "images": clean_rows}, overwrite=overwrite)
     return paths
 
 

@@ -14,8 +14,9 @@ from typing import Any, Sequence
 
 import torch
 
-from ..checkpoints import CheckpointError, check_config_fits
+from ..checkpoints import CheckpointError, check_config_fits, read_checkpoint
 from ..fileio import OutputExistsError
+from ..output_lock import LOCK_NAME
 from .distributed import DistributedContext, barrier
 from .train_config import TrainingConfig
 
@@ -116,7 +117,7 @@ def read_run_config(out_dir: Path) -> dict[str, Any]:
 def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, context: DistributedContext) -> None:
     """Refuse a non-empty folder for a fresh run; with ``overwrite`` remove the files of a
     previous run (only those: other files stay)."""
-    occupied = out_dir.is_dir() and any(out_dir.iterdir())
+    occupied = out_dir.is_dir() and any(path.name != LOCK_NAME for path in out_dir.iterdir())
     if occupied and not resume and not overwrite:
         raise RunDirectoryNotEmptyError(out_dir)
     if context.is_main:
@@ -130,18 +131,23 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, context: Distr
     barrier(context)
 
 
-def latest_resume_point(out_dir: Path) -> ResumePoint:
-    """The last epoch whose checkpoint AND train state were both written."""
-    complete = [(epoch, path) for epoch, path in epoch_checkpoints(out_dir) if train_state_path(path).is_file()]
-    if not complete:
-        raise ValueError(
-            f"--resume: {out_dir / CHECKPOINT_DIR_NAME} holds no epoch checkpoint with its train state; "
-            "start the run without --resume"
-        )
-    epoch, path = complete[-1]
-    state = torch.load(train_state_path(path), map_location="cpu", weights_only=True)
-    if state["epoch"] != epoch:
-        raise ValueError(f"{train_state_path(path)} belongs to epoch {state['epoch']}, not {epoch}")
+class DamagedCheckpointError(CheckpointError):
+    """An epoch's checkpoint or train state cannot be read (truncated, not a zsad file...)."""
+
+
+def _resume_point(epoch: int, path: Path) -> ResumePoint:
+    """Read and check epoch ``epoch``'s checkpoint and train state; DamagedCheckpointError names the bad file."""
+    state_file = train_state_path(path)
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, not a torch file, unpickling refused...
+        raise DamagedCheckpointError(f"{state_file} cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from error
+    if not isinstance(state, dict) or state.get("epoch") != epoch:
+        raise DamagedCheckpointError(f"{state_file} does not hold the train state of epoch {epoch}")
+    try:
+        read_checkpoint(path)
+    except CheckpointError as error:
+        raise DamagedCheckpointError(str(error)) from error
     return ResumePoint(
         checkpoint=path,
         epoch=epoch,
@@ -152,3 +158,47 @@ def latest_resume_point(out_dir: Path) -> ResumePoint:
         wall_time_s=state["wall_time_s"],
         unreadable=list(state["unreadable"]),
     )
+
+
+def latest_resume_point(out_dir: Path, from_epoch: int | None = None) -> ResumePoint | None:
+    """The state after the last completed epoch (or after ``from_epoch``); None when no
+    epoch was completed, so the run starts again.
+
+    Raises:
+        DamagedCheckpointError: the newest epoch's files are damaged. The message names
+            them and the newest intact epoch, which ``from_epoch`` then selects.
+        ValueError: ``from_epoch`` has no complete checkpoint.
+    """
+    complete = [(epoch, path) for epoch, path in epoch_checkpoints(out_dir) if train_state_path(path).is_file()]
+    if from_epoch is not None:
+        chosen = [(epoch, path) for epoch, path in complete if epoch == from_epoch]
+        if not chosen:
+            done = ", ".join(str(epoch) for epoch, _ in complete) or "none"
+            raise ValueError(f"--resume-epoch {from_epoch}: {out_dir / CHECKPOINT_DIR_NAME} holds no complete epoch {from_epoch} (complete epochs: {done})")
+        return _resume_point(*chosen[0])
+    if not complete:
+        return None
+    try:
+        return _resume_point(*complete[-1])
+    except DamagedCheckpointError as damage:
+        for epoch, path in reversed(complete[:-1]):
+            try:
+                _resume_point(epoch, path)
+            except DamagedCheckpointError:
+                continue
+            raise DamagedCheckpointError(
+                f"--resume: the newest epoch ({complete[-1][0]}) is damaged: {damage}. The newest intact epoch is "
+                f"{epoch} ({path}). To continue from it (training epoch {epoch + 1} again), add --resume-epoch {epoch}."
+            ) from None
+        raise DamagedCheckpointError(
+            f"--resume: the newest epoch ({complete[-1][0]}) is damaged: {damage}, and no earlier epoch is intact. "
+            "Start the run again with --overwrite."
+        ) from None
+
+
+def drop_epochs_after(out_dir: Path, epoch: int) -> None:
+    """Remove the checkpoints of epochs after ``epoch`` (superseded when resuming from it)."""
+    for later, path in epoch_checkpoints(out_dir):
+        if later > epoch:
+            path.unlink()
+            train_state_path(path).unlink(missing_ok=True)

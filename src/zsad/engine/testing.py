@@ -8,6 +8,7 @@ from typing import Any
 from .predictor import Predictor
 from ..data import build_dataset
 from ..fileio import check_can_write
+from ..output_lock import claim_output_folder
 from ..reports import metrics_markdown, write_metrics_report
 from .evaluation import evaluate
 
@@ -35,22 +36,24 @@ def run_test(
     show_progress: bool = True,
     meta: dict[str, Any] | None = None,
 ) -> ReportedEvaluation:
-    """Evaluate on ``data_spec`` (KIND:PATH) and write metrics.json / metrics.md to out_dir."""
-    check_can_write([out_dir / "metrics.json", out_dir / "metrics.md"], overwrite)
-    dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split="test")
-    result = evaluate(
-        predictor.detector,
-        dataset,
-        predictor.class_names,
-        predictor.device,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        precision=predictor.precision,
-        save_maps=save_maps,
-        maps_dir=out_dir / MAPS_DIR if save_maps else None,
-        score_normalisation=score_normalisation,
-        show_progress=show_progress,
-    )
-    report = {**(meta or {}), **result.report, "errors": result.errors}
-    written = write_metrics_report(report, out_dir, overwrite=True)
+    """Evaluate on ``data_spec`` (KIND:PATH) and write metrics.json / metrics.md to out_dir,
+    which the run holds for its whole duration (a second run into it is refused)."""
+    with claim_output_folder(out_dir):
+        check_can_write([out_dir / "metrics.json", out_dir / "metrics.md"], overwrite)
+        dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split="test")
+        result = evaluate(
+            predictor.detector,
+            dataset,
+            predictor.class_names,
+            predictor.device,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            precision=predictor.precision,
+            save_maps=save_maps,
+            maps_dir=out_dir / MAPS_DIR if save_maps else None,
+            score_normalisation=score_normalisation,
+            show_progress=show_progress,
+        )
+        report = {**(meta or {}), **result.report, "errors": result.errors}
+        written = write_metrics_report(report, out_dir, overwrite=overwrite)
     return ReportedEvaluation(report=report, markdown=metrics_markdown(report), errors=result.errors, written=written)

@@ -28,6 +28,7 @@ from ..data import collate
 from ..fileio import atomic_save, atomic_write_json, atomic_write_text
 from ..methods.base import AnomalyDetector
 from ..methods.build import full_config
+from ..output_lock import claim_output_folder
 from ..text import ClassNames
 from .distributed import DistributedContext, all_ranks_agree, barrier, distributed_session, wrap_for_training
 from .run_folder import (
@@ -38,6 +39,7 @@ from .run_folder import (
     TRAIN_LOG_NAME,
     ResumePoint,
     check_resume_config,
+    drop_epochs_after,
     epoch_checkpoint_path,
     latest_resume_point,
     prepare_out_dir,
@@ -391,12 +393,14 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    resume_epoch: int | None = None,
 ) -> TrainingResult:
     """Train ``detector``'s own modules on the data sets ``train_specs`` (``KIND:PATH``).
 
     Writes the run into ``out_dir`` (see the module docstring). ``resume`` continues from
-    the last completed epoch, after checking that the stored config matches (``epochs``
-    may be raised); a fresh run refuses a non-empty ``out_dir`` unless ``overwrite``.
+    the last completed epoch (or from ``resume_epoch``), after checking that the stored
+    config matches (``epochs`` may be raised); with no completed epoch it starts the run
+    again and says so. A fresh run refuses a non-empty ``out_dir`` unless ``overwrite``.
     Under torchrun (WORLD_SIZE/RANK/LOCAL_RANK set) every rank trains on its share of
     each epoch through DDP and only rank 0 writes files. Raises TrainingError when the
     loss or gradient stops being finite (the previous epoch's checkpoint stays valid).
@@ -409,9 +413,16 @@ def fit(
     check_training_precision(device, config.precision)  # refuses bf16 on the CPU before any work
     apply_activation_checkpointing(detector, config.activation_checkpointing)
     trainable_parameters(detector)
-    with distributed_session(device) as (context, device):
-        point = latest_resume_point(out_dir) if resume else None
-        prepare_out_dir(out_dir, resume, overwrite, context)
+    with distributed_session(device) as (context, device), contextlib.ExitStack() as held:
+        if context.is_main:  # one run per folder; the other ranks follow rank 0
+            held.enter_context(claim_output_folder(out_dir))
+        point = latest_resume_point(out_dir, resume_epoch) if resume else None
+        restart = resume and point is None
+        if restart and context.is_main:
+            logger.warning("--resume: no epoch of the run in %s was completed; starting it again from epoch 1", out_dir)
+        prepare_out_dir(out_dir, resume and not restart, overwrite or restart, context)
+        if point is not None and context.is_main:
+            drop_epochs_after(out_dir, point.epoch)
         run = _TrainingRun(detector, train_specs, out_dir, config, class_names, device, context, show_progress)
         if point is not None:
             run.restore(point)
