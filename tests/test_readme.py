@@ -1,0 +1,142 @@
+"""Issue 11, item 14: every `zsad` command line the README shows runs as written.
+
+The command lines are read from the README itself (```bash blocks and inline `zsad ...`
+spans), so the README cannot drift from the CLI. Only three things are changed before a
+line runs, none of them its command or options:
+
+* the README's example data paths (``/data/mvtec_ad``, ``path/to/images/``, ``KIND:PATH``...)
+  point to small generated data sets in the layout the path names;
+* options that make the run small are appended where the command has them and the line
+  does not set them: the tiny random-weight model at 64 px on the CPU, one step per
+  training epoch, no worker processes, no progress bars;
+* ``torchrun ... zsad train`` runs its ``zsad train`` part in this process (one rank).
+
+Lines run in the README's order, training lines first (later lines use their runs), each
+in its own scratch folder that links to the shared ``runs/`` and a copy of ``configs/``.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from data_factories import make_btad_tree
+from zsad.cli import app
+from zsad.data.synth import generate_mvtec_like, generate_visa_like
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+runner = CliRunner()
+
+SMALL_RUN = {
+    "--backbone": "zsad-tiny", "--weights": "random", "--image-size": "64", "--device": "cpu",
+    "--max-steps-per-epoch": "1", "--num-workers": "0", "--quiet": None,
+}
+
+
+def readme_command_lines(text: str) -> list[str]:
+    """Every `zsad` command line of the README, continuation lines joined, comments and
+    the brackets around optional parts removed, a torchrun prefix dropped."""
+    lines: list[str] = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        lines += block.replace("\\\n", " ").splitlines()
+    lines += [span for span in re.findall(r"`(zsad [^`]+)`", text) if len(span.split()) >= 3]
+    commands = []
+    for line in lines:
+        line = re.sub(r"\s#.*$", "", line).strip()
+        line = re.sub(r"^torchrun .*?\bzsad\b", "zsad", line)
+        line = re.sub(r"\[([^\]]*)\]", r"\1", line)
+        if line.startswith("zsad "):
+            commands.append(" ".join(line.split()))
+    return commands
+
+
+def _command_options(words: list[str]) -> set[str]:
+    command = typer.main.get_command(app)
+    for word in words:
+        if not hasattr(command, "commands") or word not in command.commands:
+            break
+        command = command.commands[word]
+    return {opt for parameter in command.params for opt in parameter.opts}
+
+
+def _small(words: list[str]) -> list[str]:
+    """Append SMALL_RUN options that the command has and the line does not set."""
+    accepted = _command_options(words)
+    extra: list[str] = []
+    for option, value in SMALL_RUN.items():
+        if option in accepted and option not in words:
+            extra += [option] if value is None else [option, value]
+    return words + extra
+
+
+def _example_data(root: Path) -> dict[str, str]:
+    """README example path -> generated data in that layout."""
+    generate_mvtec_like(root / "mvtec", categories=["disc", "ring"], size=64, n_train=1, n_good=1, n_defect_per_kind=1)
+    for old, new in (("disc", "bottle"), ("ring", "screw")):  # the README's MVTec-AD category names
+        (root / "mvtec" / old).rename(root / "mvtec" / new)
+    generate_visa_like(root / "visa", categories=["tile"], size=64, n_good=2, n_defect_per_kind=1)
+    make_btad_tree(root / "btad")
+    test_images = sorted((root / "mvtec" / "screw" / "test").rglob("*.png"))
+    for folder in ("kvasir/images", "kvasir/masks", "brain/yes", "brain/no", "images"):
+        (root / folder).mkdir(parents=True)
+    for index, path in enumerate(test_images):
+        Image.open(path).convert("RGB").save(root / "kvasir" / "images" / f"{index}.jpg")
+        mask = Image.new("L", (64, 64), 0)
+        mask.paste(255, (20, 20, 40, 40))
+        mask.save(root / "kvasir" / "masks" / f"{index}.jpg")
+        shutil.copy(path, root / "brain" / ("yes" if path.parent.name != "good" else "no") / path.name)
+        shutil.copy(path, root / "images" / f"{index}.png")
+    shutil.copy(test_images[0], root / "more.png")
+    return {
+        "/data/mvtec_ad": str(root / "mvtec"), "/data/VisA": str(root / "visa"), "/data/BTAD": str(root / "btad"),
+        "/data/Kvasir-SEG": str(root / "kvasir"), "/data/brain": str(root / "brain"),
+        "path/to/images/": str(root / "images"), "images/": str(root / "images"), "more.png": str(root / "more.png"),
+        "KIND:PATH": f"mvtec:{root / 'mvtec'}", "OUT": str(root / "synth-out"),
+    }
+
+
+def _substitute(words: list[str], paths: dict[str, str]) -> list[str]:
+    replaced = []
+    for word in words:
+        if word in paths:
+            word = paths[word]
+        else:
+            for example, generated in paths.items():
+                if example.startswith("/data/"):
+                    word = word.replace(example, generated)
+        replaced.append(word)
+    return replaced
+
+
+def test_the_readme_shows_data_info_as_the_command_takes_it():
+    lines = readme_command_lines(README.read_text(encoding="utf-8"))
+    info = [line for line in lines if line.startswith("zsad data info")]
+    assert info and all("--data" not in line for line in info)
+
+
+def test_every_readme_command_line_runs(tmp_path, monkeypatch):
+    lines = readme_command_lines(README.read_text(encoding="utf-8"))
+    assert len(lines) >= 10 and any(line.startswith("zsad predict") for line in lines)
+    paths = _example_data(tmp_path / "data")
+    shared = tmp_path / "shared"  # what lines share: the runs they train, the recipe files
+    (shared / "runs").mkdir(parents=True)
+    shutil.copytree(ROOT / "configs", shared / "configs")
+    ordered = [line for line in lines if line.startswith("zsad train")] + [line for line in lines if not line.startswith("zsad train")]
+    for number, line in enumerate(ordered):
+        work = tmp_path / f"line{number:02d}"  # each line its own folder: several write results/
+        work.mkdir()
+        for name in ("runs", "configs"):
+            (work / name).symlink_to(shared / name)
+        monkeypatch.chdir(work)
+        if not line.startswith("zsad train") and not (shared / "runs" / "moeclip").exists():
+            (shared / "runs" / "moeclip").symlink_to(shared / "runs" / "moeclip-visa")  # the README's short name
+        words = _small(_substitute(shlex.split(line)[1:], paths))
+        result = runner.invoke(app, words)
+        assert result.exit_code == 0, f"README line {line!r} (run as {' '.join(words)}):\n{result.output}"
