@@ -216,3 +216,35 @@ def test_evaluation_progress_counts_images_too(tmp_path):
     assert result.exit_code == 0, result.output
     n_images = len(list((tmp_path / "mvtec" / "checker" / "test").rglob("*.png")))
     assert f"{n_images}/{n_images}" in _said(result) and "img" in _said(result)
+
+
+# ------------------------------------------------------------------ 4: output folders that cannot be used
+
+
+@pytest.mark.parametrize("case", ["is a file", "under a file", "read-only"])
+def test_unusable_output_folders_are_named_with_what_to_do(tmp_path, monkeypatch, case):
+    import errno
+
+    _images(tmp_path / "images", 1)
+    (tmp_path / "taken").write_text("a file")
+    out = {"is a file": tmp_path / "taken", "under a file": tmp_path / "taken" / "out", "read-only": tmp_path / "ro"}[case]
+    if case == "read-only":
+        def read_only(self, *args, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+        monkeypatch.setattr(Path, "mkdir", read_only)
+    result = runner.invoke(app, ["predict", str(tmp_path / "images"), "--out", str(out), *TINY])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    expected = {
+        "is a file": f"--out {out} is a file, not a folder",
+        "under a file": f"--out {out} lies under {tmp_path / 'taken'}, which is a file",
+        "read-only": f"cannot write into the output folder {out} (the file system is read-only)",
+    }[case]
+    assert expected in _said(result)
+
+
+def test_a_device_zsad_cannot_use_is_refused_clearly(tmp_path):
+    _images(tmp_path / "images", 1)
+    args = ["predict", str(tmp_path / "images"), "--out", str(tmp_path / "out")]
+    result = runner.invoke(app, args + [a for a in TINY if a != "cpu" and a != "--device"] + ["--device", "tpu"])
+    assert result.exit_code == 1 and "--device tpu is not a device zsad can use" in _said(result)

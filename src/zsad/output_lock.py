@@ -11,6 +11,7 @@ included), so a lock file left behind by a dead run never blocks the next one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -20,12 +21,16 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["LOCK_NAME", "OutputFolderBusyError", "claim_output_folder"]
+__all__ = ["LOCK_NAME", "OutputFolderBusyError", "OutputFolderError", "claim_output_folder"]
 
 LOCK_NAME = ".zsad-lock"
 
 
-class OutputFolderBusyError(RuntimeError):
+class OutputFolderError(RuntimeError):
+    """The output folder cannot be used; the message names it and says what to do."""
+
+
+class OutputFolderBusyError(OutputFolderError):
     """Another running process holds the output folder."""
 
     def __init__(self, folder: Path, holder: dict):
@@ -59,19 +64,35 @@ def _same_file(handle, path: Path) -> bool:
         return False
 
 
+def _unusable(folder: Path, error: OSError) -> OutputFolderError:
+    """A clear error for an output folder that cannot be created or written."""
+    if folder.exists() and not folder.is_dir():
+        return OutputFolderError(f"--out {folder} is a file, not a folder; choose a folder path for --out")
+    blocking = next((parent for parent in folder.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        return OutputFolderError(f"--out {folder} lies under {blocking}, which is a file; choose a folder path for --out")
+    why = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied", errno.EPERM: "not permitted",
+           errno.ENOSPC: "the disk is full"}.get(error.errno, error.strerror or str(error))
+    return OutputFolderError(f"cannot write into the output folder {folder} ({why}); choose a --out on a writable disk")
+
+
 @contextlib.contextmanager
 def claim_output_folder(folder: Path | str) -> Iterator[Path]:
     """Hold ``folder`` (created if missing) for the duration of the ``with`` block.
 
     Raises:
         OutputFolderBusyError: another live process holds the folder.
-        OSError: the folder cannot be created or written (the caller reports it).
+        OutputFolderError: the folder cannot be created or written (a file is in the
+            way, a read-only file system...); the message names the path.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     lock_path = folder / LOCK_NAME
     while True:
-        handle = open(lock_path, "a+")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = open(lock_path, "a+")
+        except OSError as error:
+            raise _unusable(folder, error) from error
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

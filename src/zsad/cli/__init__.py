@@ -20,7 +20,7 @@ from ..checkpoints import CheckpointError
 from ..engine.training import TrainingError
 from ..fileio import OutputExistsError
 from ..imageio import ImageReadError
-from ..output_lock import OutputFolderBusyError
+from ..output_lock import OutputFolderError
 from . import options as opt
 
 app = typer.Typer(
@@ -46,7 +46,7 @@ def friendly_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except (
-            WeightsUnavailableError, CheckpointError, OutputExistsError, OutputFolderBusyError, ImageReadError, TrainingError,
+            WeightsUnavailableError, CheckpointError, OutputExistsError, OutputFolderError, ImageReadError, TrainingError,
             FileNotFoundError, ValueError,
         ) as error:
             err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)

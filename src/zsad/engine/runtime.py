@@ -17,7 +17,16 @@ def resolve_device(name: str | None) -> torch.device:
     """'auto' / None -> CUDA when available, else CPU; otherwise the named device."""
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"--device {name} is not a device zsad can use; pass auto, cpu, cuda or cuda:N (the GPU's number)"
+        ) from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name}: zsad runs on cpu, cuda (cuda:N) or mps, not {device.type}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count() > 0:
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name} was asked for but CUDA is not available here; use --device cpu")
     return device
