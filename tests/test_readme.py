@@ -1,7 +1,7 @@
 """Issue 11, item 14: every `zsad` command line the README shows runs as written.
 
 The command lines are read from the README itself (```bash blocks and inline `zsad ...`
-spans), so the README cannot drift from the CLI. Only three things are changed before a
+spans of four words or more), so the README cannot drift from the CLI. Only three things are changed before a
 line runs, none of them its command or options:
 
 * the README's example data paths (``/data/mvtec_ad``, ``path/to/images/``, ``KIND:PATH``...)
@@ -46,7 +46,9 @@ def readme_command_lines(text: str) -> list[str]:
     lines: list[str] = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         lines += block.replace("\\\n", " ").splitlines()
-    lines += [span for span in re.findall(r"`(zsad [^`]+)`", text) if len(span.split()) >= 3]
+    # Inline spans of four words or more are examples; shorter ones name a command or an
+    # option in the prose (`zsad data`, `zsad train --seed`).
+    lines += [span for span in re.findall(r"`(zsad [^`]+)`", text) if len(span.split()) >= 4]
     commands = []
     for line in lines:
         line = re.sub(r"\s#.*$", "", line).strip()
