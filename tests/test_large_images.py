@@ -12,7 +12,7 @@ from zsad.engine.evaluation import _save_panel
 from zsad.imageio import read_image, read_image_reduced
 from zsad.map_files import OverlayStyle, upsample_rows, write_overlay, write_raw_map
 from zsad.png_stream import PngBandWriter
-from zsad.viz import _colormap, load_map_png16, save_map_png16
+from zsad.viz import colormap, load_map_png16, save_map_png16
 
 
 def _smooth_map(h: int = 9, w: int = 7) -> np.ndarray:
@@ -71,11 +71,11 @@ def test_overlay_shows_image_heat_contour_colour_bar_and_caption(tmp_path):
     image_part = canvas[top:, :160]
     style = OverlayStyle()
     # Far from the hot square the map is 0: the image shows through with the lowest heat weight.
-    cold = _colormap(style.cmap)(0.0)[:3]
+    cold = colormap(style.cmap)(0.0)[:3]
     expected = np.rint(100 * (1 - style.alpha_low) + np.asarray(cold) * 255 * style.alpha_low)
     assert np.abs(image_part[2, 2] - expected).max() <= 1
     # At the centre (map 1) the heat colour dominates.
-    hot = np.asarray(_colormap(style.cmap)(1.0)[:3]) * 255
+    hot = np.asarray(colormap(style.cmap)(1.0)[:3]) * 255
     centre = image_part[60, 80]
     assert np.abs(centre - hot).sum() < np.abs(centre - 100).sum()
     # The threshold contour: white pixels inside the square's edge, black just outside.
@@ -84,7 +84,7 @@ def test_overlay_shows_image_heat_contour_colour_bar_and_caption(tmp_path):
     assert (canvas[:top] < 80).all(axis=2).any()
     bar = canvas[top:, 160:]
     for value in (0.0, 1.0):
-        colour = np.rint(np.asarray(_colormap(style.cmap)(value)[:3]) * 255)
+        colour = np.rint(np.asarray(colormap(style.cmap)(value)[:3]) * 255)
         assert (np.abs(bar - colour).max(axis=2) <= 20).any()  # the extreme rows sit under the frame
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from zsad.api import Detector
+from zsad.api import Predictor
 from zsad.cli import app
 from zsad.discovery import find_images
 from zsad.fileio import OutputExistsError, atomic_write_text
@@ -99,7 +99,7 @@ def test_an_output_file_that_appears_after_the_check_is_not_replaced(tmp_path):
 def test_ctrl_c_keeps_the_done_rows_and_resume_finishes_the_rest(tmp_path, monkeypatch):
     _images(tmp_path / "images", 5)
     out = tmp_path / "out"
-    real = Detector.score_and_map
+    real = Predictor.score_and_map
     calls = {"n": 0}
 
     def interrupted_on_third_batch(self, images, class_name=None):
@@ -108,7 +108,7 @@ def test_ctrl_c_keeps_the_done_rows_and_resume_finishes_the_rest(tmp_path, monke
             raise KeyboardInterrupt
         return real(self, images, class_name)
 
-    monkeypatch.setattr(Detector, "score_and_map", interrupted_on_third_batch)
+    monkeypatch.setattr(Predictor, "score_and_map", interrupted_on_third_batch)
     stopped = runner.invoke(app, ["predict", str(tmp_path / "images"), "--out", str(out), "--batch-size", "2", *TINY])
     assert stopped.exit_code == 130, stopped.output
     assert "4 of 5 images done" in _said(stopped) and "--resume" in _said(stopped)
@@ -116,7 +116,7 @@ def test_ctrl_c_keeps_the_done_rows_and_resume_finishes_the_rest(tmp_path, monke
     meta = json.loads((out / "scores.json").read_text())["meta"]
     assert meta["complete"] is False and meta["n_done"] == 4 and meta["n_images"] == 5
 
-    monkeypatch.setattr(Detector, "score_and_map", real)
+    monkeypatch.setattr(Predictor, "score_and_map", real)
     refused = runner.invoke(app, ["predict", str(tmp_path / "images"), "--out", str(out), *TINY])
     assert refused.exit_code == 1 and "--overwrite" in _said(refused)
     other = runner.invoke(app, ["predict", str(tmp_path / "images"), "--out", str(out), "--resume", "--threshold", "0.9", *TINY])
@@ -133,14 +133,14 @@ def test_ctrl_c_keeps_the_done_rows_and_resume_finishes_the_rest(tmp_path, monke
 def test_each_row_is_on_disk_before_the_next_image_is_scored(tmp_path, monkeypatch):
     _images(tmp_path / "images", 3)
     out = tmp_path / "out"
-    real = Detector.score_and_map
+    real = Predictor.score_and_map
     seen = []
 
     def record_rows_on_disk(self, images, class_name=None):
         seen.append(len(_rows(out)))
         return real(self, images, class_name)
 
-    monkeypatch.setattr(Detector, "score_and_map", record_rows_on_disk)
+    monkeypatch.setattr(Predictor, "score_and_map", record_rows_on_disk)
     result = runner.invoke(app, ["predict", str(tmp_path / "images"), "--out", str(out), "--batch-size", "1", *TINY])
     assert result.exit_code == 0, result.output
     assert seen == [0, 1, 2]

@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from .fileio import atomic_save
 from .png_stream import PngBandWriter
-from .viz import _colormap, _font
+from .viz import colormap, text_font
 
 __all__ = ["OverlayStyle", "upsample_rows", "write_overlay", "write_raw_map"]
 
@@ -98,7 +98,7 @@ def write_raw_map(path: Path | str, low: np.ndarray, size_hw: tuple[int, int], m
 def _colour_tables(style: OverlayStyle) -> tuple[np.ndarray, np.ndarray]:
     """Per map level 0..255: the heat colour (256, 3) float32 and its weight (256,) float32."""
     levels = np.linspace(0.0, 1.0, 256)
-    colours = (_colormap(style.cmap)(levels)[:, :3] * 255.0).astype(np.float32)
+    colours = (colormap(style.cmap)(levels)[:, :3] * 255.0).astype(np.float32)
     weights = (style.alpha_low + (style.alpha_high - style.alpha_low) * levels).astype(np.float32)
     return colours, weights
 
@@ -176,7 +176,7 @@ def write_overlay(
     width, height = image.size
     size_hw = (height, width)
     unit = max(12, min(width, height) // 32)  # font size in pixels
-    font = _font(unit)
+    font = text_font(unit)
     caption = _verdict(score, threshold)
     caption_h = unit * 2
     bar_w = unit

@@ -211,7 +211,7 @@ def load_map_png16(path: Path | str) -> np.ndarray:
 # --------------------------------------------------------------------------- panels
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def text_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, ValueError, OSError):  # Pillow without FreeType: fixed bitmap font
@@ -263,7 +263,7 @@ def comparison_panel(
     tile_w, tile_h = tiles[0][1].size
     gap = max(4, tile_w // 64)
     font_size = max(12, min(28, tile_h // 18))
-    font = _font(font_size)
+    font = text_font(font_size)
     label_h = font_size + 2 * gap
     caption_parts = [part for part in (title, None if score is None else f"score {score:.4f}") if part]
     caption_h = label_h if caption_parts else 0
