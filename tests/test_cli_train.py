@@ -112,5 +112,7 @@ def test_resolve_settings_layers(tmp_path):
     assert (settings.model_name, settings.weights, settings.image_size) == ("zsad-tiny", "random", 32)
     other = resolve_settings(Recipe(), None, "moeclip", "mvtec:/a, VisA:b", None, None, None, {})
     assert other.data == ["mvtec:/a", f"visa:{Path('b').resolve()}"] and other.training.epochs == 20
-    with pytest.raises(ValueError, match="config.json"):
+    assert read_run_config(tmp_path) is None  # nothing was ever started there
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"config\.json is damaged"):
         read_run_config(tmp_path)

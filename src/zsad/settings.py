@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
+# Numeric precisions a model may run in (fp32, or bf16 autocast on GPUs).
+PRECISIONS = ("fp32", "bf16")
+
 SettingsT = TypeVar("SettingsT", bound="Settings")
 
 

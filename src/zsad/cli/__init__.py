@@ -21,6 +21,8 @@ from ..engine.training import TrainingError
 from ..fileio import OutputExistsError
 from ..imageio import ImageReadError
 from ..output_lock import OutputFolderError
+from ..reports import SCORE_NORMALISATIONS
+from . import checks
 from . import options as opt
 
 app = typer.Typer(
@@ -28,6 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help and errors: readable at 80 columns, nothing cut with "…"
 )
 app.add_typer(data_app, name="data", help="Generate or inspect data sets.")
 
@@ -81,17 +84,29 @@ def load_predictor(options: opt.ModelOptions):
     """The predictor the shared model options describe (method from the option, the
     recipe, or the checkpoint; the training-free baseline when nothing names one)."""
     from ..api import load
+    from ..methods import method_class
     from ..recipes import load_recipe
 
     recipe = load_recipe(options.config)
-    with panel_replaces_random_warning():
+    method = options.method or recipe.method or ("zeroshot" if options.checkpoint is None else None)
+    untrained = options.checkpoint is None and method_class(method).trainable
+    if untrained and not options.allow_untrained:
+        raise ValueError(
+            f"--method {method} needs a trained model: pass --checkpoint RUN_DIR (a `zsad train` output folder or "
+            "one of its .safetensors files). To run it with untrained adapters anyway (a pipeline check, its "
+            "scores mean nothing), add --allow-untrained."
+        )
+    with panel_replaces_random_warning(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is trainable but no checkpoint was given")  # the panel below says it
         predictor = load(
-            options.method or recipe.method or ("zeroshot" if options.checkpoint is None else None),
+            method,
             options.checkpoint, options.backbone, options.weights, options.image_size, options.device,
             options.class_name, options.class_names, options.precision,
             str(options.cache_dir) if options.cache_dir else None, recipe.method_config or None,
         )
     warn_if_random(predictor.detector.backbone.random_weights)
+    if untrained:
+        err_console.print(Panel(f"--method {method} runs with UNTRAINED adapters (--allow-untrained): a pipeline check, not a result.", title="UNTRAINED", style="bold yellow"))
     return predictor
 
 
@@ -156,7 +171,7 @@ def test(
     model: opt.ModelOptions,
     classes: opt.Classes = None,
     save_maps: Annotated[int, typer.Option(min=0, help="Write this many comparison panels (image | overlay | ground truth) per class into OUT/maps.")] = 0,
-    score_normalisation: Annotated[str, typer.Option(help="`none`, or `per-class-minmax`: rescale scores over each class's whole test set (transductive, as the MoECLIP authors' code does; for comparison only).")] = "none",
+    score_normalisation: Annotated[str, typer.Option(callback=checks.one_of(*SCORE_NORMALISATIONS), help="`none`, or `per-class-minmax`: rescale scores over each class's whole test set (transductive, as the MoECLIP authors' code does; for comparison only).")] = "none",
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
     overwrite: opt.Overwrite = False,
@@ -182,7 +197,7 @@ def test(
 @friendly_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the generated data and all results.")] = Path("zsad-demo"),
-    image_size: Annotated[int, typer.Option(help="Input side for the tiny model (patch grid: side // 8).")] = 128,
+    image_size: Annotated[int, typer.Option(min=opt.MIN_IMAGE_SIZE, help="Input side for the tiny model (patch grid: side // 8).")] = 128,
     epochs: Annotated[int, typer.Option(min=1, help="MoECLIP training epochs on the generated training categories.")] = 2,
     device: opt.Device = "auto",
     overwrite: opt.Overwrite = False,

@@ -10,6 +10,9 @@ from typing import Annotated, Any, Callable, Optional, get_type_hints
 
 import typer
 
+from ..settings import PRECISIONS
+from . import checks
+
 from ..methods import available_methods, method_class
 
 
@@ -17,6 +20,9 @@ def _methods_help() -> str:
     """The registered methods, the training-free ones marked."""
     return ", ".join(name if method_class(name).trainable else f"{name} (training-free)" for name in available_methods())
 
+
+# Smallest input side: one patch of the largest patch size among the bundled backbones (16).
+MIN_IMAGE_SIZE = 16
 
 Method = Annotated[
     Optional[str],
@@ -41,11 +47,11 @@ Weights = Annotated[
 ]
 ImageSize = Annotated[
     Optional[int],
-    typer.Option(help="Input side in pixels; the patch grid is side // patch and positional embeddings are interpolated to it (default: 518 for ViT-L-14-336, else the model's own, or the checkpoint's)."),
+    typer.Option(min=MIN_IMAGE_SIZE, help="Input side in pixels; the patch grid is side // patch and positional embeddings are interpolated to it (default: 518 for ViT-L-14-336, else the model's own, or the checkpoint's)."),
 ]
 CacheDir = Annotated[Optional[Path], typer.Option(help="Folder for OpenCLIP's weight downloads (default: OpenCLIP's cache).")]
-Device = Annotated[str, typer.Option(help="`auto` (GPU when available), `cpu`, `cuda`, `cuda:1`, ...")]
-Precision = Annotated[str, typer.Option(help="fp32, or bf16 autocast (on GPUs, or on CPUs with fast bf16: faster, maps within ~1%).")]
+Device = Annotated[str, typer.Option(callback=checks.device_name, help="`auto` (GPU when available), `cpu`, `cuda`, `cuda:1`, `mps`.")]
+Precision = Annotated[str, typer.Option(callback=checks.one_of(*PRECISIONS), help="fp32, or bf16 autocast (on GPUs, or on CPUs with fast bf16: faster, maps within ~1%).")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
 NumWorkers = Annotated[int, typer.Option(min=0, help="Data-loading worker processes (0 = in the main process).")]
 ClassName = Annotated[
@@ -72,12 +78,16 @@ DataSpec = Annotated[
     ),
 ]
 Classes = Annotated[Optional[str], typer.Option(help="Comma-separated categories to use (default: all).")]
+AllowUntrained = Annotated[
+    bool,
+    typer.Option(help="Run a trainable method (e.g. moeclip) without --checkpoint: its adapters are untrained, so the result is a pipeline check only."),
+]
 Epochs = Annotated[Optional[int], typer.Option(min=1, help="Passes over the training data; the last epoch is the final model (default: the recipe's, else 20).")]
 TrainBatchSize = Annotated[Optional[int], typer.Option(min=1, help="Images per optimiser step, per GPU under torchrun (default: the recipe's, else 2).")]
-LearningRate = Annotated[Optional[float], typer.Option(help="Base learning rate of the method's optimiser (default: the recipe's, else 5e-4).")]
-Seed = Annotated[Optional[int], typer.Option(help="Seeds initialisation, data order, augmentation and dropout; a resumed run repeats the straight one (default: 0).")]
+LearningRate = Annotated[Optional[float], typer.Option(callback=checks.positive_number, help="Base learning rate of the method's optimiser (default: the recipe's, else 5e-4).")]
+Seed = Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="Seeds initialisation, data order, augmentation and dropout; a resumed run repeats the straight one (default: 0).")]
 MaxStepsPerEpoch = Annotated[Optional[int], typer.Option(min=1, help="End each epoch after this many steps (quick runs; default: no limit).")]
-TrainPrecision = Annotated[Optional[str], typer.Option(help="fp32, or bf16 autocast (GPU only) (default: fp32).")]
+TrainPrecision = Annotated[Optional[str], typer.Option(callback=checks.one_of(*PRECISIONS), help="fp32, or bf16 autocast (GPU only) (default: fp32).")]
 WarmupEpochs = Annotated[Optional[int], typer.Option(min=0, help="Linear learning-rate warm-up over this many epochs (default: the recipe's, else 0).")]
 
 
@@ -96,6 +106,7 @@ class ModelOptions:
     precision: Precision = "fp32"
     class_name: ClassName = None
     class_names: ClassNamesFile = None
+    allow_untrained: AllowUntrained = False
 
 
 @dataclass

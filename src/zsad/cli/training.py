@@ -24,6 +24,7 @@ from ..engine.training import fit
 from ..methods import method_class
 from ..recipes import Recipe, load_recipe
 from ..text import ClassNames
+from . import checks
 from . import options as opt
 
 SPLITS = ("test", "all")
@@ -105,7 +106,7 @@ def train(
     data: TrainData = None,
     method: TrainMethod = None,
     config: opt.ConfigFile = None,
-    split: Annotated[Optional[str], typer.Option(help="`test`: each data set's labelled test split (the papers' protocol); `all`: also its train/good images (default: test).")] = None,
+    split: Annotated[Optional[str], typer.Option(callback=checks.one_of(*SPLITS), help="`test`: each data set's labelled test split (the papers' protocol); `all`: also its train/good images (default: test).")] = None,
     activation_checkpointing: Annotated[Optional[bool], typer.Option("--activation-checkpointing/--no-activation-checkpointing", help="Recompute frozen activations in the backward pass: less GPU memory, slower (default: off).")] = None,
     cache_images: Annotated[Optional[bool], typer.Option("--cache-images/--no-cache-images", help="Keep the decoded, resized images in memory after the first read when the set fits in a quarter of the free memory (default: on).")] = None,
     device: opt.Device = "auto",
@@ -116,6 +117,7 @@ def train(
     cache_dir: opt.CacheDir = None,
     class_names: opt.ClassNamesFile = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last completed epoch; its stored settings are the base; changing them is refused except more --epochs, --num-workers and --activation-checkpointing.")] = False,
+    resume_epoch: Annotated[Optional[int], typer.Option(min=1, help="Continue from the end of this epoch instead of the last one (e.g. the newest intact epoch when the last checkpoint is damaged); implies --resume.")] = None,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -125,9 +127,11 @@ def train(
     train_log.csv, loss_curves.png and training_summary.md. Runs on several GPUs with
     `torchrun --no-python --nproc-per-node N zsad train ...`.
     """
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    resume = resume or resume_epoch is not None
     stored = read_run_config(out) if resume else None
+    if resume and stored is None:
+        err_console.print(f"--resume: {escape(str(out))} holds no earlier run (no config.json); starting a new run there.", soft_wrap=True)
+        resume = False
     settings = resolve_settings(
         load_recipe(config), stored, method, data, backbone, weights, image_size,
         {
@@ -142,7 +146,7 @@ def train(
     if stored is not None and class_names is None:
         # The resumed run keeps the prompt words it was started with.
         names = ClassNames(table={**names.table, **stored.get("class_names", {})})
-    _run(settings, out, names, device, cache_dir, resume, overwrite, quiet)
+    _run(settings, out, names, device, cache_dir, resume, overwrite, quiet, resume_epoch)
 
 
 def _run(
@@ -154,6 +158,7 @@ def _run(
     resume: bool,
     overwrite: bool,
     quiet: bool,
+    resume_epoch: int | None = None,
 ) -> None:
     """Build the detector (initialised from the training seed) and train it; rank 0 reports where the model is."""
     if not method_class(settings.method).trainable:
@@ -184,6 +189,8 @@ def _run(
         resume=resume,
         overwrite=overwrite,
         show_progress=not quiet,
+        resume_epoch=resume_epoch,
+        notify=lambda text: err_console.print(escape(text), soft_wrap=True),
     )
     if main:
         console.print(

@@ -22,6 +22,7 @@ from zsad.data.synth import (
 data_app = typer.Typer(
     help="Inspect data sets (any KIND:PATH spec) and generate synthetic MVTec/VisA-layout data.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -41,7 +42,7 @@ def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the data set into (created if missing).")],
     categories: Annotated[Optional[str], typer.Option(help=CATEGORIES_HELP)] = None,
     size: Annotated[int, typer.Option(min=32, help="Side of the square images in pixels.")] = 128,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same files.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed; the same seed writes the same files.")] = 0,
     layout: Annotated[
         SynthLayout, typer.Option(help="Folder layout to write: MVTec-AD, or VisA with split_csv/1cls.csv.")
     ] = SynthLayout.mvtec,

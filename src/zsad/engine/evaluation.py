@@ -14,13 +14,12 @@ from ..data import AnomalyDataset, collate
 from ..imageio import read_image
 from ..methods.base import AnomalyDetector
 from ..metrics import image_metrics, pixel_metrics_streamed
-from ..reports import mean_over_classes
+from ..reports import SCORE_NORMALISATIONS, mean_over_classes
 from ..text import ClassNames
 from ..viz import comparison_panel
 from .map_spill import SpilledMaps
 from .runtime import autocast, image_counter
 
-SCORE_NORMALISATIONS = ("none", "per-class-minmax")
 PANEL_SIDE = 512
 
 

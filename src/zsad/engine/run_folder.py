@@ -106,12 +106,26 @@ def check_resume_config(
     check_config_fits(requested, stored, "cannot resume: the run", ignored)
 
 
-def read_run_config(out_dir: Path) -> dict[str, Any]:
-    """The config.json of the run in ``out_dir`` (the base of a resumed run's settings)."""
+def read_run_config(out_dir: Path) -> dict[str, Any] | None:
+    """The config.json of the run in ``out_dir`` (the base of a resumed run's settings), or
+    None when there is none (nothing was ever started there).
+
+    Raises:
+        ValueError: config.json is damaged (not JSON, or not a run's config); names the file.
+    """
     path = Path(out_dir) / CONFIG_FILE_NAME
     if not path.is_file():
-        raise ValueError(f"--resume: {out_dir} holds no {CONFIG_FILE_NAME} of an earlier run; start without --resume")
-    return json.loads(path.read_text(encoding="utf-8"))
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is damaged ({error}): it is not the JSON config of a run. Restore it, or start the run "
+            "again with --overwrite."
+        ) from None
+    if not isinstance(config, dict) or not {"method", "training", "data"} <= set(config):
+        raise ValueError(f"{path} is not the config of a zsad run (method, training, data missing); start the run again with --overwrite")
+    return config
 
 
 def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, context: DistributedContext) -> None:

@@ -9,8 +9,9 @@ from typing import Iterable, Iterator, TypeVar
 import torch
 from tqdm.auto import tqdm
 
+from ..settings import PRECISIONS
+
 T = TypeVar("T")
-PRECISIONS = ("fp32", "bf16")
 
 
 def resolve_device(name: str | None) -> torch.device:

@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader
@@ -394,13 +394,15 @@ def fit(
     overwrite: bool = False,
     show_progress: bool = True,
     resume_epoch: int | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> TrainingResult:
     """Train ``detector``'s own modules on the data sets ``train_specs`` (``KIND:PATH``).
 
     Writes the run into ``out_dir`` (see the module docstring). ``resume`` continues from
     the last completed epoch (or from ``resume_epoch``), after checking that the stored
     config matches (``epochs`` may be raised); with no completed epoch it starts the run
-    again and says so. A fresh run refuses a non-empty ``out_dir`` unless ``overwrite``.
+    again and says so (through ``notify``, default: a logged warning). A fresh run refuses a
+    non-empty ``out_dir`` unless ``overwrite``.
     Under torchrun (WORLD_SIZE/RANK/LOCAL_RANK set) every rank trains on its share of
     each epoch through DDP and only rank 0 writes files. Raises TrainingError when the
     loss or gradient stops being finite (the previous epoch's checkpoint stays valid).
@@ -419,7 +421,7 @@ def fit(
         point = latest_resume_point(out_dir, resume_epoch) if resume else None
         restart = resume and point is None
         if restart and context.is_main:
-            logger.warning("--resume: no epoch of the run in %s was completed; starting it again from epoch 1", out_dir)
+            (notify or logger.warning)(f"--resume: no epoch of the run in {out_dir} was completed; starting it again from epoch 1")
         prepare_out_dir(out_dir, resume and not restart, overwrite or restart, context)
         if point is not None and context.is_main:
             drop_epochs_after(out_dir, point.epoch)
