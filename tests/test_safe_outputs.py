@@ -243,8 +243,10 @@ def test_unusable_output_folders_are_named_with_what_to_do(tmp_path, monkeypatch
     assert expected in _said(result)
 
 
-def test_a_device_zsad_cannot_use_is_refused_clearly(tmp_path):
-    _images(tmp_path / "images", 1)
-    args = ["predict", str(tmp_path / "images"), "--out", str(tmp_path / "out")]
-    result = runner.invoke(app, args + [a for a in TINY if a != "cpu" and a != "--device"] + ["--device", "tpu"])
-    assert result.exit_code == 1 and "--device tpu is not a device zsad can use" in _said(result)
+def test_a_device_zsad_cannot_use_is_refused_clearly_by_the_library_too():
+    from zsad.engine.runtime import resolve_device
+
+    with pytest.raises(ValueError, match="--device tpu is not a device zsad can use"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="zsad runs on cpu, cuda"):
+        resolve_device("meta")

@@ -6,7 +6,15 @@
 >>> [prediction] = detector.predict("part.png", class_name="metal nut")
 >>> prediction.score, prediction.anomaly_map.shape
 """
-from .api import Predictor, Prediction, load
-
 __version__ = "0.1.0"
 __all__ = ["Predictor", "Prediction", "load", "__version__"]
+
+
+def __getattr__(name: str):
+    """``zsad.load`` and friends import torch on first use only, so that ``import zsad``
+    (and the command line's help) stays fast."""
+    if name in ("Predictor", "Prediction", "load"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'zsad' has no attribute {name!r}")

@@ -35,10 +35,6 @@ __all__ = [
     "write_scores",
 ]
 
-# How image scores may be rescaled before the image metrics: not at all, or over each
-# class's whole test set (transductive, for comparison with the MoECLIP authors' code).
-SCORE_NORMALISATIONS = ("none", "per-class-minmax")
-
 METRIC_ORDER: list[str] = [
     "image_auroc",
     "image_ap",

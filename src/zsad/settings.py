@@ -7,6 +7,9 @@ from typing import Any, ClassVar, TypeVar
 
 # Numeric precisions a model may run in (fp32, or bf16 autocast on GPUs).
 PRECISIONS = ("fp32", "bf16")
+# How image scores may be rescaled before the image metrics: not at all, or over each
+# class's whole test set (transductive, for comparison with the MoECLIP authors' code).
+SCORE_NORMALISATIONS = ("none", "per-class-minmax")
 
 SettingsT = TypeVar("SettingsT", bound="Settings")
 

@@ -14,17 +14,13 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.panel import Panel
 
-from ..clip_weights import WeightsUnavailableError
 from ..data.cli import data_app
-from ..checkpoints import CheckpointError
-from ..engine.training import TrainingError
-from ..fileio import OutputExistsError
-from ..imageio import ImageReadError
-from ..output_lock import OutputFolderError
-from ..reports import SCORE_NORMALISATIONS
+from ..settings import SCORE_NORMALISATIONS
 from . import checks
 from . import options as opt
 
+# Nothing heavy (torch, open_clip) is imported here or by the command modules at import
+# time: help, --version and argument errors come at once; the commands import what they use.
 app = typer.Typer(
     help="Zero-shot anomaly detection with CLIP: a score and a heat map per image, for categories never seen in training.",
     no_args_is_help=True,
@@ -34,10 +30,40 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data", help="Generate or inspect data sets.")
 
+
+def _show_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"zsad {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Zero-shot anomaly detection with CLIP: a score and a heat map per image, for categories never seen in training."""
+
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C (128 + SIGINT)
 err_console = Console(stderr=True)
 console = Console()
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user can fix (imported when one is being handled, not before)."""
+    from ..clip_weights import WeightsUnavailableError
+    from ..checkpoints import CheckpointError
+    from ..engine.training import TrainingError
+    from ..fileio import OutputExistsError
+    from ..imageio import ImageReadError
+    from ..output_lock import OutputFolderError
+
+    return (
+        WeightsUnavailableError, CheckpointError, OutputExistsError, OutputFolderError, ImageReadError, TrainingError,
+        FileNotFoundError, ValueError,
+    )
 
 
 def friendly_errors(command: Callable) -> Callable:
@@ -48,10 +74,7 @@ def friendly_errors(command: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (
-            WeightsUnavailableError, CheckpointError, OutputExistsError, OutputFolderError, ImageReadError, TrainingError,
-            FileNotFoundError, ValueError,
-        ) as error:
+        except _user_errors() as error:  # evaluated only when something was raised
             err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
             raise typer.Exit(1) from None
 
@@ -110,7 +133,7 @@ def load_predictor(options: opt.ModelOptions):
     return predictor
 
 
-@app.command()
+@app.command(cls=opt.LazyHelpCommand)
 @friendly_errors
 @opt.option_group("model", opt.ModelOptions)
 def predict(
@@ -162,7 +185,7 @@ def predict(
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
-@app.command()
+@app.command(cls=opt.LazyHelpCommand)
 @friendly_errors
 @opt.option_group("model", opt.ModelOptions)
 def test(
@@ -193,7 +216,7 @@ def test(
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
-@app.command()
+@app.command(cls=opt.LazyHelpCommand)
 @friendly_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the generated data and all results.")] = Path("zsad-demo"),

@@ -98,6 +98,6 @@ def register(app: typer.Typer) -> None:
     from . import friendly_errors
 
     analyze_app = typer.Typer(help="Analyses of a trained model.", no_args_is_help=True, rich_markup_mode=None)
-    analyze_app.command("experts")(friendly_errors(opt.option_group("model", opt.ModelOptions)(experts)))
-    analyze_app.command("losses")(friendly_errors(losses))
+    analyze_app.command("experts", cls=opt.LazyHelpCommand)(friendly_errors(opt.option_group("model", opt.ModelOptions)(experts)))
+    analyze_app.command("losses", cls=opt.LazyHelpCommand)(friendly_errors(losses))
     app.add_typer(analyze_app, name="analyze")

@@ -6,17 +6,13 @@ from typing import Annotated, Optional
 import typer
 from rich.markdown import Markdown
 
-from ..clip_weights import is_random_weights
-from ..engine.train_config import TrainingConfig
-from ..recipes import load_recipe
-from ..text import ClassNames
 from . import options as opt
 
 
 def register(app: typer.Typer) -> None:
     from . import console, friendly_errors, warn_if_random
 
-    @app.command()
+    @app.command(cls=opt.LazyHelpCommand)
     @friendly_errors
     @opt.option_group("training_options", opt.TrainingOptions)
     def benchmark(
@@ -38,7 +34,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The papers' protocol: train on --train, test on every --test set, and write
         benchmark.md / benchmark.json with our numbers beside the published ones."""
+        from ..clip_weights import is_random_weights
         from ..engine.benchmark import BenchmarkPlan, run_benchmark
+        from ..engine.train_config import TrainingConfig
+        from ..recipes import load_recipe
+        from ..text import ClassNames
 
         recipe = load_recipe(config)
         chosen = method or recipe.method or "moeclip"

@@ -8,17 +8,38 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, get_type_hints
 
+import click
 import typer
+from typer.core import TyperCommand
 
 from ..settings import PRECISIONS
 from . import checks
 
-from ..methods import available_methods, method_class
 
 
 def _methods_help() -> str:
-    """The registered methods, the training-free ones marked."""
+    """The registered methods, the training-free ones marked (imports the registry)."""
+    from ..methods import available_methods, method_class
+
     return ", ".join(name if method_class(name).trainable else f"{name} (training-free)" for name in available_methods())
+
+
+# Placeholders an option's help may hold, filled in only when a help page is shown, so that
+# reading the command line does not import the methods (and torch).
+_HELP_FILLERS = {"{methods}": _methods_help}
+
+
+class LazyHelpCommand(TyperCommand):
+    """A command whose option help texts may hold placeholders of _HELP_FILLERS."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        for parameter in self.params:
+            text = getattr(parameter, "help", None) or ""
+            for placeholder, fill in _HELP_FILLERS.items():
+                if placeholder in text:
+                    text = text.replace(placeholder, fill())
+                    parameter.help = text
+        super().format_help(ctx, formatter)
 
 
 # Smallest input side: one patch of the largest patch size among the bundled backbones (16).
@@ -26,7 +47,7 @@ MIN_IMAGE_SIZE = 16
 
 Method = Annotated[
     Optional[str],
-    typer.Option("--method", "-m", help=f"Method: {_methods_help()}. Taken from the checkpoint when one is given."),
+    typer.Option("--method", "-m", help="Method: {methods}. Taken from the checkpoint when one is given."),
 ]
 Checkpoint = Annotated[
     Optional[Path],

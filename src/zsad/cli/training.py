@@ -8,24 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..api import build_detector
-from ..data import parse_data_spec
-from ..engine.distributed import is_main_process
-from ..engine.run_folder import read_run_config
-from ..engine.runtime import resolve_device
-from ..engine.train_config import TrainingConfig
-from ..engine.training import fit
-from ..methods import method_class
-from ..recipes import Recipe, load_recipe
-from ..text import ClassNames
 from . import checks
 from . import options as opt
+
+if TYPE_CHECKING:  # imported where used: the command line starts without torch
+    from ..engine.train_config import TrainingConfig
+    from ..recipes import Recipe
+    from ..text import ClassNames
 
 SPLITS = ("test", "all")
 
@@ -62,6 +57,8 @@ class RunSettings:
 
 def absolute_spec(spec: str) -> str:
     """``kind:relative/path`` -> ``kind:/absolute/path``, so a run resumes from anywhere."""
+    from ..data import parse_data_spec
+
     kind, path = parse_data_spec(spec)
     return f"{kind}:{path.resolve()}"
 
@@ -78,6 +75,8 @@ def resolve_settings(
 ) -> RunSettings:
     """Merge defaults < stored run config (resume) < recipe < command line. Command-line
     training values that are None were not given and do not override."""
+    from ..engine.train_config import TrainingConfig
+
     stored = stored or {}
     stored_backbone = stored.get("backbone", {})
     chosen_method = method or recipe.method or stored.get("method")
@@ -127,6 +126,10 @@ def train(
     train_log.csv, loss_curves.png and training_summary.md. Runs on several GPUs with
     `torchrun --no-python --nproc-per-node N zsad train ...`.
     """
+    from ..engine.run_folder import read_run_config
+    from ..recipes import load_recipe
+    from ..text import ClassNames
+
     resume = resume or resume_epoch is not None
     stored = read_run_config(out) if resume else None
     if resume and stored is None:
@@ -161,6 +164,12 @@ def _run(
     resume_epoch: int | None = None,
 ) -> None:
     """Build the detector (initialised from the training seed) and train it; rank 0 reports where the model is."""
+    from ..api import build_detector
+    from ..engine.distributed import is_main_process
+    from ..engine.runtime import resolve_device
+    from ..engine.training import fit
+    from ..methods import method_class
+
     if not method_class(settings.method).trainable:
         raise ValueError(f"method '{settings.method}' has no trainable parameters: it needs no training")
     from . import panel_replaces_random_warning, warn_if_random
@@ -209,4 +218,4 @@ def register(app: typer.Typer) -> None:
     """Add the `train` command to the `zsad` app."""
     from . import friendly_errors
 
-    app.command(name="train")(friendly_errors(opt.option_group("training", opt.TrainingOptions)(train)))
+    app.command(name="train", cls=opt.LazyHelpCommand)(friendly_errors(opt.option_group("training", opt.TrainingOptions)(train)))

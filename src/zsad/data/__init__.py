@@ -4,11 +4,16 @@
 >>> loader = torch.utils.data.DataLoader(dataset, batch_size=8, collate_fn=collate)
 """
 
-from zsad.data.dataset import AnomalyDataset, Batch, collate
-from zsad.data.duplicates import find_duplicate_files
-from zsad.data.factory import DATASET_KINDS, SPLITS, build_dataset, parse_data_spec
-from zsad.data.layouts import DataLayoutError
-from zsad.data.sample import Sample
+from importlib import import_module
+
+# Where each name lives; modules are imported on first use (torch only when needed).
+_HOMES = {
+    "AnomalyDataset": "dataset", "Batch": "dataset", "collate": "dataset",
+    "find_duplicate_files": "duplicates",
+    "DATASET_KINDS": "factory", "SPLITS": "sample", "build_dataset": "factory", "parse_data_spec": "factory",
+    "DataLayoutError": "layouts",
+    "Sample": "sample",
+}
 
 __all__ = [
     "DATASET_KINDS",
@@ -22,3 +27,9 @@ __all__ = [
     "find_duplicate_files",
     "parse_data_spec",
 ]
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

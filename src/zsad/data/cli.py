@@ -10,14 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from zsad.data import SPLITS, build_dataset, find_duplicate_files
-from zsad.data.synth import (
-    CATEGORIES,
-    TEST_CATEGORIES,
-    TRAIN_CATEGORIES,
-    generate_mvtec_like,
-    generate_visa_like,
-)
+from zsad.data.sample import SPLITS
+from zsad.data.synth_categories import CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES
 
 data_app = typer.Typer(
     help="Inspect data sets (any KIND:PATH spec) and generate synthetic MVTec/VisA-layout data.",
@@ -54,6 +48,8 @@ def synth(
     ] = False,
 ) -> None:
     """Write a synthetic anomaly-detection data set (textures and objects with exact defect masks)."""
+    from zsad.data.synth import generate_mvtec_like, generate_visa_like
+
     selected = [c.strip() for c in categories.split(",") if c.strip()] if categories else list(CATEGORIES)
     unknown = [c for c in selected if c not in CATEGORIES]
     if unknown:
@@ -88,6 +84,8 @@ def info(
     ] = False,
 ) -> None:
     """Count images per class and label, and say whether masks and image labels exist."""
+    from zsad.data import build_dataset, find_duplicate_files
+
     try:
         dataset = build_dataset(spec, split=split)
     except ValueError as error:

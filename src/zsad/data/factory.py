@@ -6,12 +6,11 @@ from pathlib import Path
 
 from zsad.data.dataset import AnomalyDataset
 from zsad.data.layouts import LAYOUTS, DataLayoutError, LayoutSamples
-from zsad.data.sample import Sample
+from zsad.data.sample import SPLITS, Sample
 from zsad.data.transforms import EvalTransform, TrainAugment
 from zsad.maps import REFERENCE_SIZE
 
 DATASET_KINDS: tuple[str, ...] = tuple(LAYOUTS)
-SPLITS = ("test", "train", "all")
 
 
 def parse_data_spec(spec: str) -> tuple[str, Path]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The splits a data set can be read as.
+SPLITS = ("test", "train", "all")
+
 
 @dataclass(frozen=True)
 class Sample:

@@ -33,11 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-TEXTURE_CATEGORIES = ("stripes", "checker", "carpet", "wood")
-OBJECT_CATEGORIES = ("disc", "tile", "ring", "cross")
-CATEGORIES = TEXTURE_CATEGORIES + OBJECT_CATEGORIES
-TRAIN_CATEGORIES = ("stripes", "carpet", "disc", "ring")
-TEST_CATEGORIES = ("checker", "wood", "tile", "cross")
+from zsad.data.synth_categories import CATEGORIES, OBJECT_CATEGORIES, TEST_CATEGORIES, TEXTURE_CATEGORIES, TRAIN_CATEGORIES
+
 DEFECT_KINDS = ("scratch", "hole", "stain", "cut")
 
 _SURFACE_RANGE = (60.0, 230.0)

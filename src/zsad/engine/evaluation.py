@@ -14,7 +14,8 @@ from ..data import AnomalyDataset, collate
 from ..imageio import read_image
 from ..methods.base import AnomalyDetector
 from ..metrics import image_metrics, pixel_metrics_streamed
-from ..reports import SCORE_NORMALISATIONS, mean_over_classes
+from ..reports import mean_over_classes
+from ..settings import SCORE_NORMALISATIONS
 from ..text import ClassNames
 from ..viz import comparison_panel
 from .map_spill import SpilledMaps
