@@ -155,7 +155,8 @@ def _resume_point(epoch: int, path: Path) -> ResumePoint:
     try:
         state = torch.load(state_file, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, not a torch file, unpickling refused...
-        raise DamagedCheckpointError(f"{state_file} cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from error
+        first_sentence = str(error).splitlines()[0].split(". ")[0][:200] if str(error) else ""
+        raise DamagedCheckpointError(f"{state_file} cannot be read (truncated or not a train state: {type(error).__name__}: {first_sentence})") from error
     if not isinstance(state, dict) or state.get("epoch") != epoch:
         raise DamagedCheckpointError(f"{state_file} does not hold the train state of epoch {epoch}")
     try:
