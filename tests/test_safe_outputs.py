@@ -123,7 +123,7 @@ def test_ctrl_c_keeps_the_done_rows_and_resume_finishes_the_rest(tmp_path, monke
     assert other.exit_code == 1 and "threshold" in _said(other)
     resumed = runner.invoke(app, ["predict", str(tmp_path / "images"), "--out", str(out), "--resume", *TINY])
     assert resumed.exit_code == 0, resumed.output
-    assert "4 kept from the interrupted run" in _said(resumed)
+    assert "4 kept from the earlier run" in _said(resumed)
     rows = _rows(out)
     assert [Path(row["path"]).name for row in rows] == [f"{i:03d}.png" for i in range(5)]
     assert all((out / row["overlay"]).is_file() and (out / row["map"]).is_file() for row in rows)

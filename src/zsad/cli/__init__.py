@@ -169,12 +169,12 @@ def predict(
         err_console.print(
             f"interrupted: {stop.done} of {stop.total} images done; their rows are in {out / 'scores.csv'} and "
             f"{out / 'scores.json'}. To score the other {stop.total - stop.done}, run the same command with --resume.",
-            highlight=False,
+            highlight=False, soft_wrap=True,
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
     scored = [row for row in summary.rows if not row["error"]]
     flagged = sum(row["label"] for row in scored)
-    kept = f" ({summary.n_previous} kept from the interrupted run)" if summary.n_previous else ""
+    kept = f" ({summary.n_previous} kept from the earlier run)" if summary.n_previous else ""
     console.print(f"{len(scored)} images scored{kept}, {flagged} at or above {threshold}; results in {out}", highlight=False)
     for row in summary.rows:
         if row["error"]:
