@@ -9,7 +9,8 @@ line runs, none of them its command or options:
 * options that make the run small are appended where the command has them and the line
   does not set them: the tiny random-weight model at 64 px on the CPU, one step per
   training epoch, no worker processes, no progress bars;
-* ``torchrun ... zsad train`` runs its ``zsad train`` part in this process (one rank).
+* ``torchrun ... zsad train`` runs its ``zsad train`` part in this process (one rank);
+* runs the README names without training them stand for runs it trains (RUN_ALIASES).
 
 Lines run in the README's order, training lines first (later lines use their runs), each
 in its own scratch folder that links to the shared ``runs/`` and a copy of ``configs/``.
@@ -26,13 +27,18 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from data_factories import make_btad_tree
+from data_factories import make_btad_tree, make_mvtec_like_tree
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like, generate_visa_like
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 runner = CliRunner()
+
+# Runs the README uses without a line that trains them: its short name for a trained MoECLIP
+# run, and a PromptMoE ablation run (compared by `zsad analyze losses`); each stands for a
+# run the README does train.
+RUN_ALIASES = {"moeclip": "moeclip-visa", "pm-no-decouple": "promptmoe-mvtec"}
 
 SMALL_RUN = {
     "--backbone": "zsad-tiny", "--weights": "random", "--image-size": "64", "--device": "cpu",
@@ -85,6 +91,7 @@ def _example_data(root: Path) -> dict[str, str]:
         (root / "mvtec" / old).rename(root / "mvtec" / new)
     generate_visa_like(root / "visa", categories=["tile"], size=64, n_good=2, n_defect_per_kind=1)
     make_btad_tree(root / "btad")
+    make_mvtec_like_tree(root / "mpdd", mask_suffix="_mask")
     test_images = sorted((root / "mvtec" / "screw" / "test").rglob("*.png"))
     for folder in ("kvasir/images", "kvasir/masks", "brain/yes", "brain/no", "images"):
         (root / folder).mkdir(parents=True)
@@ -97,7 +104,7 @@ def _example_data(root: Path) -> dict[str, str]:
         shutil.copy(path, root / "images" / f"{index}.png")
     shutil.copy(test_images[0], root / "more.png")
     return {
-        "/data/mvtec_ad": str(root / "mvtec"), "/data/VisA": str(root / "visa"), "/data/BTAD": str(root / "btad"),
+        "/data/mvtec_ad": str(root / "mvtec"), "/data/VisA": str(root / "visa"), "/data/BTAD": str(root / "btad"), "/data/MPDD": str(root / "mpdd"),
         "/data/Kvasir-SEG": str(root / "kvasir"), "/data/brain": str(root / "brain"),
         "path/to/images/": str(root / "images"), "images/": str(root / "images"), "more.png": str(root / "more.png"),
         "KIND:PATH": f"mvtec:{root / 'mvtec'}", "OUT": str(root / "synth-out"),
@@ -137,8 +144,10 @@ def test_every_readme_command_line_runs(tmp_path, monkeypatch):
         for name in ("runs", "configs"):
             (work / name).symlink_to(shared / name)
         monkeypatch.chdir(work)
-        if not line.startswith("zsad train") and not (shared / "runs" / "moeclip").exists():
-            (shared / "runs" / "moeclip").symlink_to(shared / "runs" / "moeclip-visa")  # the README's short name
+        if not line.startswith("zsad train"):
+            for alias, trained in RUN_ALIASES.items():
+                if not (shared / "runs" / alias).exists():
+                    (shared / "runs" / alias).symlink_to(shared / "runs" / trained)
         words = _small(_substitute(shlex.split(line)[1:], paths))
         result = runner.invoke(app, words)
         assert result.exit_code == 0, f"README line {line!r} (run as {' '.join(words)}):\n{result.output}"
