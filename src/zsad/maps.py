@@ -15,8 +15,9 @@ REFERENCE_SIZE = 518
 
 
 def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of (B, C, h, w) maps to size (align_corners False)."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    """Bilinear resize of (B, C, h, w) maps to size (align_corners False). A size read
+    from a tensor's shape while tracing (ONNX export) is a 0-d tensor: it counts as an int."""
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 

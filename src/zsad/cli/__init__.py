@@ -6,7 +6,7 @@ import contextlib
 import functools
 import warnings
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, List
+from typing import Annotated, Callable, Iterator, List, Optional
 
 import typer
 from rich.console import Console
@@ -17,6 +17,7 @@ from rich.panel import Panel
 from ..data.cli import data_app
 from ..settings import SCORE_NORMALISATIONS
 from . import checks
+from . import fewshot as fs
 from . import options as opt
 
 # Nothing heavy (torch, open_clip) is imported here or by the command modules at import
@@ -143,6 +144,9 @@ def predict(
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the level of the contour drawn on the overlays.")] = 0.5,
     batch_size: opt.BatchSize = 8,
     num_workers: Annotated[int, typer.Option(min=0, help="Threads that decode images while the model runs (0 = none).")] = 0,
+    reference: fs.Reference = None,
+    fusion_weight: fs.FusionWeight = 0.5,
+    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Run a model exported by `zsad export` with onnxruntime instead of torch (same outputs).")] = None,
     overwrite: opt.Overwrite = False,
     resume: Annotated[bool, typer.Option(help="Finish an interrupted run in --out: images that have a row in its scores.csv are kept, the rest are scored (same model and threshold required).")] = False,
     quiet: opt.Quiet = False,
@@ -159,11 +163,20 @@ def predict(
         err_console.print(f"[yellow]skipped[/] {line}", highlight=False)
     if not found.paths:
         raise ValueError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {', '.join(map(str, images))}")
-    predictor = load_predictor(model)
+    if onnx is not None:
+        from .export import load_onnx_predictor
+
+        predictor, meta = load_onnx_predictor(onnx, model, reference)
+        warn_if_random(bool(meta.get("pipeline_check")))
+    else:
+        predictor = load_predictor(model)
+        meta = predictor.detector.provenance()
+    if reference is not None:
+        predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
     try:
         summary = predict_files(
             predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
-            show_progress=not quiet, meta=predictor.detector.provenance(), num_workers=num_workers, resume=resume,
+            show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume,
         )
     except PredictionInterrupted as stop:
         err_console.print(
@@ -197,13 +210,37 @@ def test(
     score_normalisation: Annotated[str, typer.Option(callback=checks.one_of(*SCORE_NORMALISATIONS), help="`none`, or `per-class-minmax`: rescale scores over each class's whole test set (transductive, as the MoECLIP authors' code does; for comparison only).")] = "none",
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
+    shots: fs.Shots = 0,
+    shot_seed: fs.ShotSeeds = None,
+    fusion_weight: fs.FusionWeight = 0.5,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Evaluate on a labelled data set: metrics.json and metrics.md (per class and mean)."""
+    """Evaluate on a labelled data set: metrics.json and metrics.md (per class and mean).
+    With --shots K, few-shot mode: K references per class, mean ± std over --shot-seed."""
     from ..engine.testing import run_test
 
     predictor = load_predictor(model)
+    if shots:
+        from ..engine.fewshot import fewshot_markdown, run_fewshot_test
+        from ..methods.fewshot import FewShotSettings
+
+        if save_maps:
+            raise ValueError("--save-maps is not available with --shots (several seeds give several maps per image)")
+        report = run_fewshot_test(
+            predictor, data, out, shots, shot_seed or [0], FewShotSettings(weight=fusion_weight),
+            classes=classes.split(",") if classes else None, batch_size=batch_size, num_workers=num_workers,
+            score_normalisation=score_normalisation, overwrite=overwrite, show_progress=not quiet,
+            meta=predictor.detector.provenance(),
+        )
+        console.print(Markdown(fewshot_markdown(report)))
+        for error in report["errors"]:
+            err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
+        if report["errors"]:
+            raise typer.Exit(EXIT_BAD_INPUT)
+        return
+    if shot_seed:
+        raise ValueError("--shot-seed needs --shots K (K >= 1)")
     result = run_test(
         predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
@@ -236,11 +273,13 @@ def demo(
 
 
 def _register_commands() -> None:
-    from . import analysis, benchmark, training
+    from . import analysis, benchmark, export, serve, training
 
     training.register(app)
     benchmark.register(app)
     analysis.register(app)
+    serve.register(app)
+    export.register(app)
 
 
 _register_commands()

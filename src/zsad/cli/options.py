@@ -51,7 +51,7 @@ Method = Annotated[
 ]
 Checkpoint = Annotated[
     Optional[Path],
-    typer.Option(help="A trained model: a `zsad train` output folder (its final checkpoint) or one .safetensors checkpoint file."),
+    typer.Option(help="A trained model: a `zsad train` output folder (its final checkpoint), one .safetensors checkpoint file, or hf-hub:ORG/NAME[@REVISION] (a run folder on the Hugging Face Hub)."),
 ]
 Backbone = Annotated[
     Optional[str],

@@ -16,6 +16,7 @@ import torch
 
 from ..checkpoints import CheckpointError, check_config_fits, read_checkpoint
 from ..fileio import OutputExistsError
+from ..hub import HubReferenceError, hub_run_folder, is_hub_reference
 from ..output_lock import LOCK_NAME
 from .distributed import DistributedContext, barrier
 from .train_config import TrainingConfig
@@ -62,7 +63,13 @@ def epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or a training directory meaning its final checkpoint (or, for
-    an unfinished run, its latest epoch checkpoint)."""
+    an unfinished run, its latest epoch checkpoint). ``hf-hub:ORG/NAME[@REV]`` names a run
+    folder published on the Hugging Face Hub (see :mod:`zsad.hub`)."""
+    if is_hub_reference(path):
+        try:
+            path = hub_run_folder(str(path))
+        except HubReferenceError as error:
+            raise CheckpointError(str(error)) from error
     path = Path(path).expanduser()
     if path.is_file():
         return path

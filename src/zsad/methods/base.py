@@ -139,6 +139,21 @@ class AnomalyDetector(nn.Module):
             "pipeline_check": described["random_weights"],
         }
 
+    def feature_taps(self) -> tuple[int, ...]:
+        """1-based blocks whose patch features this method reads (default D/4, D/2, 3D/4, D).
+        Methods with their own taps override this."""
+        return self.backbone.default_taps()
+
+    @torch.no_grad()
+    def tapped_patch_features(self, images: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Patch features for few-shot memory banks: images (B, 3, S, S) -> block -> (B, L, d)
+        patch tokens (CLS dropped, L = h * w raster order, d = backbone width) of the
+        frozen backbone's residual stream after each block of :meth:`feature_taps`.
+        Method-independent by default, so references and test images are comparable."""
+        taps = self.feature_taps()
+        features = self.backbone.forward_visual(images, taps=taps)
+        return {block: features.hidden[block][:, 1:] for block in taps}
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The method's own state: every tensor outside the frozen backbone that is saved
         (trainable parameters and persistent buffers such as frozen FOFS projections)."""

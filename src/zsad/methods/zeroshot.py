@@ -43,6 +43,9 @@ class ZeroShotDetector(AnomalyDetector):
         self.vv_start = backbone.resolve_vv_start(config.vv_start) if config.vv_path else None
         self.text_bank = TextFeatureBank()
 
+    def feature_taps(self) -> tuple[int, ...]:
+        return self.taps
+
     def forward(self, images: torch.Tensor, class_names: Sequence[str], masks=None, labels=None) -> DetectorOutput:
         """images (B, 3, S, S) -> maps (B, S, S) and scores (B,), both in [0, 1]."""
         backbone = self.backbone

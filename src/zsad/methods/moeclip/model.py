@@ -86,6 +86,9 @@ class MoEClipDetector(AnomalyDetector):
         self.text_adapter = TextAdapter(text_dim) if config.text_adapter else None
         self.text_bank = TextFeatureBank()
 
+    def feature_taps(self) -> tuple[int, ...]:
+        return self.blocks
+
     def text_features(self, class_names: Sequence[str], device: torch.device) -> torch.Tensor:
         """(B,) prompt words -> (B, 2, d_t) normalised [T_N, T_A] (frozen, cached)."""
         text = self.text_bank.features(self.backbone, class_names).to(device)

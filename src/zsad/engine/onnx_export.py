@@ -1,0 +1,203 @@
+"""ONNX export of a whole detector (backbone included) and prediction with onnxruntime.
+
+The exported graph maps ``images`` (B, 3, S, S), CLIP-normalised, S fixed at export, B
+dynamic, to ``anomaly_map`` (B, S, S) and ``score`` (B,), both in [0, 1]. The text
+features of the chosen prompt words are computed once and stored in the graph as
+constants, so the file needs neither the text encoder nor a tokenizer. Any method that
+follows the :class:`~zsad.methods.base.AnomalyDetector` contract exports the same way:
+the model is traced once with a batch of one image, whose text features then broadcast
+over any batch size.
+
+The zsad settings (method, backbone, weights, image size, prompt words) are kept in the
+file's metadata. Files whose weights exceed protobuf's 2 GB limit are written with the
+weights in external data files next to the ``.onnx`` file (keep them together).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..data.transforms import EvalTransform
+from ..imageio import read_image
+from ..maps import upsample
+from ..methods.base import AnomalyDetector
+from .predictor import ImageInput, Prediction
+
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("anomaly_map", "score")
+METADATA_KEY = "zsad"
+DEFAULT_OPSET = 17
+
+
+class OnnxExportError(ValueError):
+    """The model could not be exported or the ONNX file cannot be used."""
+
+
+class _FixedPromptDetector(nn.Module):
+    """images (B, 3, S, S) -> (anomaly_map (B, S, S), score (B,)) for fixed prompt words.
+    Only for tracing with a batch of one image (the words list has one entry)."""
+
+    def __init__(self, detector: AnomalyDetector, class_words: str):
+        super().__init__()
+        self.detector = detector
+        self.class_words = class_words
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.detector(images, [self.class_words])
+        return output.anomaly_map.float(), output.pred_score.float()
+
+
+@dataclass
+class ExportCheck:
+    """Largest |onnxruntime - torch| difference on a batch of random images."""
+
+    batch_size: int
+    map_difference: float
+    score_difference: float
+
+
+@contextlib.contextmanager
+def _traceable(model: nn.Module) -> Iterator[None]:
+    """Switch data-dependent inference paths to their static equivalents while tracing:
+    nn.MultiheadAttention's fused kernel (no ONNX form) and sparse expert dispatch (its
+    shapes depend on the routing), for any module exposing ``dispatch = "sparse"``; the
+    dense dispatch computes the same outputs."""
+    previous = torch.backends.mha.get_fastpath_enabled()
+    sparse = [module for module in model.modules() if getattr(module, "dispatch", None) == "sparse"]
+    torch.backends.mha.set_fastpath_enabled(False)
+    for module in sparse:
+        module.dispatch = "dense"
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+        for module in sparse:
+            module.dispatch = "sparse"
+
+
+def export_onnx(
+    model: AnomalyDetector,
+    class_words: str,
+    out: Path,
+    meta: dict[str, Any] | None = None,
+    opset: int = DEFAULT_OPSET,
+    check_batch: int = 2,
+    tolerance: float = 1e-3,
+) -> ExportCheck:
+    """Write ``model`` (moved to the CPU, fp32, eval mode) as ONNX to ``out``, then run the
+    file with onnxruntime on ``check_batch`` random images (a batch size other than the
+    traced one) and compare with torch. Raises OnnxExportError when they differ by more
+    than ``tolerance`` (a method whose graph depends on the batch size or the input)."""
+    model = model.eval().float().cpu()
+    size = model.backbone.image_size
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(1, 3, size, size, generator=generator)
+    wrapper = _FixedPromptDetector(model, class_words).eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), _traceable(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read as constants: S is fixed
+        warnings.filterwarnings("ignore", message="Constant folding")  # an exporter note, not a problem
+        # The TorchScript exporter on purpose: it traces the prompt list at batch 1 and keeps
+        # the batch dimension symbolic, which torch.export's shape guards refuse.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # Generic indexing caveats; the onnxruntime-vs-torch check below catches a wrong graph.
+        warnings.filterwarnings("ignore", message=".*(aten::index|duplicated values in 'index').*")
+        wrapper(example)  # fills the text-feature caches before tracing
+        try:
+            torch.onnx.export(
+                wrapper, (example,), str(out), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"}, OUTPUT_NAMES[1]: {0: "batch"}},
+            )
+        except Exception as error:
+            raise OnnxExportError(f"ONNX export of method '{model.name}' failed: {error}") from error
+    _write_metadata(out, {**(meta or {}), "class_words": class_words, "image_size": size})
+    images = torch.randn(check_batch, 3, size, size, generator=generator)
+    with torch.no_grad():
+        expected = model(images, [class_words] * check_batch)
+    try:
+        maps, scores = OnnxPredictor(out).run(images)
+    except Exception as error:
+        raise OnnxExportError(f"the exported '{model.name}' fails on a batch of {check_batch} in onnxruntime: {error}") from error
+    if maps.shape != expected.anomaly_map.shape or scores.shape != expected.pred_score.shape:
+        raise OnnxExportError(
+            f"the exported '{model.name}' returns {tuple(maps.shape)} maps for a batch of {check_batch}: "
+            "its forward pass does not trace to a batch-independent graph"
+        )
+    check = ExportCheck(
+        check_batch,
+        (maps - expected.anomaly_map.float()).abs().max().item(),
+        (scores - expected.pred_score.float()).abs().max().item(),
+    )
+    if max(check.map_difference, check.score_difference) > tolerance:
+        raise OnnxExportError(
+            f"the exported '{model.name}' differs from torch by {max(check.map_difference, check.score_difference):.2e} "
+            f"on a batch of {check_batch}: its forward pass depends on the input in a way tracing cannot keep"
+        )
+    return check
+
+
+def _write_metadata(path: Path, meta: dict[str, Any]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)  # external weights stay where they are
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta, sort_keys=True)
+    onnx.save(proto, str(path))
+
+
+class OnnxPredictor:
+    """An exported detector run by onnxruntime, with :class:`Predictor`'s ``predict``."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise OnnxExportError("running ONNX models needs onnxruntime: pip install 'zsad[onnx]'") from error
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:
+            raise OnnxExportError(f"{path} is not a usable ONNX model: {error}") from error
+        stored = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if stored is None:
+            raise OnnxExportError(f"{path} was not written by `zsad export` (no zsad metadata)")
+        self.meta: dict[str, Any] = json.loads(stored)
+        self.image_size = int(self.meta["image_size"])
+        self.transform = EvalTransform(self.image_size)
+
+    def run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, S, S) normalised -> (maps (B, S, S), scores (B,)) as CPU tensors."""
+        anomaly_map, score = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images.float().cpu().numpy()})
+        return torch.from_numpy(anomaly_map), torch.from_numpy(score)
+
+    def predict(self, images: ImageInput | Sequence[ImageInput], class_name: str | None = None, batch_size: int = 8) -> list[Prediction]:
+        """Paths or PIL images -> one :class:`Prediction` each (map at the image's own size).
+        The prompt words are fixed at export; ``class_name`` may only repeat them."""
+        if class_name is not None and class_name != self.meta["class_words"]:
+            raise ValueError(
+                f"this ONNX model was exported for '{self.meta['class_words']}'; export again with --class-name for '{class_name}'"
+            )
+        items = [images] if isinstance(images, (str, Path)) or hasattr(images, "convert") else list(images)
+        predictions: list[Prediction] = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            pils = [(read_image(item), str(item)) if isinstance(item, (str, Path)) else (item.convert("RGB"), None) for item in chunk]
+            batch = torch.stack([self.transform(pil, None)[0] for pil, _ in pils])
+            maps, scores = self.run(batch)
+            for row, (pil, source) in enumerate(pils):
+                full = upsample(maps[row : row + 1, None], (pil.height, pil.width))[0, 0]
+                predictions.append(Prediction(float(scores[row]), full.clamp(0, 1).numpy(), source))
+        return predictions

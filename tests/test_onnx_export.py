@@ -1,0 +1,120 @@
+"""ONNX export of every method (zsad-tiny): onnxruntime matches torch, any batch size,
+metadata, and `zsad predict --onnx` writing the same outputs as the torch path."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+pytest.importorskip("onnxruntime", reason="ONNX tests need onnx and onnxruntime (the 'onnx' extra)")
+pytest.importorskip("onnx", reason="ONNX tests need onnx and onnxruntime (the 'onnx' extra)")
+
+from zsad.cli import app  # noqa: E402
+from zsad.data.synth import generate_mvtec_like  # noqa: E402
+from zsad.engine.onnx_export import OnnxPredictor, OnnxExportError, export_onnx  # noqa: E402
+from zsad.methods import available_methods, build_method  # noqa: E402
+
+TINY = ["--backbone", "zsad-tiny", "--weights", "random", "--image-size", "64"]
+
+
+def _detector(method, backbone):
+    torch.manual_seed(0)
+    model = build_method(method, backbone).eval()
+    with torch.no_grad():  # make every trainable part matter (untrained adapters start near identity)
+        for name, parameter in model.named_parameters():
+            if not name.startswith("backbone.") and parameter.dim() > 1:
+                parameter.normal_(0, 0.3, generator=torch.Generator().manual_seed(len(name)))
+    return model
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_onnxruntime_matches_torch_for_any_batch_size(method, tiny_backbone, tmp_path):
+    model = _detector(method, tiny_backbone)
+    path = tmp_path / f"{method}.onnx"
+    check = export_onnx(model, "metal nut", path, meta={"method": method})
+    assert check.batch_size == 2 and max(check.map_difference, check.score_difference) <= 1e-4
+    runtime = OnnxPredictor(path)
+    assert runtime.meta["method"] == method and runtime.meta["class_words"] == "metal nut" and runtime.image_size == 64
+    for batch in (1, 3):
+        images = torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected = model(images, ["metal nut"] * batch)
+        maps, scores = runtime.run(images)
+        assert maps.shape == (batch, 64, 64) and scores.shape == (batch,)
+        assert (maps - expected.anomaly_map).abs().max() <= 1e-4
+        assert (scores - expected.pred_score).abs().max() <= 1e-4
+
+
+def test_the_prompt_words_are_baked_in(tiny_backbone, tmp_path):
+    model = _detector("zeroshot", tiny_backbone)
+    export_onnx(model, "bottle", tmp_path / "bottle.onnx")
+    runtime = OnnxPredictor(tmp_path / "bottle.onnx")
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        other_words = model(images, ["screw"] * 2).pred_score
+    _, scores = runtime.run(images)
+    assert (scores - other_words).abs().max() > 1e-6  # the file scores 'bottle', not another class
+    with pytest.raises(ValueError, match="exported for 'bottle'"):
+        runtime.predict(torch.zeros(1), class_name="screw")
+
+
+def test_sparse_dispatch_is_restored_after_export(tiny_backbone, tmp_path):
+    model = _detector("moeclip", tiny_backbone)
+    export_onnx(model, "object", tmp_path / "m.onnx")
+    assert {layer.dispatch for layer in model.moe_layers} == {"sparse"}
+
+
+def test_a_forward_pass_that_does_not_trace_batch_independently_is_refused(tiny_backbone, tmp_path):
+    from zsad.methods.base import DetectorOutput
+    from zsad.methods.zeroshot import ZeroShotDetector
+
+    class RowByRow(ZeroShotDetector):
+        def forward(self, images, class_names, masks=None, labels=None):
+            rows = [super(RowByRow, self).forward(images[i : i + 1], class_names[:1]) for i in range(len(class_names))]
+            return DetectorOutput(torch.cat([r.anomaly_map for r in rows]), torch.cat([r.pred_score for r in rows]))
+
+    model = RowByRow(tiny_backbone, ZeroShotDetector.config_class())
+    with pytest.raises(OnnxExportError, match="batch of 2"):
+        export_onnx(model, "object", tmp_path / "rows.onnx")
+
+
+def test_files_that_are_not_zsad_exports_are_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), str(tmp_path / "other.onnx"))
+    with pytest.raises(OnnxExportError, match="not written by `zsad export`"):
+        OnnxPredictor(tmp_path / "other.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(OnnxExportError, match="not a usable ONNX model"):
+        OnnxPredictor(tmp_path / "junk.onnx")
+
+
+def test_cli_export_then_predict_onnx_writes_what_the_torch_path_writes(tmp_path):
+    generate_mvtec_like(tmp_path / "data", categories=["tile"], size=64, n_train=1, n_good=2, n_defect_per_kind=1)
+    images = tmp_path / "data" / "tile" / "test"
+    runner = CliRunner()
+    torch.manual_seed(0)
+    exported = runner.invoke(app, ["export", "--out", str(tmp_path / "m.onnx"), "--class-name", "tile", *TINY])
+    assert exported.exit_code == 0, exported.output
+    assert "max |diff|" in exported.output
+    torch.manual_seed(0)  # the same random backbone for the torch run
+    plain = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "torch"), "--class-name", "tile", *TINY, "--device", "cpu", "--quiet"])
+    onnx_run = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "onnx"), "--onnx", str(tmp_path / "m.onnx"), "--quiet"])
+    assert plain.exit_code == 0 and onnx_run.exit_code == 0, onnx_run.output
+    listing = lambda root: sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())  # noqa: E731
+    assert listing(tmp_path / "torch") == listing(tmp_path / "onnx")
+    torch_rows = json.loads((tmp_path / "torch" / "scores.json").read_text())["images"]
+    onnx_report = json.loads((tmp_path / "onnx" / "scores.json").read_text())
+    assert onnx_report["meta"]["method"] == "zeroshot" and onnx_report["meta"]["class_words"] == "tile"
+    for ours, theirs in zip(onnx_report["images"], torch_rows):
+        assert ours["path"] == theirs["path"] and abs(ours["score"] - theirs["score"]) <= 1e-4
+    refused = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "x"), "--onnx", str(tmp_path / "m.onnx"), "--method", "moeclip"])
+    assert refused.exit_code == 1 and "--onnx runs the exported model as it is" in refused.output
+    wrong_words = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "y"), "--onnx", str(tmp_path / "m.onnx"), "--class-name", "screw"])
+    assert wrong_words.exit_code == 1 and "exported for 'tile'" in wrong_words.output
