@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 pytest.importorskip("onnxruntime", reason="ONNX tests need onnx and onnxruntime (the 'onnx' extra)")
 pytest.importorskip("onnx", reason="ONNX tests need onnx and onnxruntime (the 'onnx' extra)")
 
+import toy_method  # noqa: F401,E402  (registers 'toy': a method written outside zsad gets these checks too)
 from zsad.cli import app  # noqa: E402
 from zsad.data.synth import generate_mvtec_like  # noqa: E402
 from zsad.engine.onnx_export import OnnxPredictor, OnnxExportError, export_onnx  # noqa: E402
