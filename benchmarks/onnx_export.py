@@ -1,11 +1,12 @@
-"""ONNX export of a full-size detector and CPU time per image, onnxruntime vs torch.
+"""ONNX export of a full-size detector and time per image on the CPU, onnxruntime vs torch.
 
     python benchmarks/onnx_export.py [--backbone ViT-L-14-336] [--image-size 518] [--method zeroshot]
         [--threads 2] [--repeats 3] [--out /tmp/zsad-onnx]
 
 RANDOM weights (nothing is downloaded): the export, the file size and the timings are
 what is measured; the onnxruntime-vs-torch difference is checked by the export itself.
-Timings: batch of 1, after one warm-up run, both runtimes limited to --threads threads.
+Timings: wall clock per image, batch of 1, after one warm-up run, both runtimes limited
+to --threads threads (on a shared machine, compare the two within one run only).
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def main() -> None:
     with torch.no_grad():
         torch_seconds = per_image(lambda x: model(x, ["object"]), images, args.repeats)
     onnx_seconds = per_image(runtime.run, images, args.repeats)
-    print(f"CPU time per image ({args.threads} threads): torch {torch_seconds:.2f} s, onnxruntime {onnx_seconds:.2f} s "
+    print(f"wall time per image on the CPU ({args.threads} threads): torch {torch_seconds:.2f} s, onnxruntime {onnx_seconds:.2f} s "
           f"(onnxruntime / torch = {onnx_seconds / torch_seconds:.2f})")
 
 
