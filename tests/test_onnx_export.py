@@ -61,10 +61,13 @@ def test_the_prompt_words_are_baked_in(tiny_backbone, tmp_path):
         runtime.predict(torch.zeros(1), class_name="screw")
 
 
-def test_sparse_dispatch_is_restored_after_export(tiny_backbone, tmp_path):
+def test_dispatch_is_restored_after_export(tiny_backbone, tmp_path):
     model = _detector("moeclip", tiny_backbone)
+    for layer, dispatch in zip(model.moe_layers, ("sparse", "auto", "dense", "sparse")):
+        layer.dispatch = dispatch
+    before = [layer.dispatch for layer in model.moe_layers]
     export_onnx(model, "object", tmp_path / "m.onnx")
-    assert {layer.dispatch for layer in model.moe_layers} == {"sparse"}
+    assert [layer.dispatch for layer in model.moe_layers] == before
 
 
 def test_a_forward_pass_that_does_not_trace_batch_independently_is_refused(tiny_backbone, tmp_path):

@@ -34,8 +34,10 @@ def supports_fused_attention(block: nn.Module) -> bool:
 
 
 def _split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, T, d) -> (B, heads, T, d / heads)."""
-    return t.unflatten(-1, (heads, -1)).transpose(1, 2)
+    """(B, T, d) -> (B, heads, T, d / heads). (A reshape from the tensor's own sizes, not
+    ``unflatten``: traced for ONNX, the latter fixes the batch size.)"""
+    batch, tokens, width = t.shape
+    return t.reshape(batch, tokens, heads, width // heads).transpose(1, 2)
 
 
 def _merge_heads(t: torch.Tensor) -> torch.Tensor:

@@ -65,21 +65,21 @@ class ExportCheck:
 
 @contextlib.contextmanager
 def _traceable(model: nn.Module) -> Iterator[None]:
-    """Switch data-dependent inference paths to their static equivalents while tracing:
-    nn.MultiheadAttention's fused kernel (no ONNX form) and sparse expert dispatch (its
-    shapes depend on the routing), for any module exposing ``dispatch = "sparse"``; the
-    dense dispatch computes the same outputs."""
+    """Switch inference shortcuts to their plain equivalents while tracing (each computes
+    the same outputs): nn.MultiheadAttention's fused kernel (no ONNX form), and any expert
+    dispatch other than ``"dense"`` (sparse or automatic: its shapes depend on the
+    routing) for any module that has one."""
     previous = torch.backends.mha.get_fastpath_enabled()
-    sparse = [module for module in model.modules() if getattr(module, "dispatch", None) == "sparse"]
+    sparse = [(module, module.dispatch) for module in model.modules() if getattr(module, "dispatch", "dense") != "dense"]
     torch.backends.mha.set_fastpath_enabled(False)
-    for module in sparse:
+    for module, _ in sparse:
         module.dispatch = "dense"
     try:
         yield
     finally:
         torch.backends.mha.set_fastpath_enabled(previous)
-        for module in sparse:
-            module.dispatch = "sparse"
+        for module, dispatch in sparse:
+            module.dispatch = dispatch
 
 
 def export_onnx(
