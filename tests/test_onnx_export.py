@@ -122,3 +122,21 @@ def test_cli_export_then_predict_onnx_writes_what_the_torch_path_writes(tmp_path
     assert refused.exit_code == 1 and "--onnx runs the exported model as it is" in refused.output
     wrong_words = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "y"), "--onnx", str(tmp_path / "m.onnx"), "--class-name", "screw"])
     assert wrong_words.exit_code == 1 and "exported for 'tile'" in wrong_words.output
+
+
+@pytest.mark.parametrize("value", [1.0, 0.5])
+def test_addcdiv_gets_an_onnx_form(tmp_path, value):
+    import onnxruntime
+
+    from zsad.engine.onnx_export import _missing_symbolics
+
+    class AddCDiv(torch.nn.Module):
+        def forward(self, x):
+            return torch.addcdiv(x, x * 3, x.abs() + 1, value=value)
+
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
+    path = str(tmp_path / "addcdiv.onnx")
+    with _missing_symbolics(17):
+        torch.onnx.export(AddCDiv(), (x,), path, dynamo=False, opset_version=17, input_names=["x"])
+    (result,) = onnxruntime.InferenceSession(path).run(None, {"x": x.numpy()})
+    assert torch.allclose(torch.from_numpy(result), AddCDiv()(x), atol=1e-6)

@@ -63,6 +63,34 @@ class ExportCheck:
     score_difference: float
 
 
+def _addcdiv_symbolic(g, input, tensor1, tensor2, value):
+    """ONNX form of ``torch.addcdiv`` (input + value * tensor1 / tensor2), which the
+    TorchScript exporter lacks."""
+    from torch.onnx import symbolic_helper
+
+    quotient = g.op("Div", tensor1, tensor2)
+    scale = symbolic_helper._maybe_get_const(value, "f")
+    if not (isinstance(scale, float) and scale == 1.0):
+        quotient = g.op("Mul", quotient, value if not isinstance(scale, float) else g.op("Constant", value_t=torch.tensor(scale)))
+    return g.op("Add", input, quotient)
+
+
+# aten ops without an ONNX form in the TorchScript exporter: name -> symbolic function
+_MISSING_SYMBOLICS = {"aten::addcdiv": _addcdiv_symbolic}
+
+
+@contextlib.contextmanager
+def _missing_symbolics(opset: int) -> Iterator[None]:
+    """Register the ONNX forms of :data:`_MISSING_SYMBOLICS` for one export only."""
+    for name, function in _MISSING_SYMBOLICS.items():
+        torch.onnx.register_custom_op_symbolic(name, function, opset)
+    try:
+        yield
+    finally:
+        for name in _MISSING_SYMBOLICS:
+            torch.onnx.unregister_custom_op_symbolic(name, opset)
+
+
 @contextlib.contextmanager
 def _traceable(model: nn.Module) -> Iterator[None]:
     """Switch inference shortcuts to their plain equivalents while tracing (each computes
@@ -101,7 +129,7 @@ def export_onnx(
     example = torch.randn(1, 3, size, size, generator=generator)
     wrapper = _FixedPromptDetector(model, class_words).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), _traceable(model), warnings.catch_warnings():
+    with torch.no_grad(), _traceable(model), _missing_symbolics(opset), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read as constants: S is fixed
         warnings.filterwarnings("ignore", message="Constant folding")  # an exporter note, not a problem
         # The TorchScript exporter on purpose: it traces the prompt list at batch 1 and keeps
