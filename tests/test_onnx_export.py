@@ -124,6 +124,7 @@ def test_cli_export_then_predict_onnx_writes_what_the_torch_path_writes(tmp_path
     assert wrong_words.exit_code == 1 and "exported for 'tile'" in wrong_words.output
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter, on purpose
 @pytest.mark.parametrize("value", [1.0, 0.5])
 def test_addcdiv_gets_an_onnx_form(tmp_path, value):
     import onnxruntime
