@@ -36,6 +36,7 @@ def test_onnxruntime_matches_torch_for_any_batch_size(method, tiny_backbone, tmp
     path = tmp_path / f"{method}.onnx"
     check = export_onnx(model, "metal nut", path, meta={"method": method})
     assert check.batch_size == 2 and max(check.map_difference, check.score_difference) <= 1e-4
+    assert check.dynamic_batch or method not in ("zeroshot", "moeclip")  # these two trace batch-free
     runtime = OnnxPredictor(path)
     assert runtime.meta["method"] == method and runtime.meta["class_words"] == "metal nut" and runtime.image_size == 64
     for batch in (1, 3):
@@ -70,7 +71,7 @@ def test_dispatch_is_restored_after_export(tiny_backbone, tmp_path):
     assert [layer.dispatch for layer in model.moe_layers] == before
 
 
-def test_a_forward_pass_that_does_not_trace_batch_independently_is_refused(tiny_backbone, tmp_path):
+def test_a_forward_pass_built_image_by_image_is_exported_for_one_image_at_a_time(tiny_backbone, tmp_path):
     from zsad.methods.base import DetectorOutput
     from zsad.methods.zeroshot import ZeroShotDetector
 
@@ -80,8 +81,24 @@ def test_a_forward_pass_that_does_not_trace_batch_independently_is_refused(tiny_
             return DetectorOutput(torch.cat([r.anomaly_map for r in rows]), torch.cat([r.pred_score for r in rows]))
 
     model = RowByRow(tiny_backbone, ZeroShotDetector.config_class())
-    with pytest.raises(OnnxExportError, match="batch of 2"):
-        export_onnx(model, "object", tmp_path / "rows.onnx")
+    check = export_onnx(model, "object", tmp_path / "rows.onnx")
+    assert not check.dynamic_batch and max(check.map_difference, check.score_difference) <= 1e-4
+    runtime = OnnxPredictor(tmp_path / "rows.onnx")
+    assert runtime.meta["batch_size"] == 1 and runtime.run(torch.zeros(3, 3, 64, 64))[0].shape == (3, 64, 64)
+
+
+def test_a_forward_pass_that_depends_on_input_values_in_python_is_refused(tiny_backbone, tmp_path):
+    from zsad.methods.base import DetectorOutput
+    from zsad.methods.zeroshot import ZeroShotDetector
+
+    class PythonScale(ZeroShotDetector):
+        def forward(self, images, class_names, masks=None, labels=None):
+            output = super().forward(images, class_names)
+            scale = float(images.abs().amax())  # a Python number: traced as a constant
+            return DetectorOutput(output.anomaly_map * scale / 10, output.pred_score)
+
+    with pytest.raises(OnnxExportError, match="depends on the input in a way tracing cannot keep"):
+        export_onnx(PythonScale(tiny_backbone, ZeroShotDetector.config_class()), "object", tmp_path / "scale.onnx")
 
 
 def test_files_that_are_not_zsad_exports_are_refused(tmp_path):

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export the detector, backbone included, to ONNX: input `images` (B, 3, S, S)
         CLIP-normalised, outputs `anomaly_map` (B, S, S) and `score` (B,). The batch size is
-        free, the image size fixed; the text features of the prompt words (--class-name,
+        free (or 1 for a method that builds per-image prompts), the image size fixed; the text features of the prompt words (--class-name,
         default 'object') are stored in the file. Run it with `zsad predict --onnx FILE` or
         any ONNX runtime."""
         from ..engine.onnx_export import export_onnx
@@ -37,7 +37,8 @@ def register(app: typer.Typer) -> None:
         console.print(f"exported {detector.name} ({predictor.image_size} px, prompts for '{words}') to {out}")
         console.print(
             f"onnxruntime vs torch on {check.batch_size} random images: max |diff| map {check.map_difference:.2e}, "
-            f"score {check.score_difference:.2e}"
+            f"score {check.score_difference:.2e}; batch size "
+            + ("free" if check.dynamic_batch else "1 (this method's forward traces image by image; runtimes loop)")
         )
 
 

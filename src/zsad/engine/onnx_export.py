@@ -1,7 +1,8 @@
 """ONNX export of a whole detector (backbone included) and prediction with onnxruntime.
 
 The exported graph maps ``images`` (B, 3, S, S), CLIP-normalised, S fixed at export, B
-dynamic, to ``anomaly_map`` (B, S, S) and ``score`` (B,), both in [0, 1]. The text
+dynamic (or 1, see :func:`export_onnx`), to ``anomaly_map`` (B, S, S) and ``score`` (B,),
+both in [0, 1]. The text
 features of the chosen prompt words are computed once and stored in the graph as
 constants, so the file needs neither the text encoder nor a tokenizer. Any method that
 follows the :class:`~zsad.methods.base.AnomalyDetector` contract exports the same way:
@@ -56,11 +57,13 @@ class _FixedPromptDetector(nn.Module):
 
 @dataclass
 class ExportCheck:
-    """Largest |onnxruntime - torch| difference on a batch of random images."""
+    """Largest |onnxruntime - torch| difference on a batch of random images, and whether
+    the graph takes any batch size (else one image per run)."""
 
     batch_size: int
     map_difference: float
     score_difference: float
+    dynamic_batch: bool
 
 
 def _addcdiv_symbolic(g, input, tensor1, tensor2, value):
@@ -121,37 +124,58 @@ def export_onnx(
 ) -> ExportCheck:
     """Write ``model`` (moved to the CPU, fp32, eval mode) as ONNX to ``out``, then run the
     file with onnxruntime on ``check_batch`` random images (a batch size other than the
-    traced one) and compare with torch. Raises OnnxExportError when they differ by more
-    than ``tolerance`` (a method whose graph depends on the batch size or the input)."""
+    traced one) and compare with torch.
+
+    The batch size is free in the graph when the method's forward traces that way. A
+    method whose forward builds per-image Python lists (e.g. prompts conditioned on each
+    image) traces to a graph for exactly one image: it is then exported with batch size 1,
+    recorded in the metadata, and :class:`OnnxPredictor` runs its images one at a time.
+    Raises OnnxExportError when neither graph matches torch within ``tolerance``.
+    """
     model = model.eval().float().cpu()
     size = model.backbone.image_size
-    generator = torch.Generator().manual_seed(0)
-    example = torch.randn(1, 3, size, size, generator=generator)
-    wrapper = _FixedPromptDetector(model, class_words).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _trace(model, class_words, out, opset, dynamic_batch=True)
+        _write_metadata(out, {**(meta or {}), "class_words": class_words, "image_size": size, "batch_size": None})
+        return _check(model, class_words, out, check_batch, tolerance)
+    except OnnxExportError:
+        _trace(model, class_words, out, opset, dynamic_batch=False)
+        _write_metadata(out, {**(meta or {}), "class_words": class_words, "image_size": size, "batch_size": 1})
+        return _check(model, class_words, out, check_batch, tolerance)
+
+
+def _trace(model: AnomalyDetector, class_words: str, out: Path, opset: int, dynamic_batch: bool) -> None:
+    size = model.backbone.image_size
+    example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    wrapper = _FixedPromptDetector(model, class_words).eval()
+    axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else None
     with torch.no_grad(), _traceable(model), _missing_symbolics(opset), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read as constants: S is fixed
         warnings.filterwarnings("ignore", message="Constant folding")  # an exporter note, not a problem
         # The TorchScript exporter on purpose: it traces the prompt list at batch 1 and keeps
         # the batch dimension symbolic, which torch.export's shape guards refuse.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        # Generic indexing caveats; the onnxruntime-vs-torch check below catches a wrong graph.
+        # Generic indexing caveats; the onnxruntime-vs-torch check catches a wrong graph.
         warnings.filterwarnings("ignore", message=".*(aten::index|duplicated values in 'index').*")
         wrapper(example)  # fills the text-feature caches before tracing
         try:
             torch.onnx.export(
                 wrapper, (example,), str(out), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"}, OUTPUT_NAMES[1]: {0: "batch"}},
+                output_names=list(OUTPUT_NAMES), dynamic_axes=axes,
             )
         except Exception as error:
             raise OnnxExportError(f"ONNX export of method '{model.name}' failed: {error}") from error
-    _write_metadata(out, {**(meta or {}), "class_words": class_words, "image_size": size})
-    images = torch.randn(check_batch, 3, size, size, generator=generator)
+
+
+def _check(model: AnomalyDetector, class_words: str, out: Path, check_batch: int, tolerance: float) -> ExportCheck:
+    size = model.backbone.image_size
+    images = torch.randn(check_batch, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = model(images, [class_words] * check_batch)
+    runtime = OnnxPredictor(out)
     try:
-        maps, scores = OnnxPredictor(out).run(images)
+        maps, scores = runtime.run(images)
     except Exception as error:
         raise OnnxExportError(f"the exported '{model.name}' fails on a batch of {check_batch} in onnxruntime: {error}") from error
     if maps.shape != expected.anomaly_map.shape or scores.shape != expected.pred_score.shape:
@@ -163,6 +187,7 @@ def export_onnx(
         check_batch,
         (maps - expected.anomaly_map.float()).abs().max().item(),
         (scores - expected.pred_score.float()).abs().max().item(),
+        runtime.dynamic_batch,
     )
     if max(check.map_difference, check.score_difference) > tolerance:
         raise OnnxExportError(
@@ -206,10 +231,16 @@ class OnnxPredictor:
         self.image_size = int(self.meta["image_size"])
         self.transform = EvalTransform(self.image_size)
 
+    @property
+    def dynamic_batch(self) -> bool:
+        """False for a graph exported for one image at a time (see :func:`export_onnx`)."""
+        return self.meta.get("batch_size") is None
+
     def run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, 3, S, S) normalised -> (maps (B, S, S), scores (B,)) as CPU tensors."""
-        anomaly_map, score = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images.float().cpu().numpy()})
-        return torch.from_numpy(anomaly_map), torch.from_numpy(score)
+        chunks = [images] if self.dynamic_batch else list(images.split(1))
+        outputs = [self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk.float().cpu().numpy()}) for chunk in chunks]
+        return torch.cat([torch.from_numpy(m) for m, _ in outputs]), torch.cat([torch.from_numpy(s) for _, s in outputs])
 
     def predict(self, images: ImageInput | Sequence[ImageInput], class_name: str | None = None, batch_size: int = 8) -> list[Prediction]:
         """Paths or PIL images -> one :class:`Prediction` each (map at the image's own size).
