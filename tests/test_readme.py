@@ -86,7 +86,7 @@ def _small(words: list[str]) -> list[str]:
 
 def _example_data(root: Path) -> dict[str, str]:
     """README example path -> generated data in that layout."""
-    generate_mvtec_like(root / "mvtec", categories=["disc", "ring"], size=64, n_train=1, n_good=1, n_defect_per_kind=1)
+    generate_mvtec_like(root / "mvtec", categories=["disc", "ring"], size=64, n_train=2, n_good=1, n_defect_per_kind=1)
     for old, new in (("disc", "bottle"), ("ring", "screw")):  # the README's MVTec-AD category names
         (root / "mvtec" / old).rename(root / "mvtec" / new)
     generate_visa_like(root / "visa", categories=["tile"], size=64, n_good=2, n_defect_per_kind=1)
@@ -108,7 +108,25 @@ def _example_data(root: Path) -> dict[str, str]:
         "/data/Kvasir-SEG": str(root / "kvasir"), "/data/brain": str(root / "brain"),
         "path/to/images/": str(root / "images"), "images/": str(root / "images"), "more.png": str(root / "more.png"),
         "KIND:PATH": f"mvtec:{root / 'mvtec'}", "OUT": str(root / "synth-out"),
+        "good-examples/": str(root / "mvtec" / "screw" / "train" / "good"),
     }
+
+
+def _publish_on_hub_cache(cache: Path, repo: str, run: Path) -> None:
+    """Lay out a run folder in a Hugging Face Hub cache as huggingface_hub stores it
+    (blobs, a snapshot of links, refs main and v1), for the README's hf-hub: lines."""
+    folder = cache / ("models--" + repo.replace("/", "--"))
+    commit = "0" * 40
+    for name in ("model.safetensors", "config.json"):
+        blob = folder / "blobs" / name
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(run / name, blob)
+        link = folder / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("..", "..", "blobs", name))
+    (folder / "refs").mkdir()
+    for ref in ("main", "v1"):
+        (folder / "refs" / ref).write_text(commit)
 
 
 def _substitute(words: list[str], paths: dict[str, str]) -> list[str]:
@@ -138,6 +156,12 @@ def test_every_readme_command_line_runs(tmp_path, monkeypatch):
     (shared / "runs").mkdir(parents=True)
     shutil.copytree(ROOT / "configs", shared / "configs")
     ordered = [line for line in lines if line.startswith("zsad train")] + [line for line in lines if not line.startswith("zsad train")]
+    # `zsad serve` builds its app and would then serve until stopped: here it returns.
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for number, line in enumerate(ordered):
         work = tmp_path / f"line{number:02d}"  # each line its own folder: several write results/
         work.mkdir()
@@ -148,6 +172,8 @@ def test_every_readme_command_line_runs(tmp_path, monkeypatch):
             for alias, trained in RUN_ALIASES.items():
                 if not (shared / "runs" / alias).exists():
                     (shared / "runs" / alias).symlink_to(shared / "runs" / trained)
+        if "hf-hub:ORG/NAME" in line and not (tmp_path / "hub").exists():
+            _publish_on_hub_cache(tmp_path / "hub", "ORG/NAME", shared / "runs" / RUN_ALIASES["moeclip"])
         words = _small(_substitute(shlex.split(line)[1:], paths))
         result = runner.invoke(app, words)
         assert result.exit_code == 0, f"README line {line!r} (run as {' '.join(words)}):\n{result.output}"

@@ -44,19 +44,27 @@ def register(app: typer.Typer) -> None:
 
 def load_onnx_predictor(onnx: Path, model: opt.ModelOptions, reference: Path | None):
     """`zsad predict --onnx`: the onnxruntime predictor and the metadata its outputs record.
-    Options that only make sense for a torch model are refused, not ignored."""
+    The model was fixed by `zsad export`: --method/--checkpoint/--config/--reference are
+    refused, and --backbone/--weights/--image-size/--class-name must agree with the file."""
+    from ..clip_weights import canonical_weights
     from ..engine.onnx_export import OnnxPredictor
     from ..text import ClassNames
 
-    fixed = (model.method, model.checkpoint, model.config, model.backbone, model.weights, model.image_size, reference)
-    if any(option is not None for option in fixed):
+    if any(option is not None for option in (model.method, model.checkpoint, model.config, reference)):
         raise ValueError(
-            "--onnx runs the exported model as it is: drop --method/--checkpoint/--config/--backbone/--weights/"
-            "--image-size/--reference (they were fixed by `zsad export`)"
+            "--onnx runs the exported model as it is: drop --method/--checkpoint/--config/--reference "
+            "(they were fixed by `zsad export`)"
         )
     predictor = OnnxPredictor(onnx)
-    words = predictor.meta["class_words"]
-    if model.class_name is not None and ClassNames.load(model.class_names, model.class_name).resolve(None) != words:
-        raise ValueError(f"{onnx} was exported for '{words}'; run `zsad export --class-name '{model.class_name}'` for other prompts")
+    meta = predictor.meta
+    given = {
+        "backbone": (model.backbone, meta.get("backbone")),
+        "weights": (None if model.weights is None else canonical_weights(model.weights), canonical_weights(str(meta.get("weights")))),
+        "image_size": (model.image_size, meta.get("image_size")),
+        "class_words": (None if model.class_name is None else ClassNames.load(model.class_names, model.class_name).resolve(None), meta["class_words"]),
+    }
+    conflicts = [f"{key}: given {mine!r}, the file has {theirs!r}" for key, (mine, theirs) in given.items() if mine is not None and mine != theirs]
+    if conflicts:
+        raise ValueError(f"{onnx} was exported with other settings ({'; '.join(conflicts)}); run `zsad export` again for these")
     keys = ("method", "backbone", "weights", "image_size", "pipeline_check")
-    return predictor, {**{key: predictor.meta[key] for key in keys if key in predictor.meta}, "onnx": str(onnx), "class_words": words}
+    return predictor, {**{key: meta[key] for key in keys if key in meta}, "onnx": str(onnx), "class_words": meta["class_words"]}

@@ -26,10 +26,10 @@ FusionWeight = Annotated[
 
 def reference_paths(reference: Path) -> list[Path]:
     """The image files a --reference option names (a folder is searched recursively)."""
-    from ..api import iter_image_files
     from ..data.layouts.common import IMAGE_SUFFIXES
+    from ..discovery import find_images
 
-    paths = iter_image_files([reference], IMAGE_SUFFIXES)
+    paths = find_images([reference], IMAGE_SUFFIXES).paths
     if not paths:
         raise ValueError(f"no reference images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {reference}")
     return paths

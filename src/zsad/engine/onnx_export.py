@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
+
 import torch
 from torch import nn
 
@@ -274,13 +276,23 @@ class OnnxPredictor:
         outputs = [self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk.float().cpu().numpy()}) for chunk in chunks]
         return torch.cat([torch.from_numpy(m) for m, _ in outputs]), torch.cat([torch.from_numpy(s) for _, s in outputs])
 
-    def predict(self, images: ImageInput | Sequence[ImageInput], class_name: str | None = None, batch_size: int = 8) -> list[Prediction]:
-        """Paths or PIL images -> one :class:`Prediction` each (map at the image's own size).
-        The prompt words are fixed at export; ``class_name`` may only repeat them."""
+    def _check_words(self, class_name: str | None) -> None:
         if class_name is not None and class_name != self.meta["class_words"]:
             raise ValueError(
                 f"this ONNX model was exported for '{self.meta['class_words']}'; export again with --class-name for '{class_name}'"
             )
+
+    def score_and_map(self, images: Sequence, class_name: str | None = None) -> tuple[list[float], np.ndarray]:
+        """As :meth:`Predictor.score_and_map`: RGB PIL images -> (scores, maps (B, S, S)
+        float32 at the model's input size)."""
+        self._check_words(class_name)
+        maps, scores = self.run(torch.stack([self.transform(image, None)[0] for image in images]))
+        return [float(score) for score in scores], maps.numpy()
+
+    def predict(self, images: ImageInput | Sequence[ImageInput], class_name: str | None = None, batch_size: int = 8) -> list[Prediction]:
+        """Paths or PIL images -> one :class:`Prediction` each (map at the image's own size).
+        The prompt words are fixed at export; ``class_name`` may only repeat them."""
+        self._check_words(class_name)
         items = [images] if isinstance(images, (str, Path)) or hasattr(images, "convert") else list(images)
         predictions: list[Prediction] = []
         for start in range(0, len(items), batch_size):
