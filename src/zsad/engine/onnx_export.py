@@ -134,49 +134,19 @@ def export_onnx(
     recorded in the metadata, and :class:`OnnxPredictor` runs its images one at a time.
     Raises OnnxExportError when neither graph matches torch within ``tolerance``.
     """
+    if model.onnx_unsupported:
+        raise OnnxExportError(f"method '{model.name}' cannot be exported to ONNX: {model.onnx_unsupported}")
     model = model.eval().float().cpu()
     size = model.backbone.image_size
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _trace(model, class_words, out, opset, dynamic_batch=True)
+        _convert(model, class_words, out, opset, dynamic_batch=True)
         _write_metadata(out, {**(meta or {}), "class_words": class_words, "image_size": size, "batch_size": None})
         return _check(model, class_words, out, check_batch, tolerance)
     except OnnxExportError:
-        _trace(model, class_words, out, opset, dynamic_batch=False)
+        _convert(model, class_words, out, opset, dynamic_batch=False)
         _write_metadata(out, {**(meta or {}), "class_words": class_words, "image_size": size, "batch_size": 1})
         return _check(model, class_words, out, check_batch, tolerance)
-
-
-def _trace(model: AnomalyDetector, class_words: str, out: Path, opset: int, dynamic_batch: bool) -> None:
-    """Run the conversion in a forked child where the OS allows it: torch's exporter can
-    die natively (e.g. SIGFPE) on some graphs, which then becomes an OnnxExportError here
-    instead of ending the process."""
-    import multiprocessing
-    import os
-
-    if "fork" not in multiprocessing.get_all_start_methods():
-        _convert(model, class_words, out, opset, dynamic_batch)
-        return
-    pid = os.fork()
-    if pid == 0:  # the child: convert, then leave without running the parent's exit handlers
-        status = 0
-        try:
-            _convert(model, class_words, out, opset, dynamic_batch)
-        except BaseException as error:  # reported through the exit status and a side file
-            Path(f"{out}.error").write_text(str(error))
-            status = 1
-        os._exit(status)
-    _, status = os.waitpid(pid, 0)
-    error_file = Path(f"{out}.error")
-    if os.WIFSIGNALED(status):
-        raise OnnxExportError(
-            f"torch's ONNX exporter crashed (signal {os.WTERMSIG(status)}) converting method '{model.name}'; "
-            "this method cannot be exported with this torch version"
-        )
-    if os.WEXITSTATUS(status) != 0:
-        message = error_file.read_text() if error_file.exists() else "unknown error"
-        error_file.unlink(missing_ok=True)
-        raise OnnxExportError(message)
 
 
 def _convert(model: AnomalyDetector, class_words: str, out: Path, opset: int, dynamic_batch: bool) -> None:
