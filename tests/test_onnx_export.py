@@ -3,6 +3,8 @@ metadata, and `zsad predict --onnx` writing the same outputs as the torch path."
 from __future__ import annotations
 
 import json
+import os
+import warnings
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from zsad.cli import app  # noqa: E402
 from zsad.data.synth import generate_mvtec_like  # noqa: E402
 from zsad.engine.onnx_export import OnnxPredictor, OnnxExportError, export_onnx  # noqa: E402
 from zsad.methods import available_methods, build_method  # noqa: E402
+from zsad.text import build_learned_prompts, encode_learned_prompts  # noqa: E402
 
 TINY = ["--backbone", "zsad-tiny", "--weights", "random", "--image-size", "64"]
 
@@ -30,21 +33,45 @@ def _detector(method, backbone):
     return model
 
 
-# torch's TorchScript ONNX exporter dies with SIGFPE (a native crash) while converting
-# WMoE-CLIP's traced graph; the export reports it as an OnnxExportError. Strict: the day
-# torch converts it, this test says so.
-EXPORTER_CRASHES = {"wmoeclip": "torch's TorchScript ONNX exporter crashes (SIGFPE) converting WMoE-CLIP's graph"}
+class _LearnedPromptFeature(torch.nn.Module):
+    """learned tokens (1, n, d_text) -> (1, d_t) feature of a prompt with one learned side."""
+
+    def __init__(self, backbone, class_name: str, side: str):
+        super().__init__()
+        self.backbone, self.class_name, self.side = backbone, class_name, side
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        prompts = build_learned_prompts(self.backbone, [self.class_name], **{self.side: tokens})
+        return encode_learned_prompts(self.backbone, prompts)
 
 
-@pytest.mark.parametrize(
-    "method",
-    [
-        pytest.param(m, marks=pytest.mark.xfail(raises=OnnxExportError, strict=True, reason=EXPORTER_CRASHES[m]))
-        if m in EXPORTER_CRASHES
-        else m
-        for m in available_methods()
-    ],
-)
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the converter runs in a forked child (it could crash natively)")
+@pytest.mark.parametrize("class_name, side", [("", "suffix"), ("bottle", "suffix"), ("bottle", "prefix")])
+def test_learned_prompts_with_empty_parts_convert(class_name, side, tiny_backbone, tmp_path):
+    # An empty prefix, suffix or class name once made torch's converter die with SIGFPE
+    # (an assignment to an empty slice traced as a zero-element index_put): WMoE-CLIP's prompts.
+    import onnxruntime
+
+    module = _LearnedPromptFeature(tiny_backbone, class_name, side).eval()
+    tokens = torch.randn(1, 2, tiny_backbone.text_width, generator=torch.Generator().manual_seed(3))
+    path = tmp_path / "prompt.onnx"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, (tokens,), str(path), dynamo=False, input_names=["tokens"])
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert not os.WIFSIGNALED(status) and os.WEXITSTATUS(status) == 0
+    (onnx_feature,) = onnxruntime.InferenceSession(str(path)).run(None, {"tokens": tokens.numpy()})
+    with torch.no_grad():
+        assert (torch.from_numpy(onnx_feature) - module(tokens)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("method", available_methods())
 def test_onnxruntime_matches_torch_for_any_batch_size(method, tiny_backbone, tmp_path):
     model = _detector(method, tiny_backbone)
     path = tmp_path / f"{method}.onnx"
