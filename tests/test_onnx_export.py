@@ -90,6 +90,15 @@ def test_onnxruntime_matches_torch_for_any_batch_size(method, tiny_backbone, tmp
         assert (scores - expected.pred_score).abs().max() <= 1e-4
 
 
+def test_wmoeclip_without_ctds_exports_a_batch_free_graph(tiny_backbone, tmp_path):
+    # CTDS conditions the prompts on each image (a one-image graph); without it the Haar
+    # transform of WCMA must not tie the graph to the traced batch.
+    torch.manual_seed(0)
+    model = build_method("wmoeclip", tiny_backbone, {"ctds": False}).eval()
+    check = export_onnx(model, "metal nut", tmp_path / "wm.onnx")
+    assert check.dynamic_batch and max(check.map_difference, check.score_difference) <= 1e-4
+
+
 def test_the_prompt_words_are_baked_in(tiny_backbone, tmp_path):
     model = _detector("zeroshot", tiny_backbone)
     export_onnx(model, "bottle", tmp_path / "bottle.onnx")
