@@ -213,11 +213,16 @@ def build_learned_prompts(
                 f"{len(name_ids)} + {suffix_length} plus SOT/EOT); the text encoder holds {context}"
             )
         ids[row, 0] = tokenizer.sot_token_id
-        ids[row, name_start:suffix_start] = torch.tensor(name_ids, dtype=torch.long)
         ids[row, eot] = tokenizer.eot_token_id
-        learned[row, 1:name_start] = True
-        learned[row, suffix_start:eot] = True
         eot_index[row] = eot
+        # Only non-empty slices are written: the ONNX exporter (TorchScript) dies with SIGFPE
+        # converting an assignment to an empty slice (a traced index_put of zero elements).
+        if name_ids:
+            ids[row, name_start:suffix_start] = torch.tensor(name_ids, dtype=torch.long)
+        if prefix_length:
+            learned[row, 1:name_start] = True
+        if suffix_length:
+            learned[row, suffix_start:eot] = True
     embeddings = backbone.token_embeddings(ids)
     parts = [part.to(embeddings) for part in (prefix, suffix) if part is not None]
     if parts:

@@ -134,8 +134,6 @@ def export_onnx(
     recorded in the metadata, and :class:`OnnxPredictor` runs its images one at a time.
     Raises OnnxExportError when neither graph matches torch within ``tolerance``.
     """
-    if model.onnx_unsupported:
-        raise OnnxExportError(f"method '{model.name}' cannot be exported to ONNX: {model.onnx_unsupported}")
     model = model.eval().float().cpu()
     size = model.backbone.image_size
     out.parent.mkdir(parents=True, exist_ok=True)

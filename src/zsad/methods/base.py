@@ -105,8 +105,6 @@ class AnomalyDetector(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]]
     trainable: ClassVar[bool] = False
-    # None when the method's graph converts to ONNX; otherwise why not (zsad export refuses it up front).
-    onnx_unsupported: ClassVar[str | None] = None
 
     def __init__(self, backbone: ClipBackbone, config: MethodConfig):
         super().__init__()

@@ -1,8 +1,9 @@
 """One-level 2-D Haar wavelet transform of feature maps, as a fixed-filter strided convolution.
 
 Each channel is filtered by the four orthonormal 2 x 2 Haar filters with stride 2
-(a depth-wise convolution), so the transform runs on any device and passes
-gradients. Conventions follow PyWavelets' ``dwt2(x, "haar")``:
+(channels folded into the batch, so the filter bank does not depend on the channel
+count and ONNX export keeps a dynamic batch), so the transform runs on any device and
+passes gradients. Conventions follow PyWavelets' ``dwt2(x, "haar")``:
 
     ll = (a + b + c + d) / 2      approximation        (pywt cA)
     lh = (a + b - c - d) / 2      horizontal detail    (pywt cH)
@@ -44,10 +45,9 @@ class HaarBands:
         return self.lh + self.hl + self.hh
 
 
-def haar_filters(channels: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Tensor:
-    """(4 C, 1, 2, 2) depth-wise weights: for channel c, rows 4c..4c+3 are ll, lh, hl, hh."""
-    bank = torch.tensor(_HAAR_FILTERS, device=device, dtype=dtype) / 2.0
-    return bank.unsqueeze(1).repeat(channels, 1, 1, 1)
+def haar_filters(device: torch.device | None = None, dtype: torch.dtype | None = None) -> Tensor:
+    """(4, 1, 2, 2) convolution weights: output channels ll, lh, hl, hh."""
+    return (torch.tensor(_HAAR_FILTERS, device=device, dtype=dtype) / 2.0).unsqueeze(1)
 
 
 def pad_to_even(maps: Tensor) -> Tensor:
@@ -69,10 +69,10 @@ def haar_dwt2d(maps: Tensor) -> HaarBands:
     """
     if maps.dim() != 4:
         raise ValueError(f"expected a (B, C, H, W) map, got shape {tuple(maps.shape)}")
-    channels = maps.shape[1]
     even = pad_to_even(maps)
-    bands = F.conv2d(even, haar_filters(channels, maps.device, maps.dtype), stride=2, groups=channels)
-    bands = bands.unflatten(1, (channels, 4))  # (B, C, 4, H/2, W/2)
+    single = even.flatten(0, 1).unsqueeze(1)  # (B C, 1, H, W)
+    bands = F.conv2d(single, haar_filters(maps.device, maps.dtype), stride=2)  # (B C, 4, H/2, W/2)
+    bands = bands.unflatten(0, (-1, maps.shape[1]))  # (B, C, 4, H/2, W/2)
     return HaarBands(*bands.unbind(dim=2))
 
 
@@ -82,6 +82,6 @@ def haar_idwt2d(bands: HaarBands) -> Tensor:
     The result has the padded (even) size; crop it to recover an odd-sized input.
     """
     stacked = torch.stack([bands.ll, bands.lh, bands.hl, bands.hh], dim=2)  # (B, C, 4, h, w)
-    channels = stacked.shape[1]
-    weights = haar_filters(channels, stacked.device, stacked.dtype)
-    return F.conv_transpose2d(stacked.flatten(1, 2), weights, stride=2, groups=channels)
+    weights = haar_filters(stacked.device, stacked.dtype)
+    restored = F.conv_transpose2d(stacked.flatten(0, 1), weights, stride=2)  # (B C, 1, 2h, 2w)
+    return restored.squeeze(1).unflatten(0, (-1, stacked.shape[1]))

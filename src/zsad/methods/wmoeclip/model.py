@@ -37,10 +37,6 @@ class WMoEClipDetector(AnomalyDetector):
     name = "wmoeclip"
     config_class = WMoEClipConfig
     trainable = True
-    onnx_unsupported = (
-        "torch's TorchScript ONNX exporter crashes natively (SIGFPE) converting WMoE-CLIP's traced graph, "
-        "which would end the process; use the torch path (zsad predict --checkpoint)"
-    )
 
     def __init__(self, backbone: ClipBackbone, config: WMoEClipConfig):
         super().__init__(backbone, config)
