@@ -38,6 +38,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_call(function: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call, the device synchronised
+    before and after."""
+    synchronize(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    function()
+    synchronize(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def time_interleaved(
     passes: dict[str, Callable[[], object]], device: torch.device, precision: str, warmup: int, repeats: int
 ) -> dict[str, list[float]]:

@@ -21,29 +21,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import functools
 import warnings
 
 import torch
 
+from _bench import timed_call
 from zsad.backbone import create_backbone
 from zsad.engine.runtime import resolve_device
 from zsad.methods import build_method
 from zsad.text import encode_learned_prompts
-
-
-def make_timer(device: torch.device):
-    def timed(function) -> tuple[float, float]:
-        """(wall seconds, CPU seconds of this process) of one call."""
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        wall, cpu = time.perf_counter(), time.process_time()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - wall, time.process_time() - cpu
-
-    return timed
 
 
 def text_pass_seconds(detector, batch: int, repeats: int, timed) -> tuple[int, dict[str, tuple[float, float]]]:
@@ -94,7 +81,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
     device = resolve_device(args.device)
-    timed = make_timer(device)
+    timed = functools.partial(timed_call, device=device)
     torch.manual_seed(0)
     backbone = create_backbone(model_name=args.backbone, weights="random", image_size=args.image_size)
     detector = build_method("promptmoe", backbone, {}).eval().to(device)

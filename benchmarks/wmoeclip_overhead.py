@@ -19,25 +19,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import warnings
 
 import torch
 
+from _bench import timed_call
 from zsad.backbone import create_backbone
 from zsad.engine.runtime import resolve_device
 from zsad.methods import build_method
-
-
-def timed(function, device: torch.device) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of one call."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    function()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
@@ -69,8 +58,8 @@ def main() -> None:
         frozen(), wmoeclip()  # warm-up (tokenizer, kernels, allocator)
         frozen_times, method_times = [], []
         for _ in range(args.repeats):
-            frozen_times.append(timed(frozen, device))
-            method_times.append(timed(wmoeclip, device))
+            frozen_times.append(timed_call(frozen, device))
+            method_times.append(timed_call(wmoeclip, device))
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"backbone {args.backbone} (random weights), {args.image_size} px, batch {args.batch_size}, {where}")
     print(f"trainable parameters: {detector.trainable_parameter_count():,}  "
