@@ -265,3 +265,37 @@ def test_backbone_config_is_resolved_to_a_concrete_image_size():
         warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
         backbone = create_backbone(model_name="zsad-tiny", weights="random")  # no image size given
     assert isinstance(backbone.config.image_size, int) and backbone.config.image_size == backbone.image_size
+
+
+def test_fused_causal_text_path_matches_openclip_and_runs_under_bf16(tiny_backbone):
+    tokens = tiny_backbone.tokenize(["a photo of a flawless bottle.", "scratch"])
+    embeddings, eot = tiny_backbone.token_embeddings(tokens), tokens.argmax(dim=-1)
+    with torch.no_grad():
+        fused = tiny_backbone.encode_text_embeddings(embeddings, eot)
+        tiny_backbone.fused_attention = False
+        try:
+            reference = tiny_backbone.encode_text_embeddings(embeddings, eot)  # OpenCLIP's forward + float mask
+        finally:
+            tiny_backbone.fused_attention = True
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = tiny_backbone.encode_text_embeddings(embeddings, eot)
+    assert torch.allclose(fused, reference, atol=1e-5)
+    assert torch.nn.functional.cosine_similarity(low.float(), reference, dim=-1).min() > 0.99
+
+
+def test_a_causal_block_ignores_later_tokens(tiny_backbone):
+    from zsad.vit_blocks import run_block
+
+    block = tiny_backbone.clip.transformer.resblocks[0]
+    x = torch.randn(1, 6, tiny_backbone.clip.transformer.width)
+    later_changed = x.clone()
+    later_changed[:, 4:] += 5.0
+    with torch.no_grad():
+        out, _ = run_block(block, x, with_vv=False, causal=True)
+        out_changed, _ = run_block(block, later_changed, with_vv=False, causal=True)
+        plain, _ = run_block(block, x, with_vv=False)
+    assert torch.allclose(out[:, :4], out_changed[:, :4], atol=1e-6)  # tokens 0..3 never see 4, 5
+    assert not torch.allclose(out[:, 4:], out_changed[:, 4:])
+    assert not torch.allclose(out[:, :4], plain[:, :4])  # without the mask they would
+    with pytest.raises(ValueError, match="causal block needs the fused path"):
+        run_block(block, x, with_vv=False, fused=False, causal=True)

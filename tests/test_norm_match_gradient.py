@@ -127,7 +127,8 @@ def train_and_track_b(backbone, data_spec, out, mode: str, steps: int = 40) -> l
 def test_b_keeps_learning_with_the_bounded_gradient_and_stalls_with_the_paper_one(backbone, data_spec, tmp_path):
     bounded = train_and_track_b(backbone, data_spec, tmp_path / "bounded", "bounded")
     paper = train_and_track_b(backbone, data_spec, tmp_path / "paper", "paper")
-    assert bounded[0] == pytest.approx(1.0) and paper[0] == pytest.approx(1.0)  # Adam's first step is lr either way
+    # Adam's first step is lr either way (up to its eps: |g| / (|g| + eps) is 1 - 1.5e-6 on torch 2.1)
+    assert bounded[0] == pytest.approx(1.0, rel=1e-5) and paper[0] == pytest.approx(1.0, rel=1e-5)
     bounded_mean = sum(bounded[10:40]) / 30
     paper_mean = sum(paper[10:40]) / 30
     assert bounded_mean >= 0.1

@@ -15,7 +15,7 @@ pytest.importorskip("onnx", reason="ONNX tests need onnx and onnxruntime (the 'o
 import toy_method  # noqa: F401,E402  (registers 'toy': a method written outside zsad gets these checks too)
 from zsad.cli import app  # noqa: E402
 from zsad.data.synth import generate_mvtec_like  # noqa: E402
-from zsad.engine.onnx_export import OnnxPredictor, OnnxExportError, export_onnx  # noqa: E402
+from zsad.engine.onnx_export import OnnxExportError, OnnxPredictor, export_onnx, torchscript_exporter_options  # noqa: E402
 from zsad.methods import available_methods, build_method  # noqa: E402
 from zsad.text import build_learned_prompts, encode_learned_prompts  # noqa: E402
 
@@ -57,7 +57,7 @@ def test_learned_prompts_with_empty_parts_convert(class_name, side, tiny_backbon
     path = tmp_path / "prompt.onnx"
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (tokens,), str(path), dynamo=False, input_names=["tokens"])
+        torch.onnx.export(module, (tokens,), str(path), **torchscript_exporter_options(), input_names=["tokens"])
     (onnx_feature,) = onnxruntime.InferenceSession(str(path)).run(None, {"tokens": tokens.numpy()})
     with torch.no_grad():
         assert (torch.from_numpy(onnx_feature) - module(tokens)).abs().max() <= 1e-5
@@ -201,7 +201,7 @@ def test_addcdiv_gets_an_onnx_form(tmp_path, value):
     x = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
     path = str(tmp_path / "addcdiv.onnx")
     with _missing_symbolics(17):
-        torch.onnx.export(AddCDiv(), (x,), path, dynamo=False, opset_version=17, input_names=["x"])
+        torch.onnx.export(AddCDiv(), (x,), path, **torchscript_exporter_options(), opset_version=17, input_names=["x"])
     (result,) = onnxruntime.InferenceSession(path).run(None, {"x": x.numpy()})
     assert torch.allclose(torch.from_numpy(result), AddCDiv()(x), atol=1e-6)
 

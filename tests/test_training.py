@@ -598,3 +598,30 @@ def test_image_cache_respects_its_budget_and_switch(data_spec):
     for data in (too_small, switched_off):
         assert all(not part._resized for part in data.dataset.dataset.datasets)
     assert 0 <= image_cache_budget(2) <= image_cache_budget(1) <= 8 * 2**30
+
+
+def test_the_saved_schedule_state_loads_with_a_weights_only_loader_and_resumes_the_schedule(tmp_path):
+    from collections import Counter
+
+    from zsad.engine.run_folder import load_scheduler_state, scheduler_state_to_save
+
+    def schedule():
+        optimiser = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        return optimiser, torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=[2, 4], gamma=0.5)
+
+    optimiser, scheduler = schedule()
+    for _ in range(3):
+        optimiser.step()
+        scheduler.step()
+    state = scheduler_state_to_save(scheduler)
+    assert not any(isinstance(value, Counter) for value in state.values())  # torch 2.1's loader refuses Counter
+    torch.save(state, tmp_path / "state.pt")
+    optimiser2, resumed = schedule()
+    load_scheduler_state(resumed, torch.load(tmp_path / "state.pt", weights_only=True))
+    assert isinstance(resumed.milestones, Counter)
+    optimiser2.param_groups[0]["lr"] = optimiser.param_groups[0]["lr"]  # the optimiser state travels separately
+    for _ in range(3):
+        optimiser.step(), optimiser2.step()
+        scheduler.step(), resumed.step()
+        assert resumed.get_last_lr() == scheduler.get_last_lr()
+    assert scheduler.get_last_lr() == [0.25]

@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from .clip_weights import WeightsUnavailableError, build_clip, canonical_weights, is_random_weights
 from .maps import REFERENCE_SIZE
-from .vit_blocks import run_block
+from .vit_blocks import run_block, supports_fused_attention
 
 DEFAULT_MODEL_NAME = "ViT-L-14-336"
 _DEFAULT_IMAGE_SIZES = {"ViT-L-14-336": REFERENCE_SIZE}
@@ -347,7 +347,16 @@ class ClipBackbone(nn.Module):
         clip = self.clip
         length = int(eot_index.max()) + 1
         x = embeddings[:, :length] + clip.positional_embedding[:length].to(embeddings.dtype)
-        x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
+        transformer = clip.transformer
+        if self.fused_attention and getattr(transformer, "batch_first", False) and all(
+            supports_fused_attention(block) for block in transformer.resblocks
+        ):
+            # SDPA's own causal mask: no float mask to cast (torch 2.1 refuses a float
+            # mask beside bf16 queries under autocast), and the fused causal kernels.
+            for block in transformer.resblocks:
+                x, _ = run_block(block, x, with_vv=False, causal=True)
+        else:
+            x = transformer(x, attn_mask=clip.attn_mask[:length, :length])
         x = clip.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot_index]
         projection = clip.text_projection

@@ -7,8 +7,10 @@ from the same weights with one packed q/k/v projection and
 ``F.scaled_dot_product_attention`` on (B, heads, T, d_h) views, and shares that
 projection with the V-V stream (whose values are the block's own v).
 
-Blocks this module cannot reproduce exactly (attention masks, cross-attention, extra
-key/value biases, attention dropout in training) run through OpenCLIP's own forward.
+The text tower's blocks take the same path with ``causal=True`` (SDPA's own causal
+mask instead of OpenCLIP's additive float mask). Blocks this module cannot reproduce
+exactly (other attention masks, cross-attention, extra key/value biases, attention
+dropout in training) run through OpenCLIP's own forward.
 """
 from __future__ import annotations
 
@@ -62,21 +64,24 @@ def value_heads(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def run_block(
-    block: nn.Module, x: torch.Tensor, with_vv: bool, fused: bool = True
+    block: nn.Module, x: torch.Tensor, with_vv: bool, fused: bool = True, causal: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One block on x (B, T, d). Returns (the block's output (B, T, d), the V-V update
     (B, T, d) of the same block when ``with_vv``, else None).
 
     Fused path when ``fused`` and :func:`supports_fused_attention`, else OpenCLIP's
-    forward (the reference) and the V-V values from a separate projection."""
+    forward (the reference) and the V-V values from a separate projection. ``causal``:
+    token t attends to tokens 0..t only (the text tower); it needs the fused path."""
     if not (fused and supports_fused_attention(block)):
+        if causal:
+            raise ValueError("a causal block needs the fused path (OpenCLIP's forward takes the mask itself)")
         return block(x), (vv_update(block, value_heads(block, x)) if with_vv else None)
     attention: nn.MultiheadAttention = block.attn
     heads = attention.num_heads
     qkv = F.linear(block.ln_1(x), attention.in_proj_weight, attention.in_proj_bias)
     q, k, v = (_split_heads(part, heads) for part in qkv.chunk(3, dim=-1))
     dropout = attention.dropout if attention.training else 0.0
-    mixed = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    mixed = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
     out = x + block.ls_1(attention.out_proj(_merge_heads(mixed)))
     out = out + block.ls_2(block.mlp(block.ln_2(out)))
     return out, (vv_update(block, v) if with_vv else None)

@@ -16,6 +16,7 @@ weights in external data files next to the ``.onnx`` file (keep them together).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import warnings
 from dataclasses import dataclass
@@ -102,17 +103,27 @@ def _traceable(model: nn.Module) -> Iterator[None]:
     the same outputs): nn.MultiheadAttention's fused kernel (no ONNX form), and any expert
     dispatch other than ``"dense"`` (sparse or automatic: its shapes depend on the
     routing) for any module that has one."""
-    previous = torch.backends.mha.get_fastpath_enabled()
+    fastpath = getattr(torch.backends, "mha", None)  # no such switch on older torch (2.1)
+    previous = fastpath.get_fastpath_enabled() if fastpath is not None else None
     sparse = [(module, module.dispatch) for module in model.modules() if getattr(module, "dispatch", "dense") != "dense"]
-    torch.backends.mha.set_fastpath_enabled(False)
+    if fastpath is not None:
+        fastpath.set_fastpath_enabled(False)
     for module, _ in sparse:
         module.dispatch = "dense"
     try:
         yield
     finally:
-        torch.backends.mha.set_fastpath_enabled(previous)
+        if fastpath is not None:
+            fastpath.set_fastpath_enabled(previous)
         for module, dispatch in sparse:
             module.dispatch = dispatch
+
+
+def torchscript_exporter_options() -> dict[str, bool]:
+    """The keyword that picks the TorchScript exporter where torch also has the dynamo-based
+    one (newer torch, where ``dynamo`` may default to True); older torch (2.1) has only the
+    TorchScript exporter and no such keyword."""
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 
 
 def export_onnx(
@@ -163,8 +174,8 @@ def _convert(model: AnomalyDetector, class_words: str, out: Path, opset: int, dy
         wrapper(example)  # fills the text-feature caches before tracing
         try:
             torch.onnx.export(
-                wrapper, (example,), str(out), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES), dynamic_axes=axes,
+                wrapper, (example,), str(out), **torchscript_exporter_options(), opset_version=opset,
+                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=axes,
             )
         except Exception as error:
             raise OnnxExportError(f"ONNX export of method '{model.name}' failed: {error}") from error

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -150,6 +151,21 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, context: Distr
                 checkpoint.unlink()
                 train_state_path(checkpoint).unlink(missing_ok=True)
     barrier(context)
+
+
+def scheduler_state_to_save(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
+    """The schedule's state dict with ``collections.Counter`` values (MultiStepLR's
+    milestones) as plain dicts: torch's weights-only loader refuses Counter before 2.4, so
+    a train state holding one could not be resumed there."""
+    return {key: dict(value) if isinstance(value, Counter) else value for key, value in scheduler.state_dict().items()}
+
+
+def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict[str, Any]) -> None:
+    """Load a state written by :func:`scheduler_state_to_save` (or a plain ``state_dict``):
+    values the schedule keeps as a Counter become Counters again."""
+    scheduler.load_state_dict(
+        {key: Counter(value) if isinstance(getattr(scheduler, key, None), Counter) else value for key, value in state.items()}
+    )
 
 
 class DamagedCheckpointError(CheckpointError):

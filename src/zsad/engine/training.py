@@ -42,7 +42,9 @@ from .run_folder import (
     drop_epochs_after,
     epoch_checkpoint_path,
     latest_resume_point,
+    load_scheduler_state,
     prepare_out_dir,
+    scheduler_state_to_save,
     train_state_path,
 )
 from .runtime import autocast, check_training_precision, default_num_workers
@@ -219,7 +221,7 @@ class _TrainingRun:
         self.optimizer, self.scheduler = self.detector.configure_optimisation(self.config, self.steps_per_epoch())
         if point is not None:
             self.optimizer.load_state_dict(point.optimizer)
-            self.scheduler.load_state_dict(point.scheduler)
+            load_scheduler_state(self.scheduler, point.scheduler)
 
     def steps_per_epoch(self) -> int:
         """Optimiser steps of one epoch of this rank (the last batch may be short)."""
@@ -361,7 +363,7 @@ class _TrainingRun:
             "epoch": epoch,
             "global_step": self.global_step,
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler": scheduler_state_to_save(self.scheduler),
             "epoch_means": self.epoch_means,
             "wall_time_s": self.wall_time(),
             "unreadable": sorted(self.unreadable),
