@@ -288,13 +288,6 @@ def test_collate_gives_a_typed_batch(mvtec_root):
         collate([])
 
 
-def test_augment_flag_uses_random_joint_augmentation(mvtec_root):
-    dataset = build_dataset(f"mvtec:{mvtec_root}", classes=["disc"], image_size=SIZE, augment=True)
-    torch.manual_seed(0)
-    draws = [dataset[0]["image"] for _ in range(6)]
-    assert any(not torch.equal(draws[0], other) for other in draws[1:])
-
-
 def test_has_image_labels_needs_both_labels(tmp_path):
     samples = [Sample(tmp_path / "a.png", 1, None, "x")]
     assert not AnomalyDataset("folder", tmp_path, samples, has_masks=False).has_image_labels

@@ -20,6 +20,7 @@ from zsad.engine.run_folder import epoch_checkpoints, resolve_checkpoint, train_
 from zsad.engine.distributed import DistributedContext, context_from_environment, ddp_options, process_device
 from zsad.engine.train_config import TrainingConfig
 from zsad.data import collate
+from zsad.data.augment import AugmentDraw, AugmentSampler
 from zsad.engine.train_data import SeededItems, derive_seed, epoch_order, training_batch
 from zsad.engine.train_log import TrainLog, read_train_log
 from zsad.engine.run_folder import DamagedCheckpointError, RunDirectoryNotEmptyError, check_resume_config
@@ -187,24 +188,48 @@ def test_rank_shards_cover_the_epoch_with_equal_lengths(length, world_size):
 
 
 def test_augmentation_is_a_function_of_seed_epoch_and_index_and_leaves_global_rng_alone(data_spec):
-    dataset = SeededItems(build_dataset(data_spec, image_size=IMAGE_SIZE, augment=True), seed=0)
+    dataset = SeededItems(build_dataset(data_spec, image_size=IMAGE_SIZE), seed=0, sampler=AugmentSampler(IMAGE_SIZE))
+
+    def choices(epoch: int, index: int) -> torch.Tensor:
+        params = dataset[(epoch, index)]["augment"]
+        return torch.cat([params.geometry.flatten(), params.jitter])
+
     before = torch.get_rng_state()
-    first = dataset[(1, 3)]["image"]
+    first = choices(1, 3)
     assert torch.equal(torch.get_rng_state(), before)
     torch.manual_seed(999)  # the global state must not matter
-    assert torch.equal(dataset[(1, 3)]["image"], first)
-    assert not all(torch.equal(dataset[(epoch, 3)]["image"], first) for epoch in range(2, 6))
+    assert torch.equal(choices(1, 3), first)
+    assert not all(torch.equal(choices(epoch, 3), first) for epoch in range(2, 6))
+    assert not all(torch.equal(choices(1, index), first) for index in range(4, 6))
+    assert "augment" not in SeededItems(dataset.dataset, seed=0)[(1, 3)]  # no sampler: no choices
 
 
-def _items(labels, errors, has_mask=(True, True, False)) -> list[dict]:
-    """Three dataset items (image i filled with i; item 1's mask has one anomalous pixel)."""
+def test_training_items_are_uint8_and_the_device_path_without_augmentation_equals_eval(data_spec):
+    from zsad.engine.train_data import build_training_data
+
+    data = build_training_data([data_spec], IMAGE_SIZE, quick_config(augment=False))
+    evaluated = build_dataset(data_spec, image_size=IMAGE_SIZE)
+    items = [data.dataset[(1, index)] for index in range(3)]
+    assert items[0]["image"].dtype == torch.uint8 and items[0]["mask"].dtype == torch.uint8 and "augment" not in items[0]
+    batch = training_batch(collate(items), torch.device("cpu"))
+    for index in range(3):
+        image, mask = evaluated[index]["image"], evaluated[index]["mask"]
+        assert torch.equal(batch.images[index], image) and torch.equal(batch.masks[index], mask)
+
+
+def _items(labels, errors, has_mask=(True, True, False), augment=None) -> list[dict]:
+    """Three dataset items (image i filled with 10 i; item 1's mask has one anomalous pixel),
+    with ``augment`` (one AugmentDraw per item) when given."""
     items = []
     for i in range(3):
-        mask = torch.zeros(1, 4, 4)
+        mask = torch.zeros(1, 4, 4, dtype=torch.uint8)
         if i == 1:
             mask[0, 1, 1] = 1
-        items.append({"image": torch.full((3, 4, 4), float(i)), "mask": mask, "has_mask": has_mask[i], "label": labels[i],
-                      "class_name": "abc"[i], "path": f"p{i}", "original_size": torch.tensor([4, 4]), "error": errors[i]})
+        items.append({"image": torch.full((3, 4, 4), 10 * i, dtype=torch.uint8), "mask": mask, "has_mask": has_mask[i],
+                      "label": labels[i], "class_name": "abc"[i], "path": f"p{i}", "original_size": torch.tensor([4, 4]),
+                      "error": errors[i]})
+        if augment is not None:
+            items[-1]["augment"] = augment[i].encode()
     return items
 
 
@@ -212,18 +237,38 @@ def test_collate_drops_unreadable_items_once_and_names_them():
     batch = collate(_items([0, -1, -1], ["", "broken", ""]))
     assert len(batch) == 2 and batch.size == 3 and batch.positions == [0, 2]
     assert batch.unreadable == [("p1", "broken")] and batch.class_names == ["a", "c"]
-    assert batch.images[:, 0, 0, 0].tolist() == [0.0, 2.0] and batch.original_sizes.shape == (2, 2)
+    assert batch.images[:, 0, 0, 0].tolist() == [0, 20] and batch.original_sizes.shape == (2, 2)
+    assert batch.augment is None
     empty = collate(_items([0, 0, 0], ["x", "y", "z"]))
-    assert len(empty) == 0 and empty.images.shape == (0, 3, 4, 4) and training_batch(empty) is None
+    assert len(empty) == 0 and empty.images.shape == (0, 3, 4, 4) and training_batch(empty, torch.device("cpu")) is None
+    shifted = AugmentDraw(translate=(1, 0))
+    augmented = collate(_items([0, -1, -1], ["", "broken", ""], augment=[AugmentDraw(), shifted, shifted]))
+    assert augmented.augment.geometry.shape == (2, 2, 3) and augmented.augment.jitter.shape == (2, 4)
+    assert augmented.augment.geometry[0, 0, 2] == 0 and augmented.augment.geometry[1, 0, 2] == -1  # the readable rows
 
 
 def test_training_batch_marks_missing_pixel_labels():
-    items = training_batch(collate(_items([0, -1, -1], ["", "", ""])))
+    cpu = torch.device("cpu")
+    items = training_batch(collate(_items([0, -1, -1], ["", "", ""])), cpu)
     assert items.categories == ["a", "b", "c"]
     assert items.labels.tolist() == [0, 1, -1]  # unknown label taken from a real mask only
     assert bool((items.masks[0] == 0).all()) and items.masks[1, 0, 1, 1] == 1 and bool((items.masks[2] == -1).all())
-    items = training_batch(collate(_items([0, -1, 0], ["", "", ""])))  # a normal image of a set without masks
+    assert items.masks.dtype == torch.float32 and items.images.dtype == torch.float32
+    items = training_batch(collate(_items([0, -1, 0], ["", "", ""])), cpu)  # a normal image of a set without masks
     assert bool((items.masks[2] == 0).all()) and items.labels.tolist() == [0, 1, 0]
+
+
+def test_training_batch_augments_masks_before_labelling_and_keeps_unknown_masks_whole():
+    """The device augments image and mask together; an unknown label comes from the
+    augmented mask (the defect pixel shifted out of the frame: normal), and the -1 of an
+    image without a pixel label covers the whole frame, also where the shift left a gap."""
+    stay, leave = AugmentDraw(translate=(1, 0)), AugmentDraw(translate=(-2, 0))
+    items = training_batch(collate(_items([0, -1, 1], ["", "", ""], augment=[stay, stay, stay])), torch.device("cpu"))
+    assert items.labels.tolist() == [0, 1, 1]
+    assert items.masks[1, 0].nonzero().tolist() == [[1, 2]] and bool((items.masks[2] == -1).all())
+    assert bool((items.images[:, :, :, 0] == items.images[0, :, 0, 0].view(1, 3, 1)).all())  # black (0) moved in
+    items = training_batch(collate(_items([0, -1, 1], ["", "", ""], augment=[stay, leave, stay])), torch.device("cpu"))
+    assert items.labels.tolist() == [0, 0, 1]
 
 
 # ---------------------------------------------------------------- the loop and its outputs

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from zsad.data.augment import AugmentParams
 from zsad.data.sample import Sample
 from zsad.data.transforms import EvalTransform, resize_image, resize_mask
 from zsad.imageio import ImageReadError, MaskSizeError, read_image, read_mask
@@ -32,8 +33,9 @@ class AnomalyDataset(Dataset):
             metrics are defined.
 
     Each item is a dict:
-        ``image`` float32 ``(3, S, S)`` CLIP-normalised; ``mask`` float32 ``(1, S, S)`` in
-        {0, 1} (zeros without a mask); ``has_mask`` bool (the mask is a real pixel label);
+        ``image`` ``(3, S, S)`` and ``mask`` ``(1, S, S)`` in {0, 1} (zeros without a mask)
+        as the transform returns them (default ``EvalTransform``: float32, the image
+        CLIP-normalised; ``ResizeTransform``: uint8); ``has_mask`` bool (the mask is a real pixel label);
         ``label`` int (1, 0, or -1 unknown); ``class_name`` str; ``path`` str;
         ``original_size`` int64 ``[H, W]`` of the file; ``error`` str ("" when fine,
         otherwise the read error, with zero tensors, so a loader never dies on one file).
@@ -134,10 +136,12 @@ class Batch:
     """The readable items of a list of dataset items, batched; the unreadable ones are
     only named (what every consumer skips, dropped once here).
 
-    images (B, 3, S, S); masks (B, 1, S, S); has_mask bool (B,); labels int64 (B,)
-    (-1 unknown); original_sizes int64 (B, 2) as (H, W); class_names, paths: (B,) lists;
-    positions: (B,) index of each readable item in the collated list; unreadable:
-    (path, error) of each item that could not be read, in order; size: all items.
+    images (B, 3, S, S); masks (B, 1, S, S) (dtypes as the transform gave them); has_mask
+    bool (B,); labels int64 (B,) (-1 unknown); original_sizes int64 (B, 2) as (H, W);
+    class_names, paths: (B,) lists; positions: (B,) index of each readable item in the
+    collated list; unreadable: (path, error) of each item that could not be read, in
+    order; size: all items; augment: the items' augmentation choices (training items
+    carry them under ``"augment"``), None when they carry none.
     """
 
     images: torch.Tensor
@@ -150,6 +154,7 @@ class Batch:
     positions: list[int]
     unreadable: list[tuple[str, str]]
     size: int
+    augment: AugmentParams | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -163,6 +168,7 @@ class Batch:
             has_mask=self.has_mask.pin_memory(),
             labels=self.labels.pin_memory(),
             original_sizes=self.original_sizes.pin_memory(),
+            augment=None if self.augment is None else self.augment.pin_memory(),
         )
 
 
@@ -171,11 +177,11 @@ def collate(items: list[dict]) -> Batch:
     if not items:
         raise ValueError("cannot collate an empty list of items")
     rows = [i for i, item in enumerate(items) if not item["error"]]
-    index = torch.tensor(rows, dtype=torch.int64)
 
     def stacked(key: str) -> torch.Tensor:
-        values = torch.stack([item[key] for item in items])
-        return values if len(rows) == len(items) else values[index]  # all readable: no copy
+        if rows:  # the unreadable items' zero tensors may differ in dtype: left out
+            return torch.stack([items[i][key] for i in rows])
+        return torch.stack([item[key] for item in items])[:0]  # nothing readable: no rows, same shape
 
     return Batch(
         images=stacked("image"),
@@ -188,4 +194,5 @@ def collate(items: list[dict]) -> Batch:
         positions=rows,
         unreadable=[(item["path"], item["error"]) for item in items if item["error"]],
         size=len(items),
+        augment=AugmentParams.stack([items[i]["augment"] for i in rows]) if rows and "augment" in items[0] else None,
     )

@@ -7,7 +7,6 @@ from pathlib import Path
 from zsad.data.dataset import AnomalyDataset
 from zsad.data.layouts import LAYOUTS, DataLayoutError, LayoutSamples
 from zsad.data.sample import SPLITS, Sample
-from zsad.data.transforms import EvalTransform, TrainAugment
 from zsad.maps import REFERENCE_SIZE
 
 DATASET_KINDS: tuple[str, ...] = tuple(LAYOUTS)
@@ -32,7 +31,6 @@ def build_dataset(
     classes: list[str] | None = None,
     image_size: int = REFERENCE_SIZE,
     split: str = "test",
-    augment: bool = False,
 ) -> AnomalyDataset:
     """Read the data set named by ``spec`` (``"kind:PATH"``).
 
@@ -42,8 +40,9 @@ def build_dataset(
         image_size: output side ``S`` of images and masks.
         split: ``"test"`` (the labelled test split), ``"train"`` (normal training images,
             where the layout has them) or ``"all"`` (both).
-        augment: use :class:`TrainAugment` (random draws from torch's global generator)
-            instead of the deterministic :class:`EvalTransform`.
+
+    Items are resized and CLIP-normalised (``EvalTransform``); training swaps in
+    ``ResizeTransform`` and augments on its device.
 
     Raises:
         ValueError (DataLayoutError for layout problems): unknown kind/split/class, a missing
@@ -63,8 +62,7 @@ def build_dataset(
         )
     if found.has_masks:
         _check_masks_present(samples, root)
-    transform = TrainAugment(image_size) if augment else EvalTransform(image_size)
-    return AnomalyDataset(kind, root, samples, found.has_masks, image_size, transform)
+    return AnomalyDataset(kind, root, samples, found.has_masks, image_size)
 
 
 def _select_split(found: LayoutSamples, split: str, kind: str, root: Path) -> list[Sample]:

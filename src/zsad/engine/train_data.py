@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from ..data import AnomalyDataset, Batch, build_dataset
-from ..data.transforms import TrainAugment
+from ..data.augment import AugmentSampler, augment_batch
+from ..data.transforms import ResizeTransform, clip_normalize, unit_range
 from .train_config import TrainingConfig
 
 ItemKey = tuple[int, int]  # (epoch, index into the concatenated data set)
@@ -74,21 +75,26 @@ class EpochSampler(Sampler[ItemKey]):
 
 
 class SeededItems(Dataset):
-    """Wraps a data set so that item ``(epoch, index)`` is produced under the global torch
-    generator seeded with ``derive_seed(seed, epoch, index)`` (augmentation draws from it)."""
+    """Wraps a data set so that item ``(epoch, index)`` carries, under ``"augment"``, the
+    augmentation choices (:class:`AugmentParams`) that ``sampler`` draws from a generator
+    seeded with ``derive_seed(seed, epoch, index)``; without a sampler the items are the
+    data set's own."""
 
-    def __init__(self, dataset: Dataset, seed: int):
+    def __init__(self, dataset: Dataset, seed: int, sampler: AugmentSampler | None = None):
         self.dataset = dataset
         self.seed = seed
+        self.sampler = sampler
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key: ItemKey) -> dict:
         epoch, index = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, epoch, index))
-            return self.dataset[index]
+        item = self.dataset[index]
+        if self.sampler is not None:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch, index))
+            item["augment"] = self.sampler.draw(generator).encode()
+        return item
 
 
 @dataclass
@@ -115,23 +121,25 @@ def build_training_data(
     specs: list[str], image_size: int, config: TrainingConfig, cache_budget: int = 0
 ) -> TrainingData:
     """Read every ``KIND:PATH`` spec (its test split, plus train/good with
-    ``include_train_split``) and concatenate them. With ``config.cache_images`` and a
-    set that fits ``cache_budget`` bytes, every image is decoded and resized once, here
-    (worker processes inherit the cache)."""
+    ``include_train_split``) and concatenate them. Items are uint8 images and masks at
+    S x S (``ResizeTransform``) with, when ``config.augment``, their augmentation choices.
+    With ``config.cache_images`` and a set that fits ``cache_budget`` bytes, every image
+    is decoded and resized once, here (worker processes inherit the cache)."""
     if not specs:
         raise ValueError("training needs at least one data set (--data KIND:PATH)")
     parts: list[AnomalyDataset] = []
     for spec in specs:
-        dataset = build_dataset(spec, image_size=image_size, split=config.split(), augment=config.augment)
-        if config.augment:
-            dataset.transform = TrainAugment(image_size, p=config.augment_p)
+        dataset = build_dataset(spec, image_size=image_size, split=config.split())
+        dataset.transform = ResizeTransform(image_size)
         parts.append(dataset)
     categories = sorted({name for part in parts for name in part.classes})
     if config.cache_images and sum(part.resized_bytes() for part in parts) <= cache_budget:
         for part in parts:
             part.cache_resized()
     return TrainingData(
-        dataset=SeededItems(ConcatDataset(parts), config.seed),
+        dataset=SeededItems(
+            ConcatDataset(parts), config.seed, AugmentSampler(image_size, p=config.augment_p) if config.augment else None
+        ),
         image_counts={spec: len(part) for spec, part in zip(specs, parts)},
         categories=categories,
     )
@@ -142,13 +150,13 @@ UNKNOWN = -1
 
 @dataclass
 class TrainingBatch:
-    """The readable items of a collated batch, ready for the detector.
+    """The readable items of a collated batch on the training device, ready for the detector.
 
-    images (B', 3, S, S); masks (B', 1, S, S) in {0, 1} (all 0 for a normal image, also in
-    a set without mask files), or all -1 for an anomalous image without a pixel label
-    (the methods skip its segmentation loss); labels (B',) int64 in {0, 1, -1
-    unknown}, an unknown label being taken from a real mask when there is one;
-    categories: (B',) category keys.
+    images (B', 3, S, S) float32, augmented and CLIP-normalised; masks (B', 1, S, S)
+    float32 in {0, 1} (all 0 for a normal image, also in a set without mask files), or
+    all -1 for an anomalous image without a pixel label (the methods skip its
+    segmentation loss); labels (B',) int64 in {0, 1, -1 unknown}, an unknown label being
+    taken from a real (augmented) mask when there is one; categories: (B',) category keys.
     """
 
     images: torch.Tensor
@@ -157,17 +165,27 @@ class TrainingBatch:
     categories: list[str]
 
 
-def training_batch(batch: Batch) -> TrainingBatch | None:
-    """The detector's training inputs from a collated batch (None when no item of it
-    was readable): masks of -1 for the images without a pixel label, unknown labels
-    taken from a real mask."""
+def training_batch(batch: Batch, device: torch.device) -> TrainingBatch | None:
+    """The detector's training inputs from a collated batch of uint8 images and masks
+    (None when no item of it was readable): moved to ``device``, augmented there as one
+    batch with the items' own choices (``batch.augment``), normalised; masks of -1 for
+    the images without a pixel label, unknown labels taken from a real mask. Nothing
+    waits for the device."""
     if not len(batch):
         return None
-    has_mask, given_labels = batch.has_mask, batch.labels
+    non_blocking = device.type == "cuda"  # the loader pins the batch on CUDA
+
+    def moved(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(device, non_blocking=non_blocking)
+
+    images, masks = unit_range(moved(batch.images)), moved(batch.masks)
+    if batch.augment is not None:
+        images, masks = augment_batch(images, masks, batch.augment.to(device, non_blocking=non_blocking))
+    has_mask, given_labels = moved(batch.has_mask), moved(batch.labels)
     # A normal image has an empty mask even in a set without mask files.
     pixel_labelled = has_mask | (given_labels == 0)
-    masks = torch.where(pixel_labelled[:, None, None, None], batch.masks, torch.tensor(float(UNKNOWN)))
+    unknown = torch.tensor(float(UNKNOWN), device=device)
+    masks = torch.where(pixel_labelled[:, None, None, None], masks.float(), unknown)
     from_mask = torch.where(has_mask, (masks.flatten(1).amax(dim=1) > 0.5).long(), UNKNOWN)
     labels = torch.where(given_labels >= 0, given_labels, from_mask)
-    # The collated images (pinned by the loader when asked) are used as they are, no copy.
-    return TrainingBatch(batch.images, masks, labels, list(batch.class_names))
+    return TrainingBatch(clip_normalize(images), masks, labels, list(batch.class_names))

@@ -251,18 +251,12 @@ class _TrainingRun:
         )
 
     def _step(self, model: torch.nn.Module, batch: TrainingBatch, epoch: int) -> _PendingStep:
-        """One optimiser step, without waiting for the device: the losses and the gradient
-        norm stay on it until :meth:`_sync` checks and logs them."""
-        device = self.device
+        """One optimiser step on a batch already on the device (moved, augmented and
+        normalised by ``training_batch``), without waiting for it: the losses and the
+        gradient norm stay on it until :meth:`_sync` checks and logs them."""
         words = [self.class_names.resolve(key) for key in batch.categories]
-        non_blocking = device.type == "cuda"
-        with autocast(device, self.config.precision):
-            output = model(
-                batch.images.to(device, non_blocking=non_blocking),
-                words,
-                batch.masks.to(device, non_blocking=non_blocking),
-                batch.labels.to(device, non_blocking=non_blocking),
-            )
+        with autocast(self.device, self.config.precision):
+            output = model(batch.images, words, batch.masks, batch.labels)
         if not output.losses:
             raise TrainingError(
                 f"method '{self.detector.name}' returned no losses in training mode (is it in train mode "
@@ -329,7 +323,7 @@ class _TrainingRun:
         )
         try:
             for raw in loader:
-                batch = training_batch(raw)
+                batch = training_batch(raw, self.device)
                 self._note_unreadable(dict(raw.unreadable))
                 if not all_ranks_agree(batch is not None, self.context, self.device):
                     continue
