@@ -9,10 +9,11 @@ Random weights; the data set is generated into a temporary folder (MVTec-like la
 
 * (a) model step: MoECLIP forward + losses + backward + Adam on a batch already on the
   device (no data loading, no logging, no host sync but the timer's);
-* (b) engine step: ``zsad.engine.training.fit`` (loader, augmentation, transfers,
-  checks, logging), per step = (time of warm-up + N steps - time of warm-up steps) / N,
-  so start-up and the files written at the end cancel;
-* data: loading + augmenting one sample in the main process (what one worker does).
+* (b) engine step: ``zsad.engine.training.fit`` (loader, transfers, the batched
+  augmentation on the device, checks, logging), per step = (time of warm-up + N steps -
+  time of warm-up steps) / N, so start-up and the files written at the end cancel;
+* data: loading one sample and drawing its augmentation in the main process (what one
+  worker does; the augmentation itself is part of (b)).
 
 It prints (a), (b), (b)/(a) (1.0 = the input pipeline and the loop cost nothing; the
 issue's goal is <= 1.10) and the projected wall time of the paper's recipe, 2,162
@@ -93,7 +94,7 @@ def engine_seconds(backbone, spec: str, out: Path, config: TrainingConfig, devic
 
 
 def data_seconds_per_sample(spec: str, image_size: int, samples: int) -> float:
-    """Load + augment ``samples`` items of the training set in this process."""
+    """Load ``samples`` items of the training set (with their augmentation draws) in this process."""
     data = build_training_data([spec], image_size, TrainingConfig())
     count = min(samples, len(data.dataset))
     start = time.perf_counter()
@@ -144,7 +145,7 @@ def main() -> None:
     for name, seconds in (("(a) model step, batch on the device", model_step), ("(b) zsad train step", engine_step)):
         print(f"| {name:<44} | {seconds * 1e3:>9.1f} | {steps * seconds / 60:>22.1f} min |")
     print(f"(b) / (a) = {engine_step / model_step:.2f} (goal <= 1.10); {steps:,} steps in the recipe at batch {batch}")
-    print(f"data: load + augment one sample in one process: {data_sample * 1e3:.1f} ms "
+    print(f"data: load one sample + draw its augmentation in one process: {data_sample * 1e3:.1f} ms "
           f"({data_sample * batch / model_step:.2f} of a model step per batch and worker)")
 
 

@@ -230,11 +230,11 @@ def warp(images: torch.Tensor, masks: torch.Tensor, geometry: torch.Tensor) -> t
     upper_left, upper_right = _read(framed, top_left), _read(framed, top_left + 1)
     lower_left, lower_right = _read(framed, top_left + stride), _read(framed, top_left + stride + 1)
     # a + (b - a) w is exactly a when w = 0 (a point on a pixel index).
-    upper = upper_left + (upper_right - upper_left) * right_weight
-    lower = lower_left + (lower_right - lower_left) * right_weight
+    upper = (upper_right - upper_left).mul_(right_weight).add_(upper_left)
+    lower = (lower_right - lower_left).mul_(right_weight).add_(lower_left)
     framed_masks, _ = _framed(masks)
     nearest = ((y.round() + 1) * stride + (x.round() + 1)).long()
-    return upper + (lower - upper) * lower_weight, _read(framed_masks, nearest)
+    return (lower - upper).mul_(lower_weight).add_(upper), _read(framed_masks, nearest)
 
 
 # ---------------------------------------------------------------- colour
@@ -254,7 +254,7 @@ def grey(images: torch.Tensor) -> torch.Tensor:
 def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """``factor * images + (1 - factor) * other`` per image, clamped to [0, 1]; factor (B,)."""
     weight = _per_image(factor)
-    return (images * weight + other * (1 - weight)).clamp(0.0, 1.0)
+    return (images * weight).add_(other * (1 - weight)).clamp_(0.0, 1.0)
 
 
 def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
@@ -305,7 +305,7 @@ def jitter_colours(images: torch.Tensor, jitter: torch.Tensor, shifts_hue: bool 
     """
     jitter = jitter.to(device=images.device, dtype=images.dtype)
     brightness, contrast, saturation, hue = jitter.unbind(1)
-    images = _blend(images, torch.zeros((), dtype=images.dtype, device=images.device), brightness)
+    images = (images * _per_image(brightness)).clamp_(0.0, 1.0)
     images = _blend(images, grey(images).mean(dim=(1, 2, 3), keepdim=True), contrast)
     images = _blend(images, grey(images), saturation)
     if shifts_hue:
