@@ -613,6 +613,23 @@ def test_moeclip_trains_two_steps_with_all_its_losses(backbone, data_spec, tmp_p
     assert any("lora_b" in k for k in changed) and any("router" in k for k in changed)
 
 
+def test_the_step_feeds_the_model_the_batch_augmented_on_the_device(backbone, data_spec, tmp_path):
+    """fit's first batch reaches the model as training_batch makes it from the items and
+    their own draws: augmented (not the plain masks), on the training device."""
+    from zsad.engine.train_data import build_training_data
+
+    config = quick_config(epochs=1, max_steps_per_epoch=1)
+    detector = make_detector(backbone)
+    run_fit(detector, data_spec, tmp_path / "run", config)
+    data = build_training_data([data_spec], IMAGE_SIZE, config)
+    keys = [(1, index) for index in epoch_order(len(data.dataset), config.seed, 1)[:2]]
+    raw = collate([data.dataset[key] for key in keys])
+    expected = training_batch(raw, torch.device("cpu"))
+    assert torch.equal(detector.seen_masks[0], expected.masks)
+    plain = training_batch(collate([data.dataset.dataset[index] for _, index in keys]), torch.device("cpu"))
+    assert not torch.equal(expected.masks, plain.masks) or not torch.equal(expected.images, plain.images)
+
+
 def test_worker_processes_load_the_same_augmented_batches(straight_run, backbone, data_spec, tmp_path):
     detector = make_detector(backbone)
     run_fit(detector, data_spec, tmp_path / "run", quick_config(num_workers=2))

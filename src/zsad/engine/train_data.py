@@ -173,6 +173,8 @@ def training_batch(batch: Batch, device: torch.device) -> TrainingBatch | None:
     waits for the device."""
     if not len(batch):
         return None
+    if batch.images.dtype != torch.uint8:
+        raise ValueError(f"training batches hold uint8 images (ResizeTransform), got {batch.images.dtype}")
     non_blocking = device.type == "cuda"  # the loader pins the batch on CUDA
 
     def moved(tensor: torch.Tensor) -> torch.Tensor:
@@ -184,8 +186,7 @@ def training_batch(batch: Batch, device: torch.device) -> TrainingBatch | None:
     has_mask, given_labels = moved(batch.has_mask), moved(batch.labels)
     # A normal image has an empty mask even in a set without mask files.
     pixel_labelled = has_mask | (given_labels == 0)
-    unknown = torch.tensor(float(UNKNOWN), device=device)
-    masks = torch.where(pixel_labelled[:, None, None, None], masks.float(), unknown)
+    masks = masks.float().masked_fill(~pixel_labelled[:, None, None, None], float(UNKNOWN))
     from_mask = torch.where(has_mask, (masks.flatten(1).amax(dim=1) > 0.5).long(), UNKNOWN)
     labels = torch.where(given_labels >= 0, given_labels, from_mask)
     return TrainingBatch(clip_normalize(images), masks, labels, list(batch.class_names))
