@@ -34,7 +34,8 @@ def scene(size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def augment_one(image: torch.Tensor, mask: torch.Tensor, draw: AugmentDraw) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float [0, 1] image (3, S, S) and uint8 mask through the batched op as a batch of one."""
+    """uint8 image (3, S, S) and mask through the batched op as a batch of one: float
+    [0, 1] image and uint8 mask."""
     images, masks = augment_batch(image[None], mask[None], AugmentParams.stack([draw.encode()]))
     return images[0], masks[0]
 
@@ -49,7 +50,7 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("size", SIZES)
 def test_identity_choices_return_the_input_exactly(size):
     image, mask = scene(size)
-    out_image, out_mask = augment_one(unit_range(image), mask, AugmentDraw())
+    out_image, out_mask = augment_one(image, mask, AugmentDraw())
     assert torch.equal(out_image, unit_range(image)) and torch.equal(out_mask, mask)
     assert out_mask.dtype == torch.uint8
 
@@ -63,7 +64,7 @@ def test_identity_on_the_device_path_equals_the_eval_transform():
     pil = Image.fromarray(array)
     image_u8, mask_u8 = ResizeTransform(24)(pil, mask)
     assert image_u8.dtype == torch.uint8 and mask_u8.dtype == torch.uint8
-    images, masks = augment_batch(unit_range(image_u8[None]), mask_u8[None], AugmentParams.stack([AugmentDraw().encode()]))
+    images, masks = augment_batch(image_u8[None], mask_u8[None], AugmentParams.stack([AugmentDraw().encode()]))
     expected_image, expected_mask = EvalTransform(24)(pil, mask)
     assert torch.equal(clip_normalize(images)[0], expected_image)
     assert torch.equal(masks[0].float(), expected_mask)
@@ -78,7 +79,7 @@ def test_flips_equal_torchvision_exactly(size):
         (AugmentDraw(vflip=True), TF.vertical_flip),
         (AugmentDraw(hflip=True, vflip=True), lambda t: TF.vertical_flip(TF.horizontal_flip(t))),
     ]:
-        out_image, out_mask = augment_one(pixels, mask, draw)
+        out_image, out_mask = augment_one(image, mask, draw)
         assert torch.equal(out_image, flip(pixels)) and torch.equal(out_mask, flip(mask)), draw
 
 
@@ -86,7 +87,7 @@ def test_flips_equal_torchvision_exactly(size):
 @pytest.mark.parametrize("shift", [(5, 2), (-3, 4), (0, -6)])
 def test_whole_pixel_translations_equal_torchvision_exactly(size, shift):
     image, mask = scene(size)
-    out_image, out_mask = augment_one(unit_range(image), mask, AugmentDraw(translate=shift))
+    out_image, out_mask = augment_one(image, mask, AugmentDraw(translate=shift))
     options = dict(angle=0.0, translate=list(shift), scale=1.0, shear=[0.0, 0.0], fill=0)
     # torchvision's float grid is off by ~1e-6 at odd sizes; on uint8 it rounds, so compare there.
     assert torch.equal(to_uint8(out_image), TF.affine(image, interpolation=InterpolationMode.BILINEAR, **options))
@@ -107,7 +108,7 @@ def test_quarter_turns_equal_rot90_exactly(size, angle, turns):
     quarter turn maps pixel centres onto pixel centres: exactly torch.rot90 (counter-
     clockwise for positive angles, as torchvision), with no sub-pixel shift."""
     image, mask = scene(size)
-    out_image, out_mask = augment_one(unit_range(image), mask, AugmentDraw(angle=angle))
+    out_image, out_mask = augment_one(image, mask, AugmentDraw(angle=angle))
     assert torch.equal(out_image, torch.rot90(unit_range(image), turns, dims=(1, 2)))
     assert torch.equal(out_mask, torch.rot90(mask, turns, dims=(1, 2)))
     torch.testing.assert_close(out_image, TF.rotate(unit_range(image), angle, interpolation=InterpolationMode.BILINEAR),
@@ -119,7 +120,7 @@ def test_quarter_turns_equal_rot90_exactly(size, angle, turns):
 def test_general_rotation_matches_torchvision_in_the_interior(size, angle):
     image, mask = scene(size)
     pixels = unit_range(image)
-    out_image, out_mask = augment_one(pixels, mask, AugmentDraw(angle=angle))
+    out_image, out_mask = augment_one(image, mask, AugmentDraw(angle=angle))
     reference = TF.rotate(pixels, angle, interpolation=InterpolationMode.BILINEAR, fill=0)
     interior = (slice(None), slice(3, -3), slice(3, -3))
     torch.testing.assert_close(out_image[interior], reference[interior], atol=1e-5, rtol=0)
@@ -133,7 +134,7 @@ def test_translate_then_rotate_then_flip_is_one_resampling_of_their_composition(
     pixel shift, a quarter turn, a flip (here compared on uint8, where torchvision rounds)."""
     image, mask = scene(16)
     draw = AugmentDraw(translate=(3, -2), angle=90.0, hflip=True)
-    out_image, out_mask = augment_one(unit_range(image), mask, draw)
+    out_image, out_mask = augment_one(image, mask, draw)
     options = dict(angle=0.0, translate=[3, -2], scale=1.0, shear=[0.0, 0.0], fill=0)
     expected = TF.horizontal_flip(torch.rot90(TF.affine(image, interpolation=InterpolationMode.BILINEAR, **options), 1, (1, 2)))
     expected_mask = TF.horizontal_flip(torch.rot90(TF.affine(mask, interpolation=InterpolationMode.NEAREST, **options), 1, (1, 2)))
@@ -146,7 +147,7 @@ def test_masks_stay_binary_and_on_the_image_content():
     size = 48
     _, mask = scene(size)
     mask[:, 30:40, 5:12] = 1  # a second region near a corner
-    image = mask.expand(3, -1, -1).float()
+    image = mask.expand(3, -1, -1) * 255
     sampler = AugmentSampler(size, p=0.7, jitter=(0.0, 0.0, 0.0, 0.0))
     generator = torch.Generator().manual_seed(5)
     moved = 0
@@ -192,10 +193,11 @@ def test_colour_jitter_equals_torchvision_on_float_images(factors):
 
 
 def test_colour_jitter_identity_factors_change_nothing_and_geometry_leaves_colours_alone():
-    image = unit_range(scene(20, seed=2)[0])[None]
+    image_u8, mask = scene(20, seed=2)
+    image = unit_range(image_u8)[None]
     assert torch.equal(jitter_colours(image, jitter_of(), shifts_hue=True), image)
-    _, mask = scene(20)
-    out_image, out_mask = augment_batch(image, mask[None], AugmentParams.stack([AugmentDraw(jitter=(1.3, 0.9, 1.1, 0.0)).encode()]))
+    jittered = AugmentParams.stack([AugmentDraw(jitter=(1.3, 0.9, 1.1, 0.0)).encode()])
+    out_image, out_mask = augment_batch(image_u8[None], mask[None], jittered)
     assert torch.equal(out_mask[0], mask) and not torch.equal(out_image, image)
 
 
@@ -219,7 +221,7 @@ def test_each_image_of_a_batch_gets_its_own_choices():
         AugmentDraw(translate=(2, -1), angle=12.0, hflip=True, jitter=(1.2, 0.9, 1.1, 0.05)),
         AugmentDraw(angle=-25.0, vflip=True, jitter=(0.8, 1.2, 0.7, 0.0)),
     ]
-    images = unit_range(torch.stack([first, second]))
+    images = torch.stack([first, second])
     masks = torch.stack([first_mask, second_mask])
     together = augment_batch(images, masks, AugmentParams.stack([draw.encode() for draw in draws]))
     for index, draw in enumerate(draws):
@@ -235,7 +237,7 @@ def test_batched_op_on_cuda_equals_cpu():
     sampler = AugmentSampler(64, p=0.8, jitter=(0.2, 0.2, 0.2, 0.1))
     generator = torch.Generator().manual_seed(0)
     pairs = [scene(64, seed=seed) for seed in range(4)]
-    images = unit_range(torch.stack([image for image, _ in pairs]))
+    images = torch.stack([image for image, _ in pairs])
     masks = torch.stack([mask for _, mask in pairs])
     params = AugmentParams.stack([sampler.draw(generator).encode() for _ in pairs])
     on_cpu = augment_batch(images, masks, params)
@@ -248,9 +250,11 @@ def test_augment_batch_refuses_mismatched_counts():
     image, mask = scene(8)
     params = AugmentParams.stack([AugmentDraw().encode()] * 2)
     with pytest.raises(ValueError, match="2 parameter sets"):
-        augment_batch(unit_range(image[None]), mask[None], params)
+        augment_batch(image[None], mask[None], params)
     with pytest.raises(ValueError, match="empty"):
         AugmentParams.stack([])
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        augment_batch(unit_range(image[None]), mask[None], AugmentParams.stack([AugmentDraw().encode()]))
 
 
 # ---------------------------------------------------------------- the draws

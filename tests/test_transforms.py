@@ -73,6 +73,16 @@ def test_resize_transform_keeps_uint8_and_eval_is_its_normalisation():
     assert unit_range(resized).max() <= 1.0 and unit_range(resized).dtype == torch.float32
 
 
+def test_unit_range_is_torchvisions_uint8_scaling_bit_for_bit():
+    import torchvision.transforms.v2.functional as F
+
+    values = torch.arange(256, dtype=torch.uint8).view(1, 16, 16).expand(3, 16, 16)
+    assert torch.equal(unit_range(values), F.to_dtype(values, torch.float32, scale=True))
+    assert unit_range(values)[0, 15, 15] == 1.0 and unit_range(values)[0, 0, 0] == 0.0
+    with pytest.raises(ValueError, match="uint8"):
+        unit_range(values.float())
+
+
 def test_normalize_image_maps_mean_colour_to_zero():
     mean_colour = (torch.tensor(CLIP_MEAN) * 255).round().to(torch.uint8).view(3, 1, 1).expand(3, 2, 2)
     assert normalize_image(mean_colour).abs().max() < 0.01

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from zsad.data.transforms import UINT8_TO_UNIT
+
 __all__ = ["AugmentDraw", "AugmentParams", "AugmentSampler", "augment_batch", "jitter_colours", "warp"]
 
 # Luma weights of torchvision's rgb_to_grayscale (ITU-R 601-2), which its contrast and
@@ -186,19 +188,25 @@ def source_coordinates(geometry: torch.Tensor, height: int, width: int) -> tuple
     return x, y
 
 
-def _framed(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+def _framed(tensor: torch.Tensor) -> torch.Tensor:
     """``(B, C, H, W)`` inside a zero frame, 1 pixel left/top and 2 right/bottom (where
-    clamped coordinates and their right/lower neighbours can fall), flattened to
-    ``(B, C, (H + 3) (W + 3))``; and its row stride ``W + 3``."""
-    return F.pad(tensor, (1, 2, 1, 2)).flatten(2), tensor.shape[-1] + 3
+    clamped coordinates and their right/lower neighbours can fall): ``(B, C, H + 3, W + 3)``."""
+    return F.pad(tensor, (1, 2, 1, 2))
 
 
-def _read(framed: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Values of ``framed`` ``(B, C, N)`` at the flat positions ``index`` int64
-    ``(B, H, W)`` -> ``(B, C, H, W)``."""
-    batch, channels = framed.shape[:2]
-    gathered = framed.gather(2, index.view(batch, 1, -1).expand(batch, channels, -1))
-    return gathered.view(batch, channels, *index.shape[1:])
+def _packed_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB ``(B, 3, H, W)`` in the zero frame with each pixel's three bytes (and a
+    spare one) in one int32, so that one gather moves a whole pixel: ``(B, (H + 3) (W + 3))``."""
+    pixels = F.pad(_framed(images).permute(0, 2, 3, 1), (0, 1)).contiguous()  # (B, H + 3, W + 3, 4)
+    return pixels.view(torch.int32).flatten(1)
+
+
+def _gather_pixels(packed: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Pixels of ``packed`` (:func:`_packed_pixels`) at the flat positions ``index``
+    int64 ``(B, H, W)`` -> float32 ``(B, 3, H, W)`` in 0..255."""
+    batch, height, width = index.shape
+    gathered = packed.gather(1, index.view(batch, -1)).view(torch.uint8).view(batch, height, width, 4)
+    return gathered[..., :3].permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
 
 
 def warp(images: torch.Tensor, masks: torch.Tensor, geometry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,36 +214,42 @@ def warp(images: torch.Tensor, masks: torch.Tensor, geometry: torch.Tensor) -> t
     geometry, in one pass; zeros outside the input.
 
     Bilinear: the four pixels around each source point, blended by its fractional
-    position (a point on a pixel index reads that pixel alone, exactly). Nearest: the
-    pixel at the rounded position (half to even, as grid_sample's nearest mode).
-    Source points further than one pixel outside are clamped to one pixel outside,
-    where every neighbour is the zero frame (or weighted 0), so nothing changes.
+    position (a point on a pixel index reads that pixel alone, exactly), then scaled to
+    [0, 1] as :func:`~zsad.data.transforms.unit_range` scales. Nearest: the pixel at the
+    rounded position (half to even, as grid_sample's nearest mode). Source points
+    further than one pixel outside are clamped to one pixel outside, where every
+    neighbour is the zero frame (or weighted 0), so nothing changes.
 
     Args:
-        images: float ``(B, C, H, W)``.
+        images: uint8 RGB ``(B, 3, H, W)``.
         masks: any dtype ``(B, 1, H, W)`` (kept: a uint8 mask stays uint8 in {0, 1}).
         geometry: ``(B, 2, 3)`` inverse maps (module docstring).
 
     Returns:
-        images and masks of the same shapes and dtypes.
+        images float32 ``(B, 3, H, W)`` in [0, 1]; masks of the given shape and dtype.
     """
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"warp takes uint8 RGB images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
     height, width = images.shape[-2:]
     if (height + 3) * (width + 3) > 2**24:
         raise ValueError(f"warp handles images up to 2**24 pixels with their frame, got {height} x {width}")
     x, y = source_coordinates(geometry.to(images.device), height, width)
     x, y = x.clamp(-1.0, float(width)), y.clamp(-1.0, float(height))
-    framed, stride = _framed(images)
+    stride = width + 3
     left, top = x.floor(), y.floor()
     right_weight, lower_weight = (x - left)[:, None], (y - top)[:, None]
     top_left = ((top + 1) * stride + (left + 1)).long()  # whole numbers below 2**24: exact in float32
-    upper_left, upper_right = _read(framed, top_left), _read(framed, top_left + 1)
-    lower_left, lower_right = _read(framed, top_left + stride), _read(framed, top_left + stride + 1)
+    packed = _packed_pixels(images)
+    upper_left, upper_right = _gather_pixels(packed, top_left), _gather_pixels(packed, top_left + 1)
+    lower_left, lower_right = _gather_pixels(packed, top_left + stride), _gather_pixels(packed, top_left + stride + 1)
     # a + (b - a) w is exactly a when w = 0 (a point on a pixel index).
-    upper = (upper_right - upper_left).mul_(right_weight).add_(upper_left)
-    lower = (lower_right - lower_left).mul_(right_weight).add_(lower_left)
-    framed_masks, _ = _framed(masks)
+    upper = torch.addcmul(upper_left, upper_right.sub_(upper_left), right_weight)
+    lower = torch.addcmul(lower_left, lower_right.sub_(lower_left), right_weight)
+    resampled = torch.addcmul(upper, lower.sub_(upper), lower_weight).mul_(UINT8_TO_UNIT)
     nearest = ((y.round() + 1) * stride + (x.round() + 1)).long()
-    return (lower - upper).mul_(lower_weight).add_(upper), _read(framed_masks, nearest)
+    framed_masks = _framed(masks).flatten(2)
+    moved_masks = framed_masks.gather(2, nearest.view(len(masks), 1, -1)).view(masks.shape)
+    return resampled, moved_masks
 
 
 # ---------------------------------------------------------------- colour
@@ -320,7 +334,7 @@ def augment_batch(
     """Augment a batch on its device: one resampling for the geometry, then colour jitter.
 
     Args:
-        images: float ``(B, 3, S, S)`` in [0, 1].
+        images: uint8 RGB ``(B, 3, S, S)``.
         masks: ``(B, 1, S, S)`` (uint8 in {0, 1} stays so).
         params: the batch's choices (moved to the images' device here when needed).
 

@@ -22,10 +22,12 @@ from torchvision.transforms import InterpolationMode
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+UINT8_TO_UNIT = 1.0 / 255  # uint8 value -> [0, 1]
 
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
+    "UINT8_TO_UNIT",
     "EvalTransform",
     "ResizeTransform",
     "clip_normalize",
@@ -51,8 +53,11 @@ def resize_mask(mask: np.ndarray | None, image_size: int) -> torch.Tensor:
 
 
 def unit_range(image: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(..., 3, H, W)`` -> float32 scaled to [0, 1] (any device)."""
-    return F.to_dtype(image, torch.float32, scale=True)
+    """uint8 ``(..., 3, H, W)`` -> float32 scaled to [0, 1] (any device): ``value *
+    UINT8_TO_UNIT``, the arithmetic of torchvision's ``to_dtype(..., scale=True)``."""
+    if image.dtype != torch.uint8:
+        raise ValueError(f"unit_range scales uint8 images, got {image.dtype}")
+    return image.to(torch.float32).mul_(UINT8_TO_UNIT)
 
 
 def clip_normalize(image: torch.Tensor) -> torch.Tensor:

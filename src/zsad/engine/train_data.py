@@ -180,9 +180,11 @@ def training_batch(batch: Batch, device: torch.device) -> TrainingBatch | None:
     def moved(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(device, non_blocking=non_blocking)
 
-    images, masks = unit_range(moved(batch.images)), moved(batch.masks)
+    images, masks = moved(batch.images), moved(batch.masks)
     if batch.augment is not None:
         images, masks = augment_batch(images, masks, batch.augment.to(device, non_blocking=non_blocking))
+    else:
+        images = unit_range(images)
     has_mask, given_labels = moved(batch.has_mask), moved(batch.labels)
     # A normal image has an empty mask even in a set without mask files.
     pixel_labelled = has_mask | (given_labels == 0)
