@@ -15,8 +15,9 @@ change in machine load hits every row alike):
 * now: decode + resize (or the cache read) and the draw of the augmentation choices.
 
 Device side: per batch of ``S x S`` uint8 images and masks already on ``--device``, the
-median of ``--repeats`` calls of (a) scaling + CLIP normalisation alone (needed anyway) and
-(b) scaling + ``augment_batch`` (one resampling + colour jitter) + normalisation.
+median of ``--repeats`` calls of (a) scaling to [0, 1] + CLIP normalisation alone (needed
+anyway) and (b) ``augment_batch`` (one resampling of the uint8 batch to [0, 1] floats +
+colour jitter) + normalisation.
 """
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def device_seconds(
     params = AugmentParams.stack([sampler.draw(generator).encode() for _ in range(batch)]).to(device)
     passes = {
         "normalise": lambda: clip_normalize(unit_range(images)),
-        "augment": lambda: clip_normalize(augment_batch(unit_range(images), masks, params)[0]),
+        "augment": lambda: clip_normalize(augment_batch(images, masks, params)[0]),
     }
     times = time_interleaved(passes, device, "fp32", warmup=2, repeats=repeats)
     return median(times["normalise"]), median(times["augment"])

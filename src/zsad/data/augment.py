@@ -11,9 +11,10 @@ A worker draws each item's random choices (:class:`AugmentSampler`, an
 * ``jitter`` (4,) float32: brightness, contrast and saturation factors (1: unchanged) and
   the hue shift in turns (0: unchanged).
 
-On the device :func:`augment_batch` resamples the whole batch in one pass (bilinear for
-the images, nearest for the masks, zeros outside the input) and then applies the colour
-jitter to each image with its own factors (torchvision's definitions, on floats).
+On the device :func:`augment_batch` resamples the whole uint8 batch in one pass
+(bilinear for the images, giving floats in [0, 1], nearest for the masks, zeros outside
+the input) and then applies the colour jitter to each image with its own factors
+(torchvision's definitions, on floats).
 """
 
 from __future__ import annotations
@@ -26,7 +27,19 @@ import torch.nn.functional as F
 
 from zsad.data.transforms import UINT8_TO_UNIT
 
-__all__ = ["AugmentDraw", "AugmentParams", "AugmentSampler", "augment_batch", "jitter_colours", "warp"]
+__all__ = [
+    "AugmentDraw",
+    "AugmentParams",
+    "AugmentSampler",
+    "augment_batch",
+    "grey",
+    "hsv_to_rgb",
+    "jitter_colours",
+    "rgb_to_hsv",
+    "shift_hue",
+    "source_coordinates",
+    "warp",
+]
 
 # Luma weights of torchvision's rgb_to_grayscale (ITU-R 601-2), which its contrast and
 # saturation adjustments blend with.
