@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from zsad.data.transforms import UINT8_TO_UNIT
+from .transforms import UINT8_TO_UNIT
 
 __all__ = [
     "AugmentDraw",
