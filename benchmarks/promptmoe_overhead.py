@@ -42,7 +42,7 @@ def text_pass_seconds(detector, batch: int, repeats: int, timed) -> tuple[int, d
     device = detector.context.device
     contexts = torch.randn(batch, 16, detector.backbone.embed_dim, device=device)
     states = [module(contexts) for module in detector.prompt_modules]
-    prompts = detector.routed_prompts(states, ["object"] * batch)
+    prompts = detector.routed_prompts(states, detector.routed_layouts(["object"] * batch, device))
     rows = prompts.embeddings.shape[0]
 
     def chunked(size: int):

@@ -14,7 +14,7 @@ from zsad.methods.build import build_detector, full_config
 from zsad.methods.promptmoe.aux_losses import balance_loss, decoupling_loss
 from zsad.methods.promptmoe.config import PromptMoEConfig
 from zsad.methods.promptmoe.vgmop import ExpertPool, sparse_routing
-from zsad.text import build_learned_prompts, encode_learned_prompts
+from zsad.text import build_learned_prompts, encode_learned_prompts, fill_prompt_layout, prompt_layout
 
 
 def _batch(size=64):
@@ -93,11 +93,11 @@ def test_prompts_follow_eq_1_and_use_one_text_encoder_call(tiny_backbone, monkey
     built, calls = [], []
     original_build, original_encode = build_learned_prompts, tiny_backbone.encode_text_embeddings
 
-    def recording_build(backbone, names, prefix=None, suffix=None):
-        built.append((list(names), prefix.detach().clone(), suffix.detach().clone()))
-        return original_build(backbone, names, prefix, suffix)
+    def recording_fill(backbone, layout, prefix=None, suffix=None):
+        built.append((layout, prefix.detach().clone(), suffix.detach().clone()))
+        return fill_prompt_layout(backbone, layout, prefix, suffix)
 
-    monkeypatch.setattr("zsad.methods.promptmoe.model.build_learned_prompts", recording_build)
+    monkeypatch.setattr("zsad.methods.promptmoe.model.fill_prompt_layout", recording_fill)
     monkeypatch.setattr(tiny_backbone, "encode_text_embeddings", lambda *a: calls.append(1) or original_encode(*a))
     with torch.no_grad():
         patches, global_feature = model.visual_features(images)
@@ -105,9 +105,12 @@ def test_prompts_follow_eq_1_and_use_one_text_encoder_call(tiny_backbone, monkey
         states = [module(context) for module, context in zip(model.prompt_modules, contexts)]
         output = model(images, ["bottle", "screw"])
     assert len(calls) == model.text_encoder_calls_per_batch == 1
-    (normal_names, normal_prefix, normal_suffix), (abnormal_names, abnormal_prefix, _) = built
+    (normal_layout, normal_prefix, normal_suffix), (abnormal_layout, abnormal_prefix, _) = built
     layers = len(model.taps)
-    assert normal_names == abnormal_names == ["bottle", "screw"] * layers
+    names, config = ["bottle", "screw"] * layers, model.config
+    for layout, learned in ((normal_layout, config.normal_length), (abnormal_layout, config.normal_length + config.abnormal_length)):
+        expected_layout = prompt_layout(tiny_backbone, names, learned, config.context_length)
+        assert all(torch.equal(part, expected) for part, expected in zip(layout, expected_layout))
     assert torch.allclose(normal_prefix, torch.cat([s.normal for s in states]))  # [S_agg^n]
     assert torch.allclose(abnormal_prefix, torch.cat([torch.cat([s.normal, s.abnormal], 1) for s in states]))
     assert torch.allclose(normal_suffix, model.context.expand(2 * layers, -1, -1))  # [Q_ctx] shared

@@ -1,15 +1,13 @@
 """A throwaway method in one module and nothing else: importing it registers ``toy``.
 
 It shows what a new method needs: a config dataclass and an AnomalyDetector subclass
-decorated with ``@register_method``, built from the kit (tap resolution, map smoothing
-at the reference size, score fusion, the shared losses). A linear map on the frozen
+with a ``detect`` method, decorated with ``@register_method``, built from the kit (tap
+resolution, map smoothing at the reference size, score fusion, the shared losses). A linear map on the frozen
 projected patch tokens of the last tap gives per-patch logits over {normal, anomalous}.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,8 +38,9 @@ class ToyDetector(AnomalyDetector):
         self.patch_head = nn.Linear(backbone.embed_dim, 2)
         self.image_head = nn.Linear(backbone.embed_dim, 2)
 
-    def forward(self, images: torch.Tensor, class_names: Sequence[str], masks=None, labels=None) -> DetectorOutput:
-        """images (B, 3, S, S) -> maps (B, S, S), scores (B,); losses in training."""
+    def detect(self, images: torch.Tensor, prompts: None, masks=None, labels=None) -> DetectorOutput:
+        """images (B, 3, S, S) -> maps (B, S, S), scores (B,); losses in training. The
+        prompt words are not read (the default ``prompt_inputs`` gives None)."""
         with torch.no_grad():
             features = self.backbone.forward_visual(images, taps=(self.block,))
             tokens = self.backbone.project_tokens(features.patch_tokens(self.block))  # (B, L, d_t)

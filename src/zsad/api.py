@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .engine.compilation import check_compile_mode
 from .engine.predictor import Predictor, Prediction
 from .engine.run_folder import resolve_checkpoint
 from .engine.runtime import resolve_device
@@ -23,9 +24,14 @@ def load(
     precision: str = "fp32",
     cache_dir: str | None = None,
     method_config: dict[str, Any] | None = None,
+    compile: str = "off",
 ) -> Predictor:
     """``zsad.load("zeroshot")`` or ``zsad.load(checkpoint="runs/moeclip")`` -> Predictor.
-    A checkpoint may be a file or a training run's folder (its final or latest model)."""
+    A checkpoint may be a file or a training run's folder (its final or latest model).
+    compile: ``off``, ``default``, ``max-autotune`` or ``reduce-overhead`` (CUDA graphs, CUDA
+    only): the inference call under ``torch.compile`` (the first batches compile)."""
     checkpoint = None if checkpoint is None else resolve_checkpoint(checkpoint)
+    torch_device = resolve_device(device)
+    check_compile_mode(compile, torch_device)  # before the model is built
     model = build_detector(method, checkpoint, backbone, weights, image_size, method_config, cache_dir)
-    return Predictor(model, resolve_device(device), ClassNames.load(class_names_file, class_name), precision)
+    return Predictor(model, torch_device, ClassNames.load(class_names_file, class_name), precision, compile)

@@ -342,10 +342,12 @@ class ClipBackbone(nn.Module):
         eot_index: (N,) position of the end-of-text token of each prompt.
         Returns (N, d_t) text features (not normalised).
         Positions after the last EOT are dropped before the transformer: under the causal
-        mask they never reach an EOT token, so the features are unchanged.
+        mask they never reach an EOT token, so the features are unchanged. Under
+        ``torch.compile`` the whole context runs instead (a length read from the data would
+        be a host sync, and a new graph for every prompt length).
         """
         clip = self.clip
-        length = int(eot_index.max()) + 1
+        length = clip.attn_mask.shape[0] if torch.compiler.is_compiling() else int(eot_index.max()) + 1
         x = embeddings[:, :length] + clip.positional_embedding[:length].to(embeddings.dtype)
         transformer = clip.transformer
         if self.fused_attention and getattr(transformer, "batch_first", False) and all(

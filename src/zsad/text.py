@@ -6,7 +6,8 @@ The prompt table (templates x states) and the class-name table are data files in
 every image) or ``--class-names FILE`` (a JSON or YAML mapping of category keys).
 
 Prompt-learning methods build ``[SOT][learned][class-name tokens][learned][EOT][pad]``
-with :func:`build_learned_prompts` and encode it with the frozen text transformer
+with :func:`build_learned_prompts` (or, to keep the tokenizer out of a compiled graph,
+:func:`prompt_layout` on the host and :func:`fill_prompt_layout` in the graph) and encode it with the frozen text transformer
 through :func:`encode_learned_prompts`.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -178,26 +179,35 @@ def _learned_part(tokens: torch.Tensor | None, count: int, width: int, name: str
     return tokens
 
 
-def build_learned_prompts(
-    backbone,
-    class_names: Sequence[str],
-    prefix: torch.Tensor | None = None,
-    suffix: torch.Tensor | None = None,
-) -> LearnedPrompts:
-    """Assemble ``[SOT][prefix][class-name tokens][suffix][EOT][pad...]`` per prompt.
+class PromptLayout(NamedTuple):
+    """The word-dependent part of a batch of learned prompts, built on the host (tokenizer)
+    before any compiled graph: where each prompt's tokens and learned slots lie.
 
-    backbone: a ClipBackbone (its tokenizer, token embedding and context length are used).
-    class_names: (N,) words tokenised between the learned blocks (an empty string adds none).
-    prefix, suffix: (N, P, d_text) and (N, S, d_text) learned token embeddings, or None for
-        an empty side. Gradients flow from the result back into them.
-    Padding positions hold the tokenizer's padding id (0), as in a tokenised sentence.
+    token_ids: (N, C) SOT, class-name tokens, EOT, and the padding id 0 elsewhere
+        (including the learned slots, which :func:`fill_prompt_layout` overwrites).
+    learned: (N, C) bool, the learned slots: per row the prefix, then the suffix.
+    eot_index: (N,) position of each prompt's end-of-text token.
     """
-    count, width = len(class_names), backbone.text_width
-    prefix = _learned_part(prefix, count, width, "prefix")
-    suffix = _learned_part(suffix, count, width, "suffix")
-    prefix_length = 0 if prefix is None else prefix.shape[1]
-    suffix_length = 0 if suffix is None else suffix.shape[1]
+
+    token_ids: torch.Tensor
+    learned: torch.Tensor
+    eot_index: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "PromptLayout":
+        return PromptLayout(*(part.to(device) for part in self))
+
+    def repeat(self, times: int) -> "PromptLayout":
+        """The N rows stacked ``times`` times: (times * N, ...)."""
+        return PromptLayout(*(part.repeat(times, *([1] * (part.ndim - 1))) for part in self))
+
+
+def prompt_layout(backbone, class_names: Sequence[str], prefix_length: int = 0, suffix_length: int = 0) -> PromptLayout:
+    """The layout of ``[SOT][prefix][class-name tokens][suffix][EOT][pad...]`` per prompt:
+    class_names (N,) words (an empty string adds none), ``prefix_length`` and
+    ``suffix_length`` learned tokens on each side. Raises ValueError when a prompt does not
+    fit the text encoder's context."""
     tokenizer, context = backbone.tokenizer, backbone.context_length
+    count = len(class_names)
     ids = torch.zeros(count, context, dtype=torch.long)
     learned = torch.zeros(count, context, dtype=torch.bool)
     eot_index = torch.empty(count, dtype=torch.long)
@@ -223,13 +233,46 @@ def build_learned_prompts(
             learned[row, 1:name_start] = True
         if suffix_length:
             learned[row, suffix_start:eot] = True
-    embeddings = backbone.token_embeddings(ids)
+    return PromptLayout(ids, learned, eot_index)
+
+
+def fill_prompt_layout(
+    backbone, layout: PromptLayout, prefix: torch.Tensor | None = None, suffix: torch.Tensor | None = None
+) -> LearnedPrompts:
+    """Token embeddings of the layout with its learned slots filled: prefix (N, P, d_text)
+    and suffix (N, S, d_text), or None for an empty side, with P and S the lengths the
+    layout was built for. Tensor work only (no tokenizer): gradients flow into the
+    learned tokens."""
+    embeddings = backbone.token_embeddings(layout.token_ids)
     parts = [part.to(embeddings) for part in (prefix, suffix) if part is not None]
     if parts:
         # masked_scatter fills the True positions row by row: each row's prefix, then its suffix.
         source = torch.cat(parts, dim=1)
-        embeddings = embeddings.masked_scatter(learned.to(embeddings.device).unsqueeze(-1), source)
-    return LearnedPrompts(embeddings=embeddings, eot_index=eot_index.to(embeddings.device))
+        embeddings = embeddings.masked_scatter(layout.learned.to(embeddings.device).unsqueeze(-1), source)
+    return LearnedPrompts(embeddings=embeddings, eot_index=layout.eot_index.to(embeddings.device))
+
+
+def build_learned_prompts(
+    backbone,
+    class_names: Sequence[str],
+    prefix: torch.Tensor | None = None,
+    suffix: torch.Tensor | None = None,
+) -> LearnedPrompts:
+    """Assemble ``[SOT][prefix][class-name tokens][suffix][EOT][pad...]`` per prompt
+    (:func:`prompt_layout`, then :func:`fill_prompt_layout`).
+
+    backbone: a ClipBackbone (its tokenizer, token embedding and context length are used).
+    class_names: (N,) words tokenised between the learned blocks (an empty string adds none).
+    prefix, suffix: (N, P, d_text) and (N, S, d_text) learned token embeddings, or None for
+        an empty side. Gradients flow from the result back into them.
+    Padding positions hold the tokenizer's padding id (0), as in a tokenised sentence.
+    """
+    count, width = len(class_names), backbone.text_width
+    prefix = _learned_part(prefix, count, width, "prefix")
+    suffix = _learned_part(suffix, count, width, "suffix")
+    prefix_length = 0 if prefix is None else prefix.shape[1]
+    suffix_length = 0 if suffix is None else suffix.shape[1]
+    return fill_prompt_layout(backbone, prompt_layout(backbone, class_names, prefix_length, suffix_length), prefix, suffix)
 
 
 def encode_learned_prompts(backbone, prompts: LearnedPrompts) -> torch.Tensor:

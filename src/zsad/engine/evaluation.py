@@ -18,6 +18,7 @@ from ..reports import mean_over_classes
 from ..settings import SCORE_NORMALISATIONS
 from ..text import ClassNames
 from ..viz import comparison_panel
+from .compilation import InferenceCall
 from .map_spill import SpilledMaps
 from .runtime import autocast, image_counter
 
@@ -74,6 +75,7 @@ def evaluate(
     score_normalisation: str = "none",
     show_progress: bool = True,
     spill_dir: Path | None = None,
+    inference: InferenceCall | None = None,
 ) -> EvaluationResult:
     """Run ``detector`` over ``dataset`` and compute the protocol's metrics per class.
 
@@ -82,22 +84,25 @@ def evaluate(
     ``errors``. Returns the report dict written as metrics.json (without run metadata).
     The maps wait for the pixel metrics in a temporary folder under ``spill_dir``
     (None = the system's temporary folder), removed afterwards: memory does not grow
-    with the number of images.
+    with the number of images. ``inference``: the detector's call, e.g. compiled (None =
+    the detector called eagerly); a compiled call pads every batch to ``batch_size``.
     """
     if score_normalisation not in SCORE_NORMALISATIONS:
         raise ValueError(f"score normalisation must be one of {SCORE_NORMALISATIONS}")
     with tempfile.TemporaryDirectory(prefix="zsad-maps-", dir=spill_dir) as folder:
         return _evaluate(
             detector, dataset, class_names, device, batch_size, num_workers, precision, save_maps, maps_dir,
-            score_normalisation, show_progress, Path(folder),
+            score_normalisation, show_progress, Path(folder), inference,
         )
 
 
 def _evaluate(
     detector, dataset, class_names, device, batch_size, num_workers, precision, save_maps, maps_dir,
-    score_normalisation, show_progress, spill_folder: Path,
+    score_normalisation, show_progress, spill_folder: Path, inference: InferenceCall | None,
 ) -> EvaluationResult:
     detector.eval().to(device)
+    inference = inference or InferenceCall(detector, device)
+    inference.reserve(min(batch_size, len(dataset)))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
     per_class: dict[str, ClassPredictions] = {}
     saved: dict[str, int] = {}
@@ -110,9 +115,9 @@ def _evaluate(
             continue
         images = batch.images.to(device)
         with torch.no_grad(), autocast(device, precision):
-            output = detector(images, [class_names.resolve(key) for key in batch.class_names])
-        maps = output.anomaly_map.float().cpu().numpy()
-        scores = output.pred_score.float().cpu().numpy()
+            anomaly_maps, pred_scores = inference(images, [class_names.resolve(key) for key in batch.class_names])
+        maps = anomaly_maps.float().cpu().numpy()
+        scores = pred_scores.float().cpu().numpy()
         masks = batch.masks[:, 0].numpy() > 0.5
         for row, key in enumerate(batch.class_names):
             store = per_class.setdefault(key, ClassPredictions())

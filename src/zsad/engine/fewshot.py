@@ -47,10 +47,20 @@ def draw_reference_paths(data_spec: str, class_key: str, shots: int, seed: int) 
     return sorted(random.Random(f"{seed}:{class_key}").sample(normal, shots))
 
 
+def refuse_compiled(predictor: Predictor) -> None:
+    """Few-shot mode runs eagerly: its memory-bank lookup is per category, in Python."""
+    if predictor.compile != "off":
+        raise ValueError(
+            f"--compile {predictor.compile} does not apply to few-shot mode (--reference, --shots): the memory bank "
+            "is searched per category in Python; use --compile off"
+        )
+
+
 def with_references(
     predictor: Predictor, references: torch.Tensor, settings: FewShotSettings, category: str | None = ANY_CATEGORY
 ) -> Predictor:
     """A Predictor in few-shot mode whose bank holds ``references`` (K, 3, S, S)."""
+    refuse_compiled(predictor)
     detector = FewShotDetector(predictor.detector, settings)
     detector.add_references(references.to(predictor.device), category)
     return Predictor(detector, predictor.device, predictor.class_names, predictor.precision)
@@ -97,6 +107,7 @@ def run_fewshot_test(
     per-seed means and the references drawn)."""
     if not seeds:
         raise ValueError("give at least one --shot-seed")
+    refuse_compiled(predictor)
     check_can_write([out_dir / "metrics.json", out_dir / "metrics.md"], overwrite)
     dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split="test")
     runs = []

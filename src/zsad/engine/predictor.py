@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from ..imageio import read_image
 from ..maps import upsample
 from ..methods.base import AnomalyDetector
 from ..text import ClassNames
+from .compilation import InferenceCall
 from .runtime import autocast
 
 
@@ -31,13 +32,27 @@ ImageInput = str | Path | Image.Image | torch.Tensor
 
 
 class Predictor:
-    """A detector ready to score images: ``zsad.load(...).predict(images)``."""
+    """A detector ready to score images: ``zsad.load(...).predict(images)``.
 
-    def __init__(self, detector: AnomalyDetector, device: torch.device, class_names: ClassNames, precision: str = "fp32"):
+    compile: ``off``, or a ``torch.compile`` mode for the detector's inference call (see
+    :mod:`zsad.engine.compilation`); compile_backend: torch.compile's backend (tests use
+    a fast one; users get inductor)."""
+
+    def __init__(
+        self,
+        detector: AnomalyDetector,
+        device: torch.device,
+        class_names: ClassNames,
+        precision: str = "fp32",
+        compile: str = "off",
+        compile_backend: str | Callable = "inductor",
+    ):
         self.detector = detector.eval().to(device)
         self.device = device
         self.class_names = class_names
         self.precision = precision
+        self.compile = compile
+        self.inference = InferenceCall(self.detector, device, compile, compile_backend)
         self.transform = EvalTransform(detector.backbone.image_size)
 
     @property
@@ -67,6 +82,7 @@ class Predictor:
         if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, torch.Tensor) and images.dim() == 3):
             images = [images]
         items = list(images)
+        self.inference.reserve(min(batch_size, len(items)))
         predictions: list[Prediction] = []
         for start in range(0, len(items), batch_size):
             pils = [self._to_pil(item) for item in items[start : start + batch_size]]
@@ -84,5 +100,5 @@ class Predictor:
         batch = torch.stack([self.transform(pil, None)[0] for pil in images]).to(self.device)
         words = [self.class_names.resolve(class_name)] * len(images)
         with autocast(self.device, self.precision):
-            output = self.detector(batch, words)
-        return [float(score) for score in output.pred_score.float().cpu()], output.anomaly_map.float().cpu().numpy()
+            maps, scores = self.inference(batch, words)
+        return [float(score) for score in scores.float().cpu()], maps.float().cpu().numpy()

@@ -53,6 +53,7 @@ def run_test(
             maps_dir=out_dir / MAPS_DIR if save_maps else None,
             score_normalisation=score_normalisation,
             show_progress=show_progress,
+            inference=predictor.inference,
         )
         report = {**(meta or {}), **result.report, "errors": result.errors}
         written = write_metrics_report(report, out_dir, overwrite=overwrite)

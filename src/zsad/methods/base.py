@@ -99,7 +99,8 @@ class MethodConfig(Settings):
 class AnomalyDetector(nn.Module):
     """Base class: a frozen backbone plus the method's own (possibly trainable) modules.
 
-    Subclasses set ``name`` and ``config_class`` and implement ``forward``.
+    Subclasses set ``name`` and ``config_class`` and implement :meth:`detect`, plus
+    :meth:`prompt_inputs` when they read the prompt words.
     """
 
     name: ClassVar[str]
@@ -114,14 +115,42 @@ class AnomalyDetector(nn.Module):
     def forward(
         self,
         images: torch.Tensor,
-        class_names: Sequence[str],
+        class_names: Sequence[str] | None,
         masks: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        prompts: Any = None,
     ) -> DetectorOutput:
         """images (B, 3, S, S); class_names (B,) prompt words. For training losses only:
         masks (B, 1, S, S) in {0, 1}, all -1 for an image without a pixel label (no
-        segmentation loss for it); labels (B,) in {0, 1}, -1 when unknown."""
-        raise NotImplementedError
+        segmentation loss for it); labels (B,) in {0, 1}, -1 when unknown.
+
+        ``detect(images, prompt_inputs(class_names))``; ``prompts``, when given, are those
+        prompt inputs already computed (``class_names`` is then not read), which is how a
+        compiled call keeps the words (Python strings) out of its graph."""
+        if prompts is None:
+            prompts = self.prompt_inputs(class_names, images.device)
+        return self.detect(images, prompts, masks, labels)
+
+    def prompt_inputs(self, class_names: Sequence[str], device: torch.device) -> Any:
+        """The prompt words of a batch turned into what :meth:`detect` reads: tensors (or a
+        tuple of tensors) with the batch on the first dimension, e.g. (B, 2, d_t) text
+        features. Runs eagerly (tokenizer, caches), outside any compiled graph. Default:
+        None, for methods that do not read the words."""
+        return None
+
+    def detect(
+        self, images: torch.Tensor, prompts: Any, masks: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> DetectorOutput:
+        """:meth:`forward` with the prompt inputs given (see :meth:`prompt_inputs`): tensor
+        work only, so that ``torch.compile`` captures it. A method implements this (or,
+        eager only, overrides :meth:`forward` itself)."""
+        raise NotImplementedError(f"method '{self.name}' implements neither detect nor forward")
+
+    @classmethod
+    def compilable(cls) -> bool:
+        """Whether the method implements :meth:`detect`, the call that ``--compile`` captures
+        (a method that only overrides :meth:`forward` runs eagerly)."""
+        return cls.detect is not AnomalyDetector.detect and cls.forward is AnomalyDetector.forward
 
     def keeping_expert_outputs(self) -> contextlib.AbstractContextManager:
         """Within this context a routed method fills ``Routing.expert_outputs`` (e.g. by

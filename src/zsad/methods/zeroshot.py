@@ -46,11 +46,15 @@ class ZeroShotDetector(AnomalyDetector):
     def feature_taps(self) -> tuple[int, ...]:
         return self.taps
 
-    def forward(self, images: torch.Tensor, class_names: Sequence[str], masks=None, labels=None) -> DetectorOutput:
-        """images (B, 3, S, S) -> maps (B, S, S) and scores (B,), both in [0, 1]."""
+    def prompt_inputs(self, class_names: Sequence[str], device: torch.device) -> torch.Tensor:
+        """(B,) prompt words -> (B, 2, d_t) normalised [normal, anomalous] prompt-ensemble
+        text features (cached)."""
+        return self.text_bank.features(self.backbone, class_names).to(device)
+
+    def detect(self, images: torch.Tensor, text: torch.Tensor, masks=None, labels=None) -> DetectorOutput:
+        """images (B, 3, S, S), text (B, 2, d_t) -> maps (B, S, S) and scores (B,), both in [0, 1]."""
         backbone = self.backbone
-        text = self.text_bank.features(backbone, class_names).to(images.device)  # (B, 2, d_t)
-        scale = backbone.logit_scale
+        scale = backbone.clip.logit_scale.exp().clamp(max=100.0)  # () tensor: no host sync
         with torch.no_grad():
             features = backbone.forward_visual(images, taps=self.taps, vv_start=self.vv_start)
             layer_probs = []

@@ -94,18 +94,18 @@ class MoEClipDetector(AnomalyDetector):
         text = self.text_bank.features(self.backbone, class_names).to(device)
         return self.text_adapter(text) if self.text_adapter is not None else text
 
-    def forward(self, images: torch.Tensor, class_names: Sequence[str], masks=None, labels=None) -> DetectorOutput:
-        """images (B, 3, S, S); masks (B, 1, S, S) in {0, 1}, negative = unknown (no
-        segmentation loss for that image); labels (B,) in {0, 1}, -1 = unknown.
-        Returns maps (B, S, S), scores (B,), and in training the weighted loss terms
-        seg, cls, etf, balance. In training mode the map and the score carry no gradient
-        (only the losses do)."""
-        return self.detect(images, self.text_features(class_names, images.device), masks, labels)
+    def prompt_inputs(self, class_names: Sequence[str], device: torch.device) -> torch.Tensor:
+        """(B, 2, d_t) text features: see :meth:`text_features`."""
+        return self.text_features(class_names, device)
 
     def detect(self, images: torch.Tensor, text: torch.Tensor, masks=None, labels=None) -> DetectorOutput:
-        """:meth:`forward` with the text features given: text (B, 2, d_t) or (2, d_t), as
-        :meth:`text_features` returns them. No host synchronisation in inference (the
-        whole call can be captured in a CUDA graph for fixed shapes)."""
+        """images (B, 3, S, S); text (B, 2, d_t) or (2, d_t), as :meth:`text_features`
+        returns them; masks (B, 1, S, S) in {0, 1}, negative = unknown (no segmentation loss
+        for that image); labels (B,) in {0, 1}, -1 = unknown. Returns maps (B, S, S), scores
+        (B,), and in training the weighted loss terms seg, cls, etf, balance. In training
+        mode the map and the score carry no gradient (only the losses do). No host
+        synchronisation in inference (the whole call can be captured in a CUDA graph for
+        fixed shapes)."""
         config, backbone = self.config, self.backbone
         size = images.shape[-1]
         features = backbone.forward_visual(

@@ -28,11 +28,12 @@ DISPATCHES = ("dense", "sparse", "stacked", "auto")
 
 
 def resolve_dispatch(dispatch: str, device: torch.device) -> str:
-    """"auto" -> "stacked" on GPUs (a few large matmuls beat per-expert gathers there),
+    """"auto" -> "stacked" on GPUs (a few large matmuls beat per-expert gathers there) and
+    under ``torch.compile`` (static shapes: the sparse gathers have data-dependent sizes),
     "sparse" elsewhere (only the chosen experts' FLOPs); other values unchanged."""
     if dispatch != "auto":
         return dispatch
-    return "sparse" if device.type == "cpu" else "stacked"
+    return "sparse" if device.type == "cpu" and not torch.compiler.is_compiling() else "stacked"
 
 
 def fofs_block_sizes(d: int, num_experts: int) -> list[int]:

@@ -16,7 +16,7 @@ beta L_decouple (Eq. 8).
 """
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from typing import ClassVar, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +26,28 @@ from ...backbone import ClipBackbone
 from ...losses import dice_loss, focal_loss, known_masks
 from ...maps import fuse_scores, smooth_at_reference, tokens_to_grid, upsample
 from ...precision import float32_region
-from ...text import UNKNOWN_CLASS_NAME, LearnedPrompts, build_learned_prompts, encode_learned_prompts
+from ...text import (
+    UNKNOWN_CLASS_NAME,
+    LearnedPrompts,
+    PromptLayout,
+    build_learned_prompts,
+    encode_learned_prompts,
+    fill_prompt_layout,
+    prompt_layout,
+)
 from .. import register_method
 from ..base import AnomalyDetector, DetectorOutput
 from .aux_losses import balance_loss, decoupling_loss
 from .config import PromptMoEConfig
 from .vgmop import MixedStates, PoolRouting, StaticPools, VGMoP
+
+
+class RoutedPromptLayouts(NamedTuple):
+    """Each image's routed prompts without their learned tokens (rows = images):
+    normal ``[S_agg^n][class name][Q_ctx]``, abnormal ``[S_agg^n][S_agg^a][class name][Q_ctx]``."""
+
+    normal: PromptLayout
+    abnormal: PromptLayout
 
 
 @register_method
@@ -88,14 +104,25 @@ class PromptMoEDetector(AnomalyDetector):
         """(rows, M_q, D) shared context, or None without context tokens."""
         return None if self.context is None else self.context.unsqueeze(0).expand(rows, -1, -1)
 
-    def routed_prompts(self, states: Sequence[MixedStates], words: list[str]) -> LearnedPrompts:
+    def routed_layouts(self, words: Sequence[str], device: torch.device) -> RoutedPromptLayouts:
+        """The layouts of each image's two routed prompts (rows = images), built on the host."""
+        config, backbone = self.config, self.backbone
+        return RoutedPromptLayouts(
+            normal=prompt_layout(backbone, words, config.normal_length, config.context_length).to(device),
+            abnormal=prompt_layout(
+                backbone, words, config.normal_length + config.abnormal_length, config.context_length
+            ).to(device),
+        )
+
+    def routed_prompts(self, states: Sequence[MixedStates], layouts: RoutedPromptLayouts) -> LearnedPrompts:
         """Rows: [normal | abnormal] x module x image."""
-        names = words * len(states)
+        modules = len(states)
         normal = torch.cat([state.normal for state in states])
         abnormal = torch.cat([torch.cat([state.normal, state.abnormal], dim=1) for state in states])
+        rows = normal.shape[0]
         return LearnedPrompts.concat([
-            build_learned_prompts(self.backbone, names, normal, self._suffix(len(names))),
-            build_learned_prompts(self.backbone, names, abnormal, self._suffix(len(names))),
+            fill_prompt_layout(self.backbone, layouts.normal.repeat(modules), normal, self._suffix(rows)),
+            fill_prompt_layout(self.backbone, layouts.abnormal.repeat(modules), abnormal, self._suffix(rows)),
         ])
 
     def static_prompts(self, names: list[str]) -> LearnedPrompts:
@@ -114,33 +141,58 @@ class PromptMoEDetector(AnomalyDetector):
             build_learned_prompts(self.backbone, all_names, abnormal_prompts, self._suffix(abnormal_prompts.shape[0])),
         ])
 
-    def text_features(
-        self, patches: dict[int, torch.Tensor], global_feature: torch.Tensor, words: list[str]
+    def static_text(self, words: Sequence[str]) -> torch.Tensor:
+        """(P, B, 2, d_t) normalised [F_T normal, F_T abnormal] per prompt module and image:
+        the expert prompts' features averaged, one text-encoder call for the batch's
+        distinct words."""
+        names = list(dict.fromkeys(words))
+        encoded = encode_learned_prompts(self.backbone, self.static_prompts(names))
+        modules, experts = len(self.prompt_modules), self.config.num_experts
+        per_expert = encoded.reshape(2, modules, experts, len(names), -1)
+        ensemble = F.normalize(per_expert.mean(dim=2), dim=-1).permute(1, 2, 0, 3)  # (modules, names, 2, d_t)
+        index = torch.tensor([names.index(word) for word in words], device=ensemble.device)
+        return ensemble.index_select(1, index)
+
+    def word_inputs(self, words: Sequence[str], device: torch.device) -> RoutedPromptLayouts | torch.Tensor:
+        """The words as given, made tensors: routed prompts' layouts, or the static prompts'
+        text features (they do not depend on the image)."""
+        if self.config.composition == "routed":
+            return self.routed_layouts(words, device)
+        return self.static_text(words).to(device)
+
+    def prompt_inputs(self, class_names: Sequence[str], device: torch.device) -> RoutedPromptLayouts | torch.Tensor:
+        """:meth:`word_inputs` of the class names (all 'object' without ``use_class_names``)."""
+        words = list(class_names) if self.config.use_class_names else [UNKNOWN_CLASS_NAME] * len(class_names)
+        return self.word_inputs(words, device)
+
+    def prompt_text(
+        self, patches: dict[int, torch.Tensor], global_feature: torch.Tensor, prompts: RoutedPromptLayouts | torch.Tensor
     ) -> tuple[list[torch.Tensor], dict[str, PoolRouting]]:
-        """Encode every prompt of the batch in one text-encoder call.
+        """Encode every prompt of the batch in one text-encoder call (static prompts: already
+        encoded by :meth:`word_inputs`).
 
         Returns ([(B, 2, d_t) normalised [F_T normal, F_T abnormal] per prompt module],
         routing {"<block>/<pool>": PoolRouting} (empty for static prompts)).
         """
-        batch, modules = len(words), len(self.prompt_modules)
-        if self.config.composition == "routed":
-            contexts = [torch.cat([patches[block], global_feature.unsqueeze(1)], dim=1) for block in self.prompt_blocks]
-            states = [module(context) for module, context in zip(self.prompt_modules, contexts)]
-            encoded = encode_learned_prompts(self.backbone, self.routed_prompts(states, words))
-            text = encoded.reshape(2, modules, batch, -1).permute(1, 2, 0, 3)  # (modules, B, 2, d_t)
-            routing = {
-                f"{block}/{pool}": decision
-                for block, state in zip(self.prompt_blocks, states)
-                for pool, decision in state.routing.items()
-            }
-            return list(text), routing
-        names = list(dict.fromkeys(words))
-        encoded = encode_learned_prompts(self.backbone, self.static_prompts(names))
-        experts = self.config.num_experts
-        per_expert = encoded.reshape(2, modules, experts, len(names), -1)
-        ensemble = F.normalize(per_expert.mean(dim=2), dim=-1).permute(1, 2, 0, 3)  # (modules, names, 2, d_t)
-        index = torch.tensor([names.index(word) for word in words], device=ensemble.device)
-        return list(ensemble.index_select(1, index)), {}
+        if self.config.composition != "routed":
+            return list(prompts), {}
+        batch, modules = global_feature.shape[0], len(self.prompt_modules)
+        contexts = [torch.cat([patches[block], global_feature.unsqueeze(1)], dim=1) for block in self.prompt_blocks]
+        states = [module(context) for module, context in zip(self.prompt_modules, contexts)]
+        encoded = encode_learned_prompts(self.backbone, self.routed_prompts(states, prompts))
+        text = encoded.reshape(2, modules, batch, -1).permute(1, 2, 0, 3)  # (modules, B, 2, d_t)
+        routing = {
+            f"{block}/{pool}": decision
+            for block, state in zip(self.prompt_blocks, states)
+            for pool, decision in state.routing.items()
+        }
+        return list(text), routing
+
+    def text_features(
+        self, patches: dict[int, torch.Tensor], global_feature: torch.Tensor, words: list[str]
+    ) -> tuple[list[torch.Tensor], dict[str, PoolRouting]]:
+        """:meth:`prompt_text` for the prompt words ``words`` (B,), used as given."""
+        return self.prompt_text(patches, global_feature, self.word_inputs(words, global_feature.device))
 
     # ------------------------------------------------------------------ forward
     def anomaly_probabilities(
@@ -162,22 +214,22 @@ class PromptMoEDetector(AnomalyDetector):
             global_prob = (global_logits / config.score_temperature).softmax(dim=-1)[:, 1]
         return raw_map, global_prob
 
-    def forward(
+    def detect(
         self,
         images: torch.Tensor,
-        class_names: Sequence[str],
+        prompts: RoutedPromptLayouts | torch.Tensor,
         masks: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> DetectorOutput:
-        """images (B, 3, S, S); masks (B, 1, S, S) in {0, 1}, negative = unknown (no
-        segmentation loss for that image); labels (B,) in {0, 1}, -1 = unknown.
-        Returns maps (B, S, S) and scores (B,) in [0, 1]; routing per "<block>/<pool>"
-        (one decision per image: L = 1, grid (1, 1)); in training the losses bce, focal,
-        dice, balance, decouple (weighted) and the unweighted auxiliary losses as monitors."""
+        """images (B, 3, S, S); prompts: :meth:`prompt_inputs`; masks (B, 1, S, S) in {0, 1},
+        negative = unknown (no segmentation loss for that image); labels (B,) in {0, 1},
+        -1 = unknown. Returns maps (B, S, S) and scores (B,) in [0, 1]; routing per
+        "<block>/<pool>" (one decision per image: L = 1, grid (1, 1)); in training the losses
+        bce, focal, dice, balance, decouple (weighted) and the unweighted auxiliary losses
+        as monitors."""
         config, size = self.config, images.shape[-1]
-        words = list(class_names) if config.use_class_names else [UNKNOWN_CLASS_NAME] * len(class_names)
         patches, global_feature = self.visual_features(images)
-        text, routing = self.text_features(patches, global_feature, words)
+        text, routing = self.prompt_text(patches, global_feature, prompts)
         layer_text = text if config.per_layer_prompts else text * len(self.taps)
 
         raw_map, global_prob = self.anomaly_probabilities(patches, global_feature, layer_text, size)

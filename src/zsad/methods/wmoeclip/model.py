@@ -9,7 +9,6 @@ feature's abnormal probability with the map maximum.
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +18,7 @@ from ...backbone import ClipBackbone, VisualFeatures
 from ...losses import dice_loss, focal_loss, image_classification_loss, known_masks
 from ...maps import cosine_scores, fuse_scores, smooth_at_reference, tokens_to_grid, upsample
 from ...precision import float32_region
+from ...text import PromptLayout
 from .. import register_method
 from ..base import AnomalyDetector, DetectorOutput, Routing
 from ..moeclip.aux_losses import balance_loss
@@ -60,17 +60,21 @@ class WMoEClipDetector(AnomalyDetector):
                 config.adapter_dim * len(self.taps), text_dim, config.num_experts, config.top_k, config.expert_hidden or text_dim
             )
 
-    def forward(self, images: torch.Tensor, class_names: Sequence[str], masks=None, labels=None) -> DetectorOutput:
-        """images (B, 3, S, S); masks (B, 1, S, S) in {0, 1}, negative = unknown; labels (B,)
-        in {0, 1}, -1 = unknown. ``class_names`` are not used: the learned tokens stand for
-        the object. Returns maps (B, S, S), scores (B,), and in training the weighted loss
+    def prompt_inputs(self, class_names, device: torch.device) -> PromptLayout:
+        """The layout of the learnable prompt pair. The class names are not used: the learned
+        tokens stand for the object."""
+        return self.prompts.layout(self.backbone).to(device)
+
+    def detect(self, images: torch.Tensor, prompts: PromptLayout, masks=None, labels=None) -> DetectorOutput:
+        """images (B, 3, S, S); prompts: :meth:`prompt_inputs`; masks (B, 1, S, S) in {0, 1},
+        negative = unknown; labels (B,) in {0, 1}, -1 = unknown. Returns maps (B, S, S), scores (B,), and in training the weighted loss
         terms focal, dice, bce, kl, rec, balance (those whose module is on)."""
         backbone = self.backbone
         size = images.shape[-1]
         features = backbone.forward_visual(images, taps=self.taps, vv_start=self.vv_start)
         global_feature = features.image_embedding.float()  # g, (B, d_t)
         latent = self.vae(global_feature) if self.vae is not None else None
-        text = self.prompts(backbone, self.prompt_shift(latent.z) if latent is not None else None)
+        text = self.prompts(backbone, self.prompt_shift(latent.z) if latent is not None else None, prompts)
         text = text.float().expand(images.shape[0], -1, -1)  # (B, 2, d_t) [T_n, T_a]
         layer_probs = self._layer_probabilities(features, text, size)
         image_logits, routing = self._image_logits(features, global_feature, text)

@@ -1,0 +1,131 @@
+"""``--compile``: a detector's inference and training calls under ``torch.compile``.
+
+What is compiled is the method's ``detect`` (images and prompt *tensors*): the prompt
+words become tensors through ``prompt_inputs`` eagerly first, so new class names never
+recompile. Shapes are static (``dynamic=False``): inference pads a short batch to the
+batch size it reserved (repeating its last image) and drops the padding from the
+results, so a run with one batch size compiles one graph.
+
+Modes (``COMPILE_MODES``): ``off`` (eager, the default), ``default`` (inductor's fused
+kernels), ``max-autotune`` (also searches the fastest matmul and convolution kernels,
+and captures CUDA graphs on GPUs), ``reduce-overhead`` (CUDA graphs: the whole call
+replayed with one launch; CUDA only).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..methods.base import AnomalyDetector
+from ..settings import COMPILE_MODES
+
+# Modes that capture CUDA graphs on a GPU; the first of them exists only there.
+CUDA_ONLY_MODES = ("reduce-overhead",)
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def check_compile_mode(mode: str, device: torch.device) -> None:
+    """Raise ValueError for an unknown mode, or a CUDA-graph mode on a device without CUDA."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    if mode in CUDA_ONLY_MODES and device.type != "cuda":
+        raise ValueError(
+            f"--compile {mode} captures CUDA graphs and needs a CUDA device, not {device.type}; "
+            "use --compile default (or off) there"
+        )
+
+
+def check_compilable(detector: AnomalyDetector) -> None:
+    """Raise ValueError when the method has no ``detect`` for ``--compile`` to capture."""
+    if not type(detector).compilable():
+        raise ValueError(
+            f"--compile: method '{detector.name}' overrides forward instead of implementing detect "
+            "(the call --compile captures), so it runs eagerly only; use --compile off"
+        )
+
+
+def compile_function(function: Callable, mode: str, backend: str | Callable = "inductor") -> Callable:
+    """``torch.compile`` with static shapes. ``backend``: inductor (what users get), or a
+    test backend such as ``aot_eager``, which runs the captured graph as it is (the mode
+    then only matters to inductor and is not passed)."""
+    if backend == "inductor":
+        return torch.compile(function, backend=backend, dynamic=False, mode=None if mode == "default" else mode)
+    return torch.compile(function, backend=backend, dynamic=False)
+
+
+def pad_batch(images: torch.Tensor, class_names: Sequence[str], size: int) -> tuple[torch.Tensor, list[str]]:
+    """images (B, 3, S, S) and their words (B,) -> (size, 3, S, S) and (size,), the last
+    image and word repeated (size >= B)."""
+    missing = size - images.shape[0]
+    if missing <= 0:
+        return images, list(class_names)
+    padding = images[-1:].expand(missing, *images.shape[1:])
+    return torch.cat([images, padding]), [*class_names, *[class_names[-1]] * missing]
+
+
+class InferenceCall:
+    """A detector's inference call: (images (B, 3, S, S), class names (B,)) -> (maps
+    (B, S, S), scores (B,)). ``off``: exactly ``detector(images, class_names)``. Otherwise
+    ``detect`` compiled once per batch size: each call is padded to :attr:`batch_size`
+    (the largest of the reserved and the seen sizes), so the last, short batch of a run
+    reuses the graph. The first call compiles (slow); a larger batch compiles again.
+    ``backend``: see :func:`compile_function` (not a user option)."""
+
+    def __init__(self, detector: AnomalyDetector, device: torch.device, mode: str = "off", backend: str | Callable = "inductor"):
+        check_compile_mode(mode, device)
+        if mode != "off":
+            check_compilable(detector)
+        self.detector = detector
+        self.mode = mode
+        self.batch_size = 0
+        self._compiled = None if mode == "off" else compile_function(self._maps_and_scores, mode, backend)
+
+    def reserve(self, batch_size: int) -> None:
+        """Pad every later call to at least ``batch_size`` images (no effect when off)."""
+        self.batch_size = max(self.batch_size, batch_size)
+
+    def _maps_and_scores(self, images: torch.Tensor, prompts: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.detector.detect(images, prompts)
+        return output.anomaly_map, output.pred_score
+
+    def __call__(self, images: torch.Tensor, class_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._compiled is None:
+            output = self.detector(images, class_names)
+            return output.anomaly_map, output.pred_score
+        count = images.shape[0]
+        self.reserve(count)
+        images, names = pad_batch(images, class_names, self.batch_size)
+        prompts = self.detector.prompt_inputs(names, images.device)
+        if self.mode in CUDA_GRAPH_MODES:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous call's outputs are done with
+        maps, scores = self._compiled(images, prompts)
+        # Copies: a CUDA graph's outputs live in memory that its next replay overwrites.
+        return maps[:count].clone(), scores[:count].clone()
+
+
+class TrainingCall:
+    """The training forward pass (forward and losses; backward and the optimiser step stay
+    eager): ``model(images, class_names, masks, labels)`` -> DetectorOutput, ``model`` being
+    the detector or its DDP wrapper. Compiled, the prompt words become tensors first and
+    the compiled module is called with them (``prompts=``), never with the words."""
+
+    def __init__(
+        self, model: torch.nn.Module, detector: AnomalyDetector, device: torch.device, mode: str = "off",
+        backend: str | Callable = "inductor",
+    ):
+        check_compile_mode(mode, device)
+        if mode != "off":
+            check_compilable(detector)
+        self.model = model
+        self.detector = detector
+        self.mode = mode
+        self._compiled = None if mode == "off" else compile_function(model, mode, backend)
+
+    def __call__(self, images: torch.Tensor, class_names: Sequence[str], masks: torch.Tensor, labels: torch.Tensor):
+        if self._compiled is None:
+            return self.model(images, class_names, masks, labels)
+        prompts = self.detector.prompt_inputs(class_names, images.device)
+        if self.mode in CUDA_GRAPH_MODES:
+            torch.compiler.cudagraph_mark_step_begin()
+        return self._compiled(images, None, masks, labels, prompts=prompts)
