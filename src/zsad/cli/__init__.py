@@ -104,9 +104,10 @@ def panel_replaces_random_warning() -> Iterator[None]:
         yield
 
 
-def load_predictor(options: opt.ModelOptions):
+def load_predictor(options: opt.ModelOptions, compile: str = "off"):
     """The predictor the shared model options describe (method from the option, the
-    recipe, or the checkpoint; the training-free baseline when nothing names one)."""
+    recipe, or the checkpoint; the training-free baseline when nothing names one), its
+    inference call under ``--compile``."""
     from ..api import load
     from ..methods import method_class
     from ..recipes import load_recipe
@@ -126,12 +127,18 @@ def load_predictor(options: opt.ModelOptions):
             method,
             options.checkpoint, options.backbone, options.weights, options.image_size, options.device,
             options.class_name, options.class_names, options.precision,
-            str(options.cache_dir) if options.cache_dir else None, recipe.method_config or None,
+            str(options.cache_dir) if options.cache_dir else None, recipe.method_config or None, compile,
         )
     warn_if_random(predictor.detector.backbone.random_weights)
     if untrained:
         err_console.print(Panel(f"--method {method} runs with UNTRAINED adapters (--allow-untrained): a pipeline check, not a result.", title="UNTRAINED", style="bold yellow"))
     return predictor
+
+
+def compile_meta(compile: str) -> dict[str, str]:
+    """What output files record about --compile: how the model ran, not what it is (a
+    runtime setting, absent when off)."""
+    return {} if compile == "off" else {"compile": compile}
 
 
 @app.command(cls=opt.LazyHelpCommand)
@@ -147,6 +154,7 @@ def predict(
     reference: fs.Reference = None,
     fusion_weight: fs.FusionWeight = 0.5,
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Run a model exported by `zsad export` with onnxruntime instead of torch (same outputs).")] = None,
+    compile: opt.Compile = "off",
     overwrite: opt.Overwrite = False,
     resume: Annotated[bool, typer.Option(help="Finish an interrupted run in --out: images that have a row in its scores.csv are kept, the rest are scored (same model and threshold required).")] = False,
     quiet: opt.Quiet = False,
@@ -166,11 +174,13 @@ def predict(
     if onnx is not None:
         from .export import load_onnx_predictor
 
+        if compile != "off":
+            raise ValueError("--compile applies to torch models, not to --onnx (onnxruntime runs the exported graph)")
         predictor, meta = load_onnx_predictor(onnx, model, reference)
         warn_if_random(bool(meta.get("pipeline_check")))
     else:
-        predictor = load_predictor(model)
-        meta = predictor.detector.provenance()
+        predictor = load_predictor(model, compile)
+        meta = {**predictor.detector.provenance(), **compile_meta(compile)}
     if reference is not None:
         predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
     try:
@@ -213,6 +223,7 @@ def test(
     shots: fs.Shots = 0,
     shot_seed: fs.ShotSeeds = None,
     fusion_weight: fs.FusionWeight = 0.5,
+    compile: opt.Compile = "off",
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -220,7 +231,7 @@ def test(
     With --shots K, few-shot mode: K references per class, mean ± std over --shot-seed."""
     from ..engine.testing import run_test
 
-    predictor = load_predictor(model)
+    predictor = load_predictor(model, compile)
     if shots:
         from ..engine.fewshot import fewshot_markdown, run_fewshot_test
         from ..methods.fewshot import FewShotSettings
@@ -244,7 +255,7 @@ def test(
     result = run_test(
         predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
-        overwrite=overwrite, show_progress=not quiet, meta=predictor.detector.provenance(),
+        overwrite=overwrite, show_progress=not quiet, meta={**predictor.detector.provenance(), **compile_meta(compile)},
     )
     console.print(Markdown(result.markdown))
     for error in result.errors:

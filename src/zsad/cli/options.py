@@ -12,7 +12,7 @@ import click
 import typer
 from typer.core import TyperCommand
 
-from ..settings import PRECISIONS
+from ..settings import COMPILE_MODES, PRECISIONS
 from . import checks
 
 
@@ -73,6 +73,29 @@ ImageSize = Annotated[
 CacheDir = Annotated[Optional[Path], typer.Option(help="Folder for OpenCLIP's weight downloads (default: OpenCLIP's cache).")]
 Device = Annotated[str, typer.Option(callback=checks.device_name, help="`auto` (GPU when available), `cpu`, `cuda`, `cuda:1`, `mps`.")]
 Precision = Annotated[str, typer.Option(callback=checks.one_of(*PRECISIONS), help="fp32, or bf16 autocast (on GPUs, or on CPUs with fast bf16: faster, maps within ~1%).")]
+_COMPILE_HELP = (
+    "Run the model under torch.compile: `off` (eager); `default` (fused kernels); `max-autotune` (also "
+    "searches the fastest matrix-multiply kernels: a longer compile; captures CUDA graphs on GPUs); "
+    "`reduce-overhead` (CUDA graphs: the whole forward pass replayed with one launch, best for small "
+    "batches; CUDA devices only). The first batches are slow while it compiles (tens of seconds to "
+    "minutes), and every new batch shape compiles again"
+)
+Compile = Annotated[
+    str,
+    typer.Option(
+        callback=checks.one_of(*COMPILE_MODES),
+        help=_COMPILE_HELP + " (a short batch is padded to the batch size so that it does not).",
+    ),
+]
+TrainCompile = Annotated[
+    Optional[str],
+    typer.Option(
+        "--compile",
+        callback=checks.one_of(*COMPILE_MODES),
+        help=_COMPILE_HELP + " (a short last batch of an epoch compiles once more). Forward pass and losses only; "
+        "checkpoints are the same either way (default: the recipe's or the resumed run's, else off).",
+    ),
+]
 BatchSize = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
 NumWorkers = Annotated[int, typer.Option(min=0, help="Data-loading worker processes (0 = in the main process).")]
 ClassName = Annotated[
@@ -142,6 +165,7 @@ class TrainingOptions:
     max_steps_per_epoch: MaxStepsPerEpoch = None
     precision: TrainPrecision = None
     warmup_epochs: WarmupEpochs = None
+    compile: TrainCompile = None
 
     def given(self) -> dict[str, Any]:
         """The TrainingConfig fields set on the command line."""

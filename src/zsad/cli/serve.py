@@ -12,7 +12,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def register(app: typer.Typer) -> None:
-    from . import err_console, friendly_errors, load_predictor
+    from . import compile_meta, err_console, friendly_errors, load_predictor
 
     @app.command()
     @friendly_errors
@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
         max_image_megapixels: Annotated[float, typer.Option(min=0.001, help="Largest image in megapixels (413 beyond).")] = 40.0,
         reference: fs.Reference = None,
         fusion_weight: fs.FusionWeight = 0.5,
+        compile: opt.Compile = "off",
     ) -> None:
         """Serve the detector over HTTP: POST /predict (multipart field `file`), GET /health,
         GET /info, and a web page at / to drop images on and see their overlays."""
@@ -37,10 +38,11 @@ def register(app: typer.Typer) -> None:
 
         from ..serve import ServeSettings, create_app
 
-        predictor = load_predictor(model)
-        meta = predictor.detector.provenance()
+        predictor = load_predictor(model, compile)
+        meta = {**predictor.detector.provenance(), **compile_meta(compile)}
         if reference is not None:
             predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
+        predictor.inference.reserve(max_batch)  # compiled: every forward pass runs --max-batch images
         settings = ServeSettings(
             threshold=threshold, max_batch=max_batch, batch_window_ms=batch_window_ms, max_queue=max_queue,
             max_request_bytes=int(max_request_mb * 1024 * 1024), max_files=max_files,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..settings import Settings
+from ..settings import COMPILE_MODES, Settings
 from .runtime import PRECISIONS
 
 
@@ -32,11 +32,14 @@ class TrainingConfig(Settings):
         memory), for methods whose config has this switch.
     cache_images: keep the decoded images, resized, in memory after the first read when
         the training set fits the cache budget (see ``train_data.image_cache_budget``).
+    compile: ``off``, or the ``torch.compile`` mode of the forward pass and losses (see
+        ``engine.compilation``); how, not what, is computed.
     """
 
     # May differ between a run and its resumption without changing what is learned: more
-    # epochs, data-loading processes, logging rate, activation recomputation, image caching.
-    runtime_fields = ("epochs", "num_workers", "log_every", "activation_checkpointing", "cache_images")
+    # epochs, data-loading processes, logging rate, activation recomputation, image caching,
+    # compilation.
+    runtime_fields = ("epochs", "num_workers", "log_every", "activation_checkpointing", "cache_images", "compile")
 
     epochs: int = 20
     batch_size: int = 2
@@ -56,6 +59,7 @@ class TrainingConfig(Settings):
     log_every: int = 1
     activation_checkpointing: bool = False
     cache_images: bool = True
+    compile: str = "off"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -78,6 +82,8 @@ class TrainingConfig(Settings):
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError(f"max_steps_per_epoch must be >= 1 or None, got {self.max_steps_per_epoch}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
 

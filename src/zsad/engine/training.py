@@ -30,6 +30,7 @@ from ..methods.base import AnomalyDetector
 from ..methods.build import full_config
 from ..output_lock import claim_output_folder
 from ..text import ClassNames
+from .compilation import TrainingCall, check_compilable, check_compile_mode
 from .distributed import DistributedContext, all_ranks_agree, barrier, distributed_session, wrap_for_training
 from .run_folder import (
     CONFIG_FILE_NAME,
@@ -250,7 +251,7 @@ class _TrainingRun:
             generator=torch.Generator().manual_seed(derive_seed(self.config.seed, epoch, self.context.rank, 1)),
         )
 
-    def _step(self, model: torch.nn.Module, batch: TrainingBatch, epoch: int) -> _PendingStep:
+    def _step(self, model: TrainingCall, batch: TrainingBatch, epoch: int) -> _PendingStep:
         """One optimiser step on a batch already on the device (moved, augmented and
         normalised by ``training_batch``), without waiting for it: the losses and the
         gradient norm stay on it until :meth:`_sync` checks and logs them."""
@@ -308,12 +309,12 @@ class _TrainingRun:
                 log.write(step.epoch, step.step, step.lr, values["total"], {k: v for k, v in values.items() if k != "total"})
         pending.clear()
 
-    def run_epoch(self, model: torch.nn.Module, epoch: int, log: TrainLog | None) -> dict[str, float]:
+    def run_epoch(self, model: TrainingCall, epoch: int, log: TrainLog | None) -> dict[str, float]:
         config = self.config
         seed_everything(derive_seed(config.seed, epoch, self.context.rank))
         loader = self._loader(epoch)
         planned = self.steps_per_epoch()
-        model.train()
+        model.model.train()
         stats = _EpochStats()
         pending: list[_PendingStep] = []
         steps = 0
@@ -391,6 +392,7 @@ def fit(
     show_progress: bool = True,
     resume_epoch: int | None = None,
     notify: Callable[[str], None] | None = None,
+    compile_backend: str | Callable = "inductor",
 ) -> TrainingResult:
     """Train ``detector``'s own modules on the data sets ``train_specs`` (``KIND:PATH``).
 
@@ -404,11 +406,17 @@ def fit(
     loss or gradient stops being finite (the previous epoch's checkpoint stays valid).
     Each epoch reseeds python's, numpy's and torch's global generators from
     (config.seed, epoch, rank), which is what makes a resumed run repeat the straight one.
+    ``config.compile`` compiles the forward pass and losses with torch.compile's
+    ``compile_backend`` (not a user option: tests use a fast one); checkpoints hold the
+    detector's own state either way.
     """
     out_dir = Path(out_dir)
     if resume and overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite starts it over: pass only one")
     check_training_precision(device, config.precision)  # refuses bf16 on the CPU before any work
+    check_compile_mode(config.compile, device)
+    if config.compile != "off":
+        check_compilable(detector)
     apply_activation_checkpointing(detector, config.activation_checkpointing)
     trainable_parameters(detector)
     with distributed_session(device) as (context, device), contextlib.ExitStack() as held:
@@ -426,7 +434,7 @@ def fit(
             run.restore(point)
         detector.to(device)
         run.build_optimiser(point)
-        model = wrap_for_training(detector, context, device)
+        model = TrainingCall(wrap_for_training(detector, context, device), detector, device, config.compile, compile_backend)
         if context.is_main:
             atomic_write_json(out_dir / CONFIG_FILE_NAME, run.run_config)
             if point is not None and point.epoch < config.epochs:
