@@ -188,6 +188,26 @@ def test_predictor_and_load_take_the_compile_setting(tmp_path):
     assert zsad.load("zeroshot", backbone="zsad-tiny", weights="random", device="cpu", compile="default").compile == "default"
 
 
+def test_compiled_evaluation_gives_the_eager_metrics(tmp_path):
+    from zsad.data import build_dataset
+    from zsad.engine.evaluation import evaluate
+
+    generate_mvtec_like(tmp_path / "set", categories=["stripes"], n_train=1, n_good=2, n_defect_per_kind=1, size=SIZE, seed=0)
+    dataset = build_dataset(f"mvtec:{tmp_path / 'set'}", image_size=SIZE, split="test")
+    detector = build("moeclip")
+    backend = CountingBackend()
+    reports = {
+        mode: evaluate(detector, dataset, ClassNames.load(), CPU, batch_size=4, show_progress=False,
+                       inference=InferenceCall(detector, CPU, mode, backend)).report
+        for mode in ("off", "default")
+    }
+    assert len(dataset) % 4 != 0 and backend.graphs == 1  # the short last batch was padded, not compiled again
+    metrics = [reports[mode]["per_class"]["stripes"] for mode in ("off", "default")]
+    assert metrics[0].keys() == metrics[1].keys()
+    for key, value in metrics[0].items():
+        assert metrics[1][key] == pytest.approx(value, abs=1e-6), key
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -233,6 +253,28 @@ def test_compiled_training_gives_the_eager_losses_and_the_same_checkpoint(name, 
     with torch.no_grad():
         assert_close(InferenceCall(loaded, CPU)(batch, words), InferenceCall(compiled.eval(), CPU)(batch, words))
     assert eager.trainable_state_dict().keys() == compiled.trainable_state_dict().keys()
+
+
+def test_compiled_training_under_torchrun_gives_the_eager_losses(train_spec, tmp_path, monkeypatch):
+    """The torchrun path (gloo, world size 1): the DDP wrapper itself is compiled, and is
+    called with the prompt tensors, so its gradient hooks still run."""
+    import socket
+
+    import torch.distributed as dist
+
+    eager = train("toy", train_spec, tmp_path / "eager", "off")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    backend = CountingBackend()
+    compiled = train("toy", train_spec, tmp_path / "ddp", "default", backend)
+    assert not dist.is_initialized() and backend.graphs >= 1
+    (_, eager_log), (_, ddp_log) = (read_train_log(tmp_path / run / "train_log.csv") for run in ("eager", "ddp"))
+    assert [row["total"] for row in ddp_log] == pytest.approx([row["total"] for row in eager_log], rel=1e-4, abs=1e-5)
+    for key, value in compiled.trainable_state_dict().items():
+        torch.testing.assert_close(value, eager.trainable_state_dict()[key], atol=1e-3, rtol=0)
 
 
 def test_training_refuses_cuda_graphs_on_the_cpu(train_spec, tmp_path):

@@ -75,7 +75,7 @@ def _train_and_test(
         say(f"training {plan.method} on {train_spec}")
         fit(model, [train_spec], run_dir / "train", plan.training, class_names, torch_device,
             overwrite=overwrite, show_progress=show_progress)
-    predictor = Predictor(model, torch_device, class_names, plan.training.precision)
+    predictor = Predictor(model, torch_device, class_names, plan.training.precision, plan.training.compile)
     meta = {**model.provenance(), "trained_on": train_spec}
     results = {}
     for key, spec in tests.items():

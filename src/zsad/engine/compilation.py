@@ -36,6 +36,13 @@ def check_compile_mode(mode: str, device: torch.device) -> None:
         )
 
 
+def check_compile(mode: str, device: torch.device, detector: AnomalyDetector) -> None:
+    """:func:`check_compile_mode`, and for a mode other than off :func:`check_compilable`."""
+    check_compile_mode(mode, device)
+    if mode != "off":
+        check_compilable(detector)
+
+
 def check_compilable(detector: AnomalyDetector) -> None:
     """Raise ValueError when the method has no ``detect`` for ``--compile`` to capture."""
     if not type(detector).compilable():
@@ -73,9 +80,7 @@ class InferenceCall:
     ``backend``: see :func:`compile_function` (not a user option)."""
 
     def __init__(self, detector: AnomalyDetector, device: torch.device, mode: str = "off", backend: str | Callable = "inductor"):
-        check_compile_mode(mode, device)
-        if mode != "off":
-            check_compilable(detector)
+        check_compile(mode, device, detector)
         self.detector = detector
         self.mode = mode
         self.batch_size = 0
@@ -114,9 +119,7 @@ class TrainingCall:
         self, model: torch.nn.Module, detector: AnomalyDetector, device: torch.device, mode: str = "off",
         backend: str | Callable = "inductor",
     ):
-        check_compile_mode(mode, device)
-        if mode != "off":
-            check_compilable(detector)
+        check_compile(mode, device, detector)
         self.model = model
         self.detector = detector
         self.mode = mode

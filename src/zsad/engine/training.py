@@ -30,7 +30,7 @@ from ..methods.base import AnomalyDetector
 from ..methods.build import full_config
 from ..output_lock import claim_output_folder
 from ..text import ClassNames
-from .compilation import TrainingCall, check_compilable, check_compile_mode
+from .compilation import TrainingCall, check_compile
 from .distributed import DistributedContext, all_ranks_agree, barrier, distributed_session, wrap_for_training
 from .run_folder import (
     CONFIG_FILE_NAME,
@@ -414,9 +414,7 @@ def fit(
     if resume and overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite starts it over: pass only one")
     check_training_precision(device, config.precision)  # refuses bf16 on the CPU before any work
-    check_compile_mode(config.compile, device)
-    if config.compile != "off":
-        check_compilable(detector)
+    check_compile(config.compile, device, detector)  # before any work, as TrainingCall would
     apply_activation_checkpointing(detector, config.activation_checkpointing)
     trainable_parameters(detector)
     with distributed_session(device) as (context, device), contextlib.ExitStack() as held:
