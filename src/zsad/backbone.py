@@ -30,6 +30,7 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from .clip_weights import WeightsUnavailableError, build_clip, canonical_weights, is_random_weights
 from .maps import REFERENCE_SIZE
+from .tracing import is_compiling
 from .vit_blocks import run_block, supports_fused_attention
 
 DEFAULT_MODEL_NAME = "ViT-L-14-336"
@@ -347,7 +348,7 @@ class ClipBackbone(nn.Module):
         be a host sync, and a new graph for every prompt length).
         """
         clip = self.clip
-        length = clip.attn_mask.shape[0] if torch.compiler.is_compiling() else int(eot_index.max()) + 1
+        length = clip.attn_mask.shape[0] if is_compiling() else int(eot_index.max()) + 1
         x = embeddings[:, :length] + clip.positional_embedding[:length].to(embeddings.dtype)
         transformer = clip.transformer
         if self.fused_attention and getattr(transformer, "batch_first", False) and all(

@@ -61,6 +61,15 @@ def compile_function(function: Callable, mode: str, backend: str | Callable = "i
     return torch.compile(function, backend=backend, dynamic=False)
 
 
+def mark_cuda_graph_step() -> None:
+    """Tell torch's CUDA graphs that a new call begins: the outputs of the previous replay
+    may be overwritten (torch.compiler's name from torch 2.2 on, inductor's own before)."""
+    mark = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
+    if mark is None:
+        from torch._inductor.cudagraph_trees import mark_step_begin as mark
+    mark()
+
+
 def pad_batch(images: torch.Tensor, class_names: Sequence[str], size: int) -> tuple[torch.Tensor, list[str]]:
     """images (B, 3, S, S) and their words (B,) -> (size, 3, S, S) and (size,), the last
     image and word repeated (size >= B)."""
@@ -103,7 +112,7 @@ class InferenceCall:
         images, names = pad_batch(images, class_names, self.batch_size)
         prompts = self.detector.prompt_inputs(names, images.device)
         if self.mode in CUDA_GRAPH_MODES:
-            torch.compiler.cudagraph_mark_step_begin()  # the previous call's outputs are done with
+            mark_cuda_graph_step()  # the previous call's outputs are done with
         maps, scores = self._compiled(images, prompts)
         # Copies: a CUDA graph's outputs live in memory that its next replay overwrites.
         return maps[:count].clone(), scores[:count].clone()
@@ -130,5 +139,5 @@ class TrainingCall:
             return self.model(images, class_names, masks, labels)
         prompts = self.detector.prompt_inputs(class_names, images.device)
         if self.mode in CUDA_GRAPH_MODES:
-            torch.compiler.cudagraph_mark_step_begin()
+            mark_cuda_graph_step()
         return self._compiled(images, None, masks, labels, prompts=prompts)

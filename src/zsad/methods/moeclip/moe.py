@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ...precision import float32_region
+from ...tracing import is_compiling
 
 Dispatch = Literal["dense", "sparse", "stacked", "auto"]
 DISPATCHES = ("dense", "sparse", "stacked", "auto")
@@ -33,7 +34,7 @@ def resolve_dispatch(dispatch: str, device: torch.device) -> str:
     "sparse" elsewhere (only the chosen experts' FLOPs); other values unchanged."""
     if dispatch != "auto":
         return dispatch
-    return "sparse" if device.type == "cpu" and not torch.compiler.is_compiling() else "stacked"
+    return "sparse" if device.type == "cpu" and not is_compiling() else "stacked"
 
 
 def fofs_block_sizes(d: int, num_experts: int) -> list[int]:
