@@ -5,7 +5,9 @@ the CPU. torch.compile runs with the ``aot_eager`` backend here (the captured gr
 as is, fast to build), counted through a wrapper; one slow test uses inductor."""
 from __future__ import annotations
 
+import gc
 import json
+import threading
 import warnings
 
 import pytest
@@ -17,7 +19,14 @@ import toy_method  # noqa: F401  (registers "toy")
 from zsad.checkpoints import read_checkpoint
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
-from zsad.engine.compilation import InferenceCall, TrainingCall, check_compilable, check_compile_mode, pad_batch
+from zsad.engine.compilation import (
+    InferenceCall,
+    TrainingCall,
+    check_compilable,
+    check_compile_mode,
+    in_process_compile,
+    pad_batch,
+)
 from zsad.engine.fewshot import with_references
 from zsad.engine.predictor import Predictor
 from zsad.engine.run_folder import read_run_config
@@ -60,10 +69,14 @@ class CountingBackend:
 
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
-    """Each test compiles from scratch (no graph or recompile count carried over)."""
+    """Each test compiles from scratch (no graph or recompile count carried over). After
+    it, what the compiled calls held (a DDP wrapper and its gloo group, inductor's
+    objects) is collected here, in the process whose threads it owns: collected in a
+    data-loading worker forked by a later test, it aborts the worker."""
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
+    gc.collect()
 
 
 def build(name: str, method_config=None, size: int = SIZE, for_training: bool = False, checkpoint=None) -> AnomalyDetector:
@@ -318,8 +331,20 @@ def test_cli_refuses_cuda_graphs_on_the_cpu_in_one_line(tmp_path):
 # ---------------------------------------------------------------- the real compiler
 
 
+def test_inductor_compiles_in_process_within_the_context_only():
+    import torch._inductor.config as inductor_config
+
+    before = inductor_config.compile_threads
+    with in_process_compile():
+        assert inductor_config.compile_threads == 1
+    assert inductor_config.compile_threads == before
+
+
 @pytest.mark.slow
 def test_cli_predict_compiled_by_inductor_gives_the_eager_scores_and_records_the_setting(tmp_path):
+    """Also: inductor leaves no worker threads behind (a data-loading worker forked later,
+    by another command in this process, would inherit them mid-flight)."""
+    threads_before = {thread.name for thread in threading.enumerate()}
     for seed in range(3):
         Image.fromarray((images(1, seed=seed)[0].permute(1, 2, 0) * 255).byte().numpy()).save(tmp_path / f"{seed}.png")
     common = ["--method", "moeclip", "--allow-untrained", "--backbone", "zsad-tiny", "--weights", "random",
@@ -332,3 +357,5 @@ def test_cli_predict_compiled_by_inductor_gives_the_eager_scores_and_records_the
     assert "compile" not in runs["off"]["meta"] and runs["default"]["meta"]["compile"] == "default"
     for want, got in zip(runs["off"]["images"], runs["default"]["images"]):
         assert got["path"] == want["path"] and got["score"] == pytest.approx(want["score"], abs=1e-5)
+    new_threads = {thread.name for thread in threading.enumerate()} - threads_before
+    assert new_threads <= {"tqdm_monitor"}  # tqdm's own, as without --compile

@@ -13,6 +13,7 @@ replayed with one launch; CUDA only).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Sequence
 
 import torch
@@ -59,6 +60,16 @@ def compile_function(function: Callable, mode: str, backend: str | Callable = "i
     if backend == "inductor":
         return torch.compile(function, backend=backend, dynamic=False, mode=None if mode == "default" else mode)
     return torch.compile(function, backend=backend, dynamic=False)
+
+
+def in_process_compile() -> contextlib.AbstractContextManager:
+    """Inductor compiles in this process, without its pool of worker threads and processes:
+    a data-loading worker forked afterwards (a new loader, e.g. every training epoch) would
+    inherit that pool's threads mid-flight and may hang or abort. Compiling takes longer on
+    many cores; the compiled code is the same."""
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.patch(compile_threads=1)
 
 
 def mark_cuda_graph_step() -> None:
@@ -111,20 +122,22 @@ class InferenceCall:
         self.reserve(count)
         images, names = pad_batch(images, class_names, self.batch_size)
         prompts = self.detector.prompt_inputs(names, images.device)
-        if self.mode not in CUDA_GRAPH_MODES:
+        if self.mode in CUDA_GRAPH_MODES:
+            mark_cuda_graph_step()  # the previous call's outputs are done with
+        with in_process_compile():
             maps, scores = self._compiled(images, prompts)
-            return maps[:count], scores[:count]
-        mark_cuda_graph_step()  # the previous call's outputs are done with
-        maps, scores = self._compiled(images, prompts)
-        # Copies: a CUDA graph's outputs live in memory that its next replay overwrites.
-        return maps[:count].clone(), scores[:count].clone()
+        if self.mode in CUDA_GRAPH_MODES:
+            # Copies: a CUDA graph's outputs live in memory that its next replay overwrites.
+            return maps[:count].clone(), scores[:count].clone()
+        return maps[:count], scores[:count]
 
 
 class TrainingCall:
     """The training forward pass (forward and losses; backward and the optimiser step stay
     eager): ``model(images, class_names, masks, labels)`` -> DetectorOutput, ``model`` being
     the detector or its DDP wrapper. Compiled, the prompt words become tensors first and
-    the compiled module is called with them (``prompts=``), never with the words."""
+    the compiled module is called with them (``prompts=``), never with the words. The
+    backward pass compiles at its first call: run the loop within :func:`in_process_compile`."""
 
     def __init__(
         self, model: torch.nn.Module, detector: AnomalyDetector, device: torch.device, mode: str = "off",

@@ -30,7 +30,7 @@ from ..methods.base import AnomalyDetector
 from ..methods.build import full_config
 from ..output_lock import claim_output_folder
 from ..text import ClassNames
-from .compilation import TrainingCall, check_compile
+from .compilation import TrainingCall, check_compile, in_process_compile
 from .distributed import DistributedContext, all_ranks_agree, barrier, distributed_session, wrap_for_training
 from .run_folder import (
     CONFIG_FILE_NAME,
@@ -433,6 +433,8 @@ def fit(
         detector.to(device)
         run.build_optimiser(point)
         model = TrainingCall(wrap_for_training(detector, context, device), detector, device, config.compile, compile_backend)
+        if config.compile != "off":
+            held.enter_context(in_process_compile())  # each epoch forks new loader workers
         if context.is_main:
             atomic_write_json(out_dir / CONFIG_FILE_NAME, run.run_config)
             if point is not None and point.epoch < config.epochs:
