@@ -35,7 +35,8 @@ class MoEClipConfig(MethodConfig):
     score_temperature: temperature of the image-level softmax / cross-entropy (1).
     smoothing_sigma: Gaussian smoothing of the inference map, px at maps.REFERENCE_SIZE (scaled with size).
     logit_scale: multiplier of the patch-text cosines (CLIP's 100).
-    dispatch: expert evaluation at inference: auto (stacked on GPUs, sparse on the CPU),
+    dispatch: expert evaluation at inference: auto (stacked on GPUs and under torch.compile,
+        sparse on the CPU otherwise),
         sparse (only the k chosen experts run), stacked (all experts as two matmuls) or
         dense (every expert's output kept, for the analyses).
     activation_checkpointing: recompute frozen blocks after the first MoE in backward.
