@@ -2,7 +2,7 @@
 
     python benchmarks/train_step.py [--device auto] [--precision fp32|bf16] [--batch-size 2]
         [--backbone ViT-L-14-336] [--image-size 518] [--data-size 256] [--steps 20]
-        [--warmup 3] [--num-workers N] [--activation-checkpointing]
+        [--warmup 3] [--num-workers N] [--activation-checkpointing] [--compile MODE]
 
 Random weights; the data set is generated into a temporary folder (MVTec-like layout,
 ``--data-size`` px files, resized by the pipeline). Three figures:
@@ -18,6 +18,12 @@ Random weights; the data set is generated into a temporary folder (MVTec-like la
 It prints (a), (b), (b)/(a) (1.0 = the input pipeline and the loop cost nothing; the
 issue's goal is <= 1.10) and the projected wall time of the paper's recipe, 2,162
 images x 20 epochs at the measured batch size.
+
+``--compile MODE`` (as ``zsad train --compile``): (a) runs the forward pass and losses
+through the same ``TrainingCall`` that ``fit`` uses, (b) trains with that setting. The
+first steps compile: (a)'s warm-up absorbs it, and for (b) one throw-away one-step run
+compiles first, so that the two timed runs find inductor's caches warm and their
+difference holds steps only.
 """
 from __future__ import annotations
 
@@ -33,11 +39,13 @@ from _bench import add_common_options, describe_device, setup, synchronize
 from zsad.backbone import create_backbone
 from zsad.data import build_dataset
 from zsad.data.synth import generate_mvtec_like
+from zsad.engine.compilation import TrainingCall
 from zsad.engine.runtime import autocast
 from zsad.engine.train_config import TrainingConfig
 from zsad.engine.train_data import build_training_data
 from zsad.engine.training import fit
 from zsad.methods import build_method
+from zsad.settings import COMPILE_MODES
 from zsad.text import ClassNames
 
 RECIPE_IMAGES, RECIPE_EPOCHS = 2162, 20
@@ -55,18 +63,22 @@ def make_data(folder: Path, images_needed: int, size: int) -> str:
         good *= 2
 
 
-def model_step_seconds(detector, device, precision: str, batch: int, size: int, steps: int, warmup: int) -> float:
-    """(a): seconds per optimiser step on tensors already on the device."""
+def model_step_seconds(
+    detector, device, precision: str, batch: int, size: int, steps: int, warmup: int, compile_mode: str
+) -> float:
+    """(a): seconds per optimiser step on tensors already on the device (forward and
+    losses through ``TrainingCall``, compiled unless ``compile_mode`` is off)."""
     images = torch.randn(batch, 3, size, size, device=device)
     masks = (torch.rand(batch, 1, size, size, device=device) > 0.9).float()
     labels = torch.randint(0, 2, (batch,), device=device)
     words = ["object"] * batch
     detector.train()
     optimiser = torch.optim.Adam([p for p in detector.parameters() if p.requires_grad], lr=5e-4)
+    forward = TrainingCall(detector, detector, device, compile_mode)
 
     def step():
         with autocast(device, precision):
-            output = detector(images, words, masks, labels)
+            output = forward(images, words, masks, labels)
         total = torch.stack([value.float() for value in output.losses.values()]).sum()
         optimiser.zero_grad(set_to_none=True)
         total.backward()
@@ -113,6 +125,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--num-workers", type=int, default=None, help="default: zsad train's default")
     parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument("--compile", default="off", choices=COMPILE_MODES, help="as zsad train --compile")
     args = parser.parse_args()
     device = setup(args)
     if args.precision == "bf16" and device.type != "cuda":
@@ -126,9 +139,13 @@ def main() -> None:
         detector = build_method(
             "moeclip", backbone, {"activation_checkpointing": args.activation_checkpointing}
         ).to(device)
-        model_step = model_step_seconds(detector, device, args.precision, batch, size, args.steps, args.warmup)
+        model_step = model_step_seconds(
+            detector, device, args.precision, batch, size, args.steps, args.warmup, args.compile
+        )
         config = dict(epochs=1, batch_size=batch, precision=args.precision, num_workers=args.num_workers,
-                      activation_checkpointing=args.activation_checkpointing)
+                      activation_checkpointing=args.activation_checkpointing, compile=args.compile)
+        if args.compile != "off":  # warms inductor's caches for the two timed runs
+            engine_seconds(backbone, spec, folder / "compile", TrainingConfig(**config, max_steps_per_epoch=1), device)
         short = engine_seconds(backbone, spec, folder / "short",
                                TrainingConfig(**config, max_steps_per_epoch=args.warmup), device)
         long = engine_seconds(backbone, spec, folder / "long",
@@ -138,7 +155,7 @@ def main() -> None:
 
     steps = math.ceil(RECIPE_IMAGES / batch) * RECIPE_EPOCHS
     print(f"{args.backbone} (random weights), {size} px, batch {batch}, {args.precision}, "
-          f"activation checkpointing {'on' if args.activation_checkpointing else 'off'}, "
+          f"activation checkpointing {'on' if args.activation_checkpointing else 'off'}, compile {args.compile}, "
           f"num_workers {args.num_workers if args.num_workers is not None else 'default'}, {describe_device(device)}")
     print(f"| {'what':<44} | {'ms / step':>9} | {'recipe (20 x 2,162 images)':>26} |")
     print(f"|{'-' * 46}|{'-' * 11}|{'-' * 28}|")
