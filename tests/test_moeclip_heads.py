@@ -19,13 +19,16 @@ from zsad.methods.moeclip.heads import (
 # ---------------------------------------------------------------- PAA
 
 
-def test_patch_average_matches_avg_pool2d_reference():
-    tokens = torch.randn(2, 36, 5)  # 6 x 6 grid
+@pytest.mark.parametrize("scales", [(1, 3, 5), (5, 1), (7, 3), (9,)])
+def test_patch_average_matches_avg_pool2d_reference(scales):
+    tokens = torch.randn(2, 36, 5)  # 6 x 6 grid (a 9 x 9 window is wider than the grid)
     grid = tokens.transpose(1, 2).reshape(2, 5, 6, 6)
-    outputs = patch_average(tokens, scales=(1, 3, 5))
-    assert len(outputs) == 3 and all(o.shape == tokens.shape for o in outputs)
-    assert torch.equal(outputs[0], tokens)  # s = 1 is the identity
-    for scale, output in zip((3, 5), outputs[1:]):
+    outputs = patch_average(tokens, scales=scales)
+    assert len(outputs) == len(scales) and all(o.shape == tokens.shape for o in outputs)
+    for scale, output in zip(scales, outputs):
+        if scale == 1:
+            assert torch.equal(output, tokens)  # s = 1 is the identity
+            continue
         reference = F.avg_pool2d(grid, scale, stride=1, padding=scale // 2, count_include_pad=True)
         assert torch.allclose(output, reference.flatten(2).transpose(1, 2), atol=1e-6)
 
