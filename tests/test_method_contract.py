@@ -48,6 +48,15 @@ def test_registry_key_is_the_class_name(name):
     assert method_class(name).name == name
 
 
+def test_the_light_name_table_matches_the_registry():
+    """zsad.method_names (read by the command line without importing torch) lists exactly
+    the bundled methods, each with the registry's trainable flag."""
+    from zsad.method_names import BUILTIN_METHODS
+
+    bundled = {name: method_class(name).trainable for name in available_methods() if method_class(name).__module__.startswith("zsad.methods.")}
+    assert BUILTIN_METHODS == bundled
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", METHODS)
 def test_outputs_have_the_contract_shapes_and_range(name, device):

@@ -8,13 +8,15 @@ from typing import Annotated, List, Optional
 import typer
 
 from . import options as opt
+from .console import EXIT_BAD_INPUT, console, err_console
+from .model_loading import load_predictor
 
 DataSpecs = Annotated[
     List[str],
     typer.Option(
         "--data",
         help="KIND:PATH of a data set to analyse (repeat for several; their test split is used). "
-        "Kinds as for `zsad test --data`.",
+        "Kinds: {data_kinds}.",
     ),
 ]
 
@@ -40,7 +42,6 @@ def experts(
     OUT/expert_activation.csv and .png; --selection-maps and --layer do not apply)."""
     from ..analysis.activation import analyze_expert_activation, routes_per_image
     from ..analysis.run import analyze_experts, load_analysis_data
-    from . import EXIT_BAD_INPUT, console, err_console, load_predictor
 
     predictor = load_predictor(model)
     analysis_data = load_analysis_data(
@@ -87,17 +88,7 @@ def losses(
     PromptMoE runs, from their train_log.csv (PromptMoE Fig. 7): OUT/auxiliary_losses.csv
     and .png."""
     from ..analysis.activation import auxiliary_loss_curves
-    from . import console
 
     written = auxiliary_loss_curves(run, out, overwrite=overwrite)
     console.print(f"Written: {', '.join(str(path) for path in written)}")
 
-
-def register(app: typer.Typer) -> None:
-    """Add the `analyze` command group (with `experts`) to ``app``."""
-    from . import friendly_errors
-
-    analyze_app = typer.Typer(help="Analyses of a trained model.", no_args_is_help=True, rich_markup_mode=None)
-    analyze_app.command("experts", cls=opt.LazyHelpCommand)(friendly_errors(opt.option_group("model", opt.ModelOptions)(experts)))
-    analyze_app.command("losses", cls=opt.LazyHelpCommand)(friendly_errors(losses))
-    app.add_typer(analyze_app, name="analyze")

@@ -7,39 +7,35 @@ from typing import Annotated
 import typer
 
 from . import options as opt
+from .console import console
+from .model_loading import load_predictor
 
 
-def register(app: typer.Typer) -> None:
-    from . import console, friendly_errors, load_predictor
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write (weights over 2 GB go to external data files beside it).")],
+    model: opt.ModelOptions,
+    opset: Annotated[int, typer.Option(min=14, help="ONNX opset version.")] = 17,
+    overwrite: opt.Overwrite = False,
+) -> None:
+    """Export the detector, backbone included, to ONNX: input `images` (B, 3, S, S)
+    CLIP-normalised, outputs `anomaly_map` (B, S, S) and `score` (B,). The batch size is
+    free (or 1 for a method that builds per-image prompts), the image size fixed; the text features of the prompt words (--class-name,
+    default 'object') are stored in the file. Run it with `zsad predict --onnx FILE` or
+    any ONNX runtime."""
+    from ..engine.onnx_export import export_onnx
 
-    @app.command()
-    @friendly_errors
-    @opt.option_group("model", opt.ModelOptions)
-    def export(
-        out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write (weights over 2 GB go to external data files beside it).")],
-        model: opt.ModelOptions,
-        opset: Annotated[int, typer.Option(min=14, help="ONNX opset version.")] = 17,
-        overwrite: opt.Overwrite = False,
-    ) -> None:
-        """Export the detector, backbone included, to ONNX: input `images` (B, 3, S, S)
-        CLIP-normalised, outputs `anomaly_map` (B, S, S) and `score` (B,). The batch size is
-        free (or 1 for a method that builds per-image prompts), the image size fixed; the text features of the prompt words (--class-name,
-        default 'object') are stored in the file. Run it with `zsad predict --onnx FILE` or
-        any ONNX runtime."""
-        from ..engine.onnx_export import export_onnx
-
-        if out.exists() and not overwrite:
-            raise ValueError(f"{out} exists; pass --overwrite to replace it")
-        predictor = load_predictor(model)
-        words = predictor.class_names.resolve(None)
-        detector = predictor.detector
-        check = export_onnx(detector, words, out, meta=detector.provenance(), opset=opset)
-        console.print(f"exported {detector.name} ({predictor.image_size} px, prompts for '{words}') to {out}")
-        console.print(
-            f"onnxruntime vs torch on {check.batch_size} random images: max |diff| map {check.map_difference:.2e}, "
-            f"score {check.score_difference:.2e}; batch size "
-            + ("free" if check.dynamic_batch else "1 (this method's forward traces image by image; runtimes loop)")
-        )
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out} exists; pass --overwrite to replace it")
+    predictor = load_predictor(model)
+    words = predictor.class_names.resolve(None)
+    detector = predictor.detector
+    check = export_onnx(detector, words, out, meta=detector.provenance(), opset=opset)
+    console.print(f"exported {detector.name} ({predictor.image_size} px, prompts for '{words}') to {out}")
+    console.print(
+        f"onnxruntime vs torch on {check.batch_size} random images: max |diff| map {check.map_difference:.2e}, "
+        f"score {check.score_difference:.2e}; batch size "
+        + ("free" if check.dynamic_batch else "1 (this method's forward traces image by image; runtimes loop)")
+    )
 
 
 def load_onnx_predictor(onnx: Path, model: opt.ModelOptions, reference: Path | None):

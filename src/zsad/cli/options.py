@@ -8,38 +8,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, get_type_hints
 
-import click
 import typer
-from typer.core import TyperCommand
 
 from ..settings import COMPILE_MODES, PRECISIONS
 from . import checks
 
-
-
-def _methods_help() -> str:
-    """The registered methods, the training-free ones marked (imports the registry)."""
-    from ..methods import available_methods, method_class
-
-    return ", ".join(name if method_class(name).trainable else f"{name} (training-free)" for name in available_methods())
-
-
-# Placeholders an option's help may hold, filled in only when a help page is shown, so that
-# reading the command line does not import the methods (and torch).
-_HELP_FILLERS = {"{methods}": _methods_help}
-
-
-class LazyHelpCommand(TyperCommand):
-    """A command whose option help texts may hold placeholders of _HELP_FILLERS."""
-
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        for parameter in self.params:
-            text = getattr(parameter, "help", None) or ""
-            for placeholder, fill in _HELP_FILLERS.items():
-                if placeholder in text:
-                    text = text.replace(placeholder, fill())
-                    parameter.help = text
-        super().format_help(ctx, formatter)
 
 
 # Smallest input side: one patch of the largest patch size among the bundled backbones (16).
@@ -93,7 +66,7 @@ TrainCompile = Annotated[
         "--compile",
         callback=checks.one_of(*COMPILE_MODES),
         help=_COMPILE_HELP + " (a short last batch of an epoch compiles once more). Forward pass and losses only; "
-        "checkpoints are the same either way (default: the recipe's or the resumed run's, else off).",
+        "checkpoints are the same either way (default: the recipe's or the resumed run's, else {default:compile}).",
     ),
 ]
 BatchSize = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
@@ -117,8 +90,8 @@ DataSpec = Annotated[
     str,
     typer.Option(
         "--data",
-        help="KIND:PATH. Kinds: mvtec, visa, btad, mpdd, dtd, rsdd, ksdd2, kvasir, clinicdb, headct, brainmri, br35h, "
-        "folder (PATH/normal, PATH/abnormal, optional PATH/masks), manifest (a JSON-lines file).",
+        help="KIND:PATH. Kinds: {data_kinds} (folder: PATH/normal, PATH/abnormal, optional PATH/masks; "
+        "manifest: a JSON-lines file; `zsad data info KIND:PATH` shows what a spec finds).",
     ),
 ]
 Classes = Annotated[Optional[str], typer.Option(help="Comma-separated categories to use (default: all).")]
@@ -126,13 +99,13 @@ AllowUntrained = Annotated[
     bool,
     typer.Option(help="Run a trainable method (e.g. moeclip) without --checkpoint: its adapters are untrained, so the result is a pipeline check only."),
 ]
-Epochs = Annotated[Optional[int], typer.Option(min=1, help="Passes over the training data; the last epoch is the final model (default: the recipe's, else 20).")]
-TrainBatchSize = Annotated[Optional[int], typer.Option(min=1, help="Images per optimiser step, per GPU under torchrun (default: the recipe's, else 2).")]
-LearningRate = Annotated[Optional[float], typer.Option(callback=checks.positive_number, help="Base learning rate of the method's optimiser (default: the recipe's, else 5e-4).")]
-Seed = Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="Seeds initialisation, data order, augmentation and dropout; a resumed run repeats the straight one (default: 0).")]
+Epochs = Annotated[Optional[int], typer.Option(min=1, help="Passes over the training data; the last epoch is the final model (default: the recipe's, else {default:epochs}).")]
+TrainBatchSize = Annotated[Optional[int], typer.Option(min=1, help="Images per optimiser step, per GPU under torchrun (default: the recipe's, else {default:batch_size}).")]
+LearningRate = Annotated[Optional[float], typer.Option(callback=checks.positive_number, help="Base learning rate of the method's optimiser (default: the recipe's, else {default:lr}).")]
+Seed = Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="Seeds initialisation, data order, augmentation and dropout; a resumed run repeats the straight one (default: {default:seed}).")]
 MaxStepsPerEpoch = Annotated[Optional[int], typer.Option(min=1, help="End each epoch after this many steps (quick runs; default: no limit).")]
-TrainPrecision = Annotated[Optional[str], typer.Option(callback=checks.one_of(*PRECISIONS), help="fp32, or bf16 autocast (GPU only) (default: fp32).")]
-WarmupEpochs = Annotated[Optional[int], typer.Option(min=0, help="Linear learning-rate warm-up over this many epochs (default: the recipe's, else 0).")]
+TrainPrecision = Annotated[Optional[str], typer.Option(callback=checks.one_of(*PRECISIONS), help="fp32, or bf16 autocast (GPU only) (default: {default:precision}).")]
+WarmupEpochs = Annotated[Optional[int], typer.Option(min=0, help="Linear learning-rate warm-up over this many epochs (default: the recipe's, else {default:warmup_epochs}).")]
 
 
 @dataclass
@@ -170,6 +143,10 @@ class TrainingOptions:
     def given(self) -> dict[str, Any]:
         """The TrainingConfig fields set on the command line."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+# The option groups a command may take as one argument (see registration.add_command).
+OPTION_GROUPS = (ModelOptions, TrainingOptions)
 
 
 def option_group(parameter: str, group: type) -> Callable[[Callable], Callable]:

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from . import checks
 from . import options as opt
+from .console import console, err_console
+from .model_loading import panel_replaces_random_warning, warn_if_random
 
 if TYPE_CHECKING:  # imported where used: the command line starts without torch
     from ..engine.train_config import TrainingConfig
@@ -24,21 +25,18 @@ if TYPE_CHECKING:  # imported where used: the command line starts without torch
 
 SPLITS = ("test", "all")
 
-err_console = Console(stderr=True)
-console = Console()
-
 TrainData = Annotated[
     Optional[str],
     typer.Option(
         "--data",
         help="KIND:PATH[,KIND:PATH...]: the auxiliary data sets (concatenated). Each contributes its labelled "
-        "test split (normal and anomalous images with masks), as in the papers. Kinds as for `zsad test`. "
+        "test split (normal and anomalous images with masks), as in the papers. Kinds: {data_kinds}. "
         "When resuming: the run's data unless given.",
     ),
 ]
 TrainMethod = Annotated[
     Optional[str],
-    typer.Option("--method", "-m", help="Trainable method: moeclip or promptmoe (default: the recipe's, or the resumed run's)."),
+    typer.Option("--method", "-m", help="Trainable method: {trainable_methods} (default: the recipe's, or the resumed run's)."),
 ]
 
 
@@ -172,7 +170,6 @@ def _run(
 
     if not method_class(settings.method).trainable:
         raise ValueError(f"method '{settings.method}' has no trainable parameters: it needs no training")
-    from . import panel_replaces_random_warning, warn_if_random
 
     main = is_main_process()
     with panel_replaces_random_warning():
@@ -213,9 +210,3 @@ def _run(
         command = f"  zsad test --checkpoint {out} --data KIND:PATH --out {out / 'test'}"
         console.print(escape(command), highlight=False, soft_wrap=True)
 
-
-def register(app: typer.Typer) -> None:
-    """Add the `train` command to the `zsad` app."""
-    from . import friendly_errors
-
-    app.command(name="train", cls=opt.LazyHelpCommand)(friendly_errors(opt.option_group("training", opt.TrainingOptions)(train)))

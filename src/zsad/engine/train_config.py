@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..settings import COMPILE_MODES, Settings
-from .runtime import PRECISIONS
+from ..settings import COMPILE_MODES, PRECISIONS, Settings
 
 
 

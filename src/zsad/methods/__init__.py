@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from ..backbone import ClipBackbone
+from ..method_names import ENTRY_POINT_GROUP
 from .base import AnomalyDetector, DetectorOutput, MethodConfig
 
-ENTRY_POINT_GROUP = "zsad.methods"
 # Modules of this package that hold the kit, not a method.
 _KIT_MODULES = frozenset({"base", "build"})
 _REGISTRY: dict[str, type[AnomalyDetector]] = {}

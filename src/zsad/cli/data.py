@@ -1,5 +1,4 @@
-"""``zsad data ...``: look at a data set, or write a synthetic one."""
-
+"""`zsad data ...`: look at a data set, or write a synthetic one."""
 from __future__ import annotations
 
 import shutil
@@ -10,15 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from zsad.data.sample import SPLITS
-from zsad.data.synth_categories import CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES
-
-data_app = typer.Typer(
-    help="Inspect data sets (any KIND:PATH spec) and generate synthetic MVTec/VisA-layout data.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
-
+from ..data.sample import SPLITS
+from ..data.synth_categories import CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES
 
 CATEGORIES_HELP = (
     f"Comma-separated categories (default: all of {', '.join(CATEGORIES)}). Zero-shot split: "
@@ -31,7 +23,6 @@ class SynthLayout(str, Enum):
     visa = "visa"
 
 
-@data_app.command("synth")
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the data set into (created if missing).")],
     categories: Annotated[Optional[str], typer.Option(help=CATEGORIES_HELP)] = None,
@@ -48,7 +39,7 @@ def synth(
     ] = False,
 ) -> None:
     """Write a synthetic anomaly-detection data set (textures and objects with exact defect masks)."""
-    from zsad.data.synth import generate_mvtec_like, generate_visa_like
+    from ..data.synth import generate_mvtec_like, generate_visa_like
 
     selected = [c.strip() for c in categories.split(",") if c.strip()] if categories else list(CATEGORIES)
     unknown = [c for c in selected if c not in CATEGORIES]
@@ -73,10 +64,9 @@ def synth(
     typer.echo(f"wrote {layout.value} layout with {len(written)} categories to {out}: {', '.join(written)}")
 
 
-@data_app.command("info")
 def info(
     spec: Annotated[
-        str, typer.Argument(help="Data set as KIND:PATH, e.g. mvtec:/data/mvtec_ad or manifest:list.jsonl.")
+        str, typer.Argument(help="Data set as KIND:PATH, e.g. mvtec:/data/mvtec_ad or manifest:list.jsonl. Kinds: {data_kinds}.")
     ],
     split: Annotated[str, typer.Option(help=f"Which split to count: {', '.join(SPLITS)}.")] = "test",
     duplicates: Annotated[
@@ -84,13 +74,9 @@ def info(
     ] = False,
 ) -> None:
     """Count images per class and label, and say whether masks and image labels exist."""
-    from zsad.data import build_dataset, find_duplicate_files
+    from ..data import build_dataset, find_duplicate_files
 
-    try:
-        dataset = build_dataset(spec, split=split)
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(code=1) from error
+    dataset = build_dataset(spec, split=split)
     typer.echo(
         f"{dataset.kind} at {dataset.root} (split {split}): "
         f"{len(dataset)} images, {len(dataset.classes)} classes"

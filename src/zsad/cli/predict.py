@@ -1,0 +1,76 @@
+"""`zsad predict`: score your own images."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from . import fewshot as fs
+from . import options as opt
+from .console import EXIT_BAD_INPUT, EXIT_INTERRUPTED, console, err_console
+from .model_loading import compile_meta, load_predictor, warn_if_random
+
+
+def predict(
+    images: Annotated[List[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    out: opt.Out,
+    model: opt.ModelOptions,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the level of the contour drawn on the overlays.")] = 0.5,
+    batch_size: opt.BatchSize = 8,
+    num_workers: Annotated[int, typer.Option(min=0, help="Threads that decode images while the model runs (0 = none).")] = 0,
+    reference: fs.Reference = None,
+    fusion_weight: fs.FusionWeight = 0.5,
+    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Run a model exported by `zsad export` with onnxruntime instead of torch (same outputs).")] = None,
+    compile: opt.Compile = "off",
+    overwrite: opt.Overwrite = False,
+    resume: Annotated[bool, typer.Option(help="Finish an interrupted run in --out: images that have a row in its scores.csv are kept, the rest are scored (same model and threshold required).")] = False,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Score your own images: per image an overlay PNG and a 16-bit raw map, plus
+    scores.csv and scores.json. Unreadable files are reported and skipped (exit status 2).
+    Ctrl-C keeps every finished row; --resume finishes the rest (exit status 130)."""
+    from ..data.layouts.common import IMAGE_SUFFIXES
+    from ..discovery import find_images
+    from ..engine.prediction import PredictionInterrupted, predict_files
+
+    found = find_images(images, IMAGE_SUFFIXES, exclude=[out])
+    for line in found.skipped_summary():
+        err_console.print(f"[yellow]skipped[/] {line}", highlight=False)
+    if not found.paths:
+        raise ValueError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {', '.join(map(str, images))}")
+    if onnx is not None:
+        from .export import load_onnx_predictor
+
+        if compile != "off":
+            raise ValueError("--compile applies to torch models, not to --onnx (onnxruntime runs the exported graph)")
+        predictor, meta = load_onnx_predictor(onnx, model, reference)
+        warn_if_random(bool(meta.get("pipeline_check")))
+    else:
+        predictor = load_predictor(model, compile)
+        meta = {**predictor.detector.provenance(), **compile_meta(compile)}
+    if reference is not None:
+        predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
+    try:
+        summary = predict_files(
+            predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
+            show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume,
+        )
+    except PredictionInterrupted as stop:
+        err_console.print(
+            f"interrupted: {stop.done} of {stop.total} images done; their rows are in {out / 'scores.csv'} and "
+            f"{out / 'scores.json'}. To score the other {stop.total - stop.done}, run the same command with --resume.",
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    scored = [row for row in summary.rows if not row["error"]]
+    flagged = sum(row["label"] for row in scored)
+    kept = f" ({summary.n_previous} kept from the earlier run)" if summary.n_previous else ""
+    console.print(f"{len(scored)} images scored{kept}, {flagged} at or above {threshold}; results in {out}", highlight=False)
+    for row in summary.rows:
+        if row["error"]:
+            err_console.print(f"[red]could not read[/] {row['path']}: {row['error']}", highlight=False)
+    if found.skipped:
+        err_console.print(f"{len(found.skipped)} entries in the input folders were not scored (listed above).", highlight=False)
+    if summary.n_errors:
+        raise typer.Exit(EXIT_BAD_INPUT)

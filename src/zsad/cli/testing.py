@@ -1,0 +1,67 @@
+"""`zsad test`: evaluate on a labelled data set (zero-shot, or few-shot with --shots)."""
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markdown import Markdown
+
+from ..settings import SCORE_NORMALISATIONS
+from . import checks
+from . import fewshot as fs
+from . import options as opt
+from .console import EXIT_BAD_INPUT, console, err_console
+from .model_loading import compile_meta, load_predictor
+
+
+def test(
+    data: opt.DataSpec,
+    out: opt.Out,
+    model: opt.ModelOptions,
+    classes: opt.Classes = None,
+    save_maps: Annotated[int, typer.Option(min=0, help="Write this many comparison panels (image | overlay | ground truth) per class into OUT/maps.")] = 0,
+    score_normalisation: Annotated[str, typer.Option(callback=checks.one_of(*SCORE_NORMALISATIONS), help="`none`, or `per-class-minmax`: rescale scores over each class's whole test set (transductive, as the MoECLIP authors' code does; for comparison only).")] = "none",
+    batch_size: opt.BatchSize = 8,
+    num_workers: opt.NumWorkers = 0,
+    shots: fs.Shots = 0,
+    shot_seed: fs.ShotSeeds = None,
+    fusion_weight: fs.FusionWeight = 0.5,
+    compile: opt.Compile = "off",
+    overwrite: opt.Overwrite = False,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Evaluate on a labelled data set: metrics.json and metrics.md (per class and mean).
+    With --shots K, few-shot mode: K references per class, mean ± std over --shot-seed."""
+    from ..engine.testing import run_test
+
+    predictor = load_predictor(model, compile)
+    if shots:
+        from ..engine.fewshot import fewshot_markdown, run_fewshot_test
+        from ..methods.fewshot import FewShotSettings
+
+        if save_maps:
+            raise ValueError("--save-maps is not available with --shots (several seeds give several maps per image)")
+        report = run_fewshot_test(
+            predictor, data, out, shots, shot_seed or [0], FewShotSettings(weight=fusion_weight),
+            classes=classes.split(",") if classes else None, batch_size=batch_size, num_workers=num_workers,
+            score_normalisation=score_normalisation, overwrite=overwrite, show_progress=not quiet,
+            meta=predictor.detector.provenance(),
+        )
+        console.print(Markdown(fewshot_markdown(report)))
+        for error in report["errors"]:
+            err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
+        if report["errors"]:
+            raise typer.Exit(EXIT_BAD_INPUT)
+        return
+    if shot_seed:
+        raise ValueError("--shot-seed needs --shots K (K >= 1)")
+    result = run_test(
+        predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
+        num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
+        overwrite=overwrite, show_progress=not quiet, meta={**predictor.detector.provenance(), **compile_meta(compile)},
+    )
+    console.print(Markdown(result.markdown))
+    for error in result.errors:
+        err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
+    if result.errors:
+        raise typer.Exit(EXIT_BAD_INPUT)

@@ -1,0 +1,35 @@
+"""The names of the methods, readable without importing them (importing a method imports
+torch): the command line's help lists and argument checks use this table, the registry in
+``zsad.methods`` is the truth (a test keeps the two equal)."""
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+# Installed plugins name their method module in this entry-point group (the entry point's
+# name is the method's name).
+ENTRY_POINT_GROUP = "zsad.methods"
+
+# The methods bundled under zsad/methods: name -> whether it has trainable parameters.
+BUILTIN_METHODS: dict[str, bool] = {
+    "moeclip": True,
+    "promptmoe": True,
+    "wmoeclip": True,
+    "zeroshot": False,
+}
+
+
+def plugin_method_names() -> list[str]:
+    """The methods installed plugins announce (their entry points' names), not imported."""
+    return sorted({entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)} - set(BUILTIN_METHODS))
+
+
+def methods_help() -> str:
+    """Every method for a help text, the training-free ones marked."""
+    bundled = [name if trainable else f"{name} (training-free)" for name, trainable in sorted(BUILTIN_METHODS.items())]
+    return ", ".join(bundled + [f"{name} (plugin)" for name in plugin_method_names()])
+
+
+def trainable_methods_help() -> str:
+    """The methods `zsad train` can train, for a help text (plugins are listed unchecked)."""
+    bundled = [name for name, trainable in sorted(BUILTIN_METHODS.items()) if trainable]
+    return ", ".join(bundled + [f"{name} (plugin)" for name in plugin_method_names()])
