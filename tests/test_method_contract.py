@@ -10,9 +10,10 @@ import warnings
 
 import pytest
 import torch
-
 import toy_method  # noqa: F401  (registers "toy")
+
 from zsad.checkpoints import save_checkpoint
+from zsad.errors import RandomWeightsWarning
 from zsad.methods import available_methods, method_class
 from zsad.methods.build import build_detector, full_config
 
@@ -24,7 +25,7 @@ METHODS = available_methods()
 def build(name: str, checkpoint=None):
     torch.manual_seed(0)  # the random backbone weights, equal for every build
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        warnings.simplefilter("ignore", RandomWeightsWarning)
         if checkpoint is not None:
             return build_detector(checkpoint=checkpoint, weights="random")
         return build_detector(name, backbone="zsad-tiny", weights="random", image_size=SIZE, for_training=True)

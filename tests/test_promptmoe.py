@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from zsad.checkpoints import save_checkpoint
+from zsad.errors import RandomWeightsWarning
 from zsad.methods import build_method
 from zsad.methods.build import build_detector, full_config
 from zsad.methods.promptmoe.aux_losses import balance_loss, decoupling_loss
@@ -215,7 +216,7 @@ def test_one_adam_step_lowers_the_loss_on_a_fixed_batch(tiny_backbone):
 
 def test_checkpoint_round_trip_gives_equal_outputs(tiny_backbone, tmp_path):
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        warnings.simplefilter("ignore", RandomWeightsWarning)
         torch.manual_seed(5)
         detector = build_detector("promptmoe", backbone="zsad-tiny", weights="random", image_size=64, for_training=True)
         path = tmp_path / "promptmoe.safetensors"

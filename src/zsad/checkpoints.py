@@ -14,12 +14,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .errors import ZsadError
 from .fileio import atomic_save
 
 CONFIG_METADATA_KEY = "zsad_config"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ZsadError, ValueError):
     """A checkpoint that cannot be read or does not fit the requested model."""
 
 

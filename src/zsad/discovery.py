@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .errors import MissingInputError
+
 __all__ = ["Discovery", "OUTPUT_MARKER", "find_images"]
 
 # Written into every output folder of `zsad predict`; a folder holding it is results, not inputs.
@@ -121,7 +123,7 @@ def find_images(inputs: Iterable[str | Path], suffixes: Sequence[str], exclude: 
         elif path.exists():
             found.paths.append(path)
         elif path.is_symlink():
-            raise FileNotFoundError(f"input {path} is a broken symbolic link (to {os.readlink(path)})")
+            raise MissingInputError(f"input {path} is a broken symbolic link (to {os.readlink(path)})")
         else:
-            raise FileNotFoundError(f"input not found: {path}")
+            raise MissingInputError(f"input not found: {path}")
     return found

@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from .errors import InvalidInputError, MissingInputError
+
 _RECIPE_KEYS = {"method", "method_config", "training", "description"}
 
 
@@ -25,18 +27,18 @@ def load_recipe(path: str | Path | None) -> Recipe:
         return Recipe()
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise MissingInputError(f"config file not found: {path}")
     text = path.read_text(encoding="utf-8")
     try:
         values = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except Exception as error:
-        raise ValueError(f"cannot parse config {path}: {error}") from error
+        raise InvalidInputError(f"cannot parse config {path}: {error}") from error
     values = values or {}
     if not isinstance(values, dict):
-        raise ValueError(f"{path} must be a mapping with keys {sorted(_RECIPE_KEYS)}")
+        raise InvalidInputError(f"{path} must be a mapping with keys {sorted(_RECIPE_KEYS)}")
     unknown = sorted(set(values) - _RECIPE_KEYS)
     if unknown:
-        raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(_RECIPE_KEYS)}")
+        raise InvalidInputError(f"{path}: unknown keys {unknown}; allowed: {sorted(_RECIPE_KEYS)}")
     return Recipe(
         method=values.get("method"),
         method_config=dict(values.get("method_config") or {}),

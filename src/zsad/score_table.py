@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .errors import ZsadError
 from .fileio import OutputExistsError, atomic_write_json
 
 __all__ = ["SCORE_COLUMNS", "ResumeMismatchError", "ScoreTable"]
@@ -29,7 +30,7 @@ CSV_NAME = "scores.csv"
 JSON_NAME = "scores.json"
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(ZsadError, ValueError):
     """The rows already in scores.csv come from another model or threshold."""
 
 

@@ -22,6 +22,7 @@ from ..data import collate
 from ..engine.predictor import Predictor
 from ..engine.runtime import progress
 from ..engine.train_log import read_train_log
+from ..errors import InvalidInputError, MissingInputError
 from ..fileio import atomic_write_json, atomic_write_text, check_can_write
 from ..methods.base import AnomalyDetector, Routing
 from ..viz import plot_curves
@@ -181,10 +182,10 @@ def auxiliary_loss_curves(runs: Sequence[Path], out_dir: Path, overwrite: bool =
         log = Path(run) / "train_log.csv"
         columns, log_rows = read_train_log(log)
         if not log_rows:
-            raise FileNotFoundError(f"no training log with rows at {log}")
+            raise MissingInputError(f"no training log with rows at {log}")
         present = [name for name in AUXILIARY_COLUMNS if name in columns]
         if not present:
-            raise ValueError(f"{log} has none of the columns {', '.join(AUXILIARY_COLUMNS)} (not a routed PromptMoE run?)")
+            raise InvalidInputError(f"{log} has none of the columns {', '.join(AUXILIARY_COLUMNS)} (not a routed PromptMoE run?)")
         label, number = Path(run).resolve().name, 2
         while label in labels:
             label, number = f"{Path(run).resolve().name}_{number}", number + 1

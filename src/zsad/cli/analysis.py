@@ -7,6 +7,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from ..data.spec import check_data_spec
+from ..plurals import counted
 from . import options as opt
 from .console import EXIT_BAD_INPUT, console, err_console
 from .model_loading import load_predictor
@@ -40,6 +42,8 @@ def experts(
     Tab. 14; index page OUT/analysis.md). Image routing (e.g. PromptMoE's prompt pools): how
     often each expert of each pool is chosen per data set and layer (PromptMoE Fig. 6;
     OUT/expert_activation.csv and .png; --selection-maps and --layer do not apply)."""
+    for spec in data:  # checked before torch is imported
+        check_data_spec(spec)
     from ..analysis.activation import analyze_expert_activation, routes_per_image
     from ..analysis.run import analyze_experts, load_analysis_data
 
@@ -53,7 +57,7 @@ def experts(
             predictor, analysis_data, out, batch_size=batch_size, num_workers=num_workers, overwrite=overwrite,
             show_progress=not quiet, meta=meta,
         )
-        console.print(f"{len(routed.written)} files written: {', '.join(str(path) for path in routed.written)}")
+        console.print(f"{counted(len(routed.written), 'file')} written: {', '.join(str(path) for path in routed.written)}")
         for error in routed.errors:
             err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
         if routed.errors:
@@ -72,7 +76,7 @@ def experts(
         meta=meta,
     )
     images = result.analysis.images()
-    console.print(f"{images} images analysed, {len(result.written)} files written; index: {out / 'analysis.md'}")
+    console.print(f"{counted(images, 'image')} analysed, {counted(len(result.written), 'file')} written; index: {out / 'analysis.md'}")
     for error in result.errors:
         err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
     if result.errors:

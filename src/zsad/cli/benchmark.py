@@ -4,11 +4,12 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.markdown import Markdown
 
+from ..data.spec import check_data_spec
 from . import options as opt
 from .console import console
 from .model_loading import warn_if_random
+from .tables import print_markdown
 
 
 def benchmark(
@@ -30,6 +31,9 @@ def benchmark(
 ) -> None:
     """The papers' protocol: train on --train, test on every --test set, and write
     benchmark.md / benchmark.json with our numbers beside the published ones."""
+    tests = [part.strip() for part in test.split(",") if part.strip()]
+    for spec in [train, *tests]:  # checked before torch is imported
+        check_data_spec(spec)
     from ..clip_weights import is_random_weights
     from ..engine.benchmark import BenchmarkPlan, run_benchmark
     from ..engine.train_config import TrainingConfig
@@ -42,12 +46,12 @@ def benchmark(
     plan = BenchmarkPlan(
         method=chosen, method_config=recipe.method_config, backbone=backbone, weights=weights,
         image_size=image_size, cache_dir=str(cache_dir) if cache_dir else None, train=train,
-        tests=[part.strip() for part in test.split(",") if part.strip()], training=training, swap=swap,
+        tests=tests, training=training, swap=swap,
     )
     warn_if_random(is_random_weights(weights or "openai"))
     summary = run_benchmark(plan, out, ClassNames.load(class_names), device=device, overwrite=overwrite,
                             show_progress=not quiet, say=lambda text: console.print(f"[bold]>[/] {text}"))
-    console.print(Markdown((out / "benchmark.md").read_text()))
+    print_markdown(console, (out / "benchmark.md").read_text())
     console.print(f"Written: {out / 'benchmark.md'}, {out / 'benchmark.json'}")
     if any(row.get("n_errors") for row in summary["results"].values()):
         raise typer.Exit(2)

@@ -11,6 +11,7 @@ import typer
 
 from ..data.sample import SPLITS
 from ..data.synth_categories import CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES
+from ..plurals import counted
 
 CATEGORIES_HELP = (
     f"Comma-separated categories (default: all of {', '.join(CATEGORIES)}). Zero-shot split: "
@@ -61,7 +62,7 @@ def synth(
         written = generate_mvtec_like(out, selected, n_train, n_good, n_defect, size, seed)
     else:
         written = generate_visa_like(out, selected, n_train, n_good, n_defect, size, seed)
-    typer.echo(f"wrote {layout.value} layout with {len(written)} categories to {out}: {', '.join(written)}")
+    typer.echo(f"wrote {layout.value} layout with {counted(len(written), 'category', 'categories')} to {out}: {', '.join(written)}")
 
 
 def info(
@@ -79,7 +80,7 @@ def info(
     dataset = build_dataset(spec, split=split)
     typer.echo(
         f"{dataset.kind} at {dataset.root} (split {split}): "
-        f"{len(dataset)} images, {len(dataset.classes)} classes"
+        f"{counted(len(dataset), 'image')}, {counted(len(dataset.classes), 'class', 'classes')}"
     )
     typer.echo(f"has_masks={dataset.has_masks} has_image_labels={dataset.has_image_labels}")
     typer.echo(f"{'class':<24}{'normal':>8}{'anomalous':>11}{'unknown':>9}")
@@ -89,6 +90,6 @@ def info(
     if duplicates:
         groups = find_duplicate_files(s.image_path for s in dataset.samples)
         extra = sum(len(group) - 1 for group in groups)
-        typer.echo(f"duplicates: {len(groups)} groups of byte-identical images ({extra} extra copies)")
+        typer.echo(f"duplicates: {counted(len(groups), 'group')} of byte-identical images ({counted(extra, 'extra copy', 'extra copies')})")
         for group in groups:
             typer.echo("  " + " = ".join(str(p) for p in group))

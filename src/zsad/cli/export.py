@@ -6,9 +6,10 @@ from typing import Annotated
 
 import typer
 
+from ..errors import InvalidInputError
 from . import options as opt
 from .console import console
-from .model_loading import load_predictor
+from .model_loading import check_model_options, load_predictor
 
 
 def export(
@@ -22,10 +23,11 @@ def export(
     free (or 1 for a method that builds per-image prompts), the image size fixed; the text features of the prompt words (--class-name,
     default 'object') are stored in the file. Run it with `zsad predict --onnx FILE` or
     any ONNX runtime."""
+    if out.exists() and not overwrite:
+        raise InvalidInputError(f"{out} exists; pass --overwrite to replace it")
+    check_model_options(model)  # before torch is imported
     from ..engine.onnx_export import export_onnx
 
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out} exists; pass --overwrite to replace it")
     predictor = load_predictor(model)
     words = predictor.class_names.resolve(None)
     detector = predictor.detector
@@ -47,7 +49,7 @@ def load_onnx_predictor(onnx: Path, model: opt.ModelOptions, reference: Path | N
     from ..text import ClassNames
 
     if any(option is not None for option in (model.method, model.checkpoint, model.config, reference)):
-        raise ValueError(
+        raise InvalidInputError(
             "--onnx runs the exported model as it is: drop --method/--checkpoint/--config/--reference "
             "(they were fixed by `zsad export`)"
         )
@@ -61,6 +63,6 @@ def load_onnx_predictor(onnx: Path, model: opt.ModelOptions, reference: Path | N
     }
     conflicts = [f"{key}: given {mine!r}, the file has {theirs!r}" for key, (mine, theirs) in given.items() if mine is not None and mine != theirs]
     if conflicts:
-        raise ValueError(f"{onnx} was exported with other settings ({'; '.join(conflicts)}); run `zsad export` again for these")
+        raise InvalidInputError(f"{onnx} was exported with other settings ({'; '.join(conflicts)}); run `zsad export` again for these")
     keys = ("method", "backbone", "weights", "image_size", "pipeline_check")
     return predictor, {**{key: meta[key] for key in keys if key in meta}, "onnx": str(onnx), "class_words": meta["class_words"]}

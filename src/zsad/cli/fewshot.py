@@ -6,6 +6,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from ..errors import InvalidInputError
+
 Reference = Annotated[
     Optional[Path],
     typer.Option(help="Folder (or file) of a few normal images of the same category: adds a patch-feature memory bank (few-shot mode)."),
@@ -31,16 +33,16 @@ def reference_paths(reference: Path) -> list[Path]:
 
     paths = find_images([reference], IMAGE_SUFFIXES).paths
     if not paths:
-        raise ValueError(f"no reference images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {reference}")
+        raise InvalidInputError(f"no reference images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {reference}")
     return paths
 
 
-def with_reference_folder(predictor, reference: Path, weight: float, meta: dict):
-    """The predictor in few-shot mode with every image under ``reference`` in its memory
-    bank; records the number of references and the weight in ``meta``."""
+def with_reference_images(predictor, paths: list[Path], weight: float, meta: dict):
+    """The predictor in few-shot mode with the images ``paths`` (see ``reference_paths``) in
+    its memory bank; records the number of references and the weight in ``meta``."""
     from ..engine.fewshot import load_reference_images, with_references
     from ..methods.fewshot import FewShotSettings
 
-    references = load_reference_images(reference_paths(reference), predictor.image_size)
+    references = load_reference_images(paths, predictor.image_size)
     meta.update(references=len(references), fusion_weight=weight)
     return with_references(predictor, references, FewShotSettings(weight=weight))

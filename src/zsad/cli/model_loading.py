@@ -8,6 +8,8 @@ from typing import Iterator
 
 from rich.panel import Panel
 
+from ..errors import InvalidInputError, MissingInputError, RandomWeightsWarning, UntrainedAdaptersWarning
+from ..method_names import BUILTIN_METHODS
 from . import options as opt
 from .console import err_console
 
@@ -30,29 +32,52 @@ def panel_replaces_random_warning() -> Iterator[None]:
     """Silence the library's random-weights warning for the duration of a call (the CLI
     shows its own panel); the process's warning filters are restored afterwards."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        warnings.simplefilter("ignore", RandomWeightsWarning)
         yield
+
+
+def is_trainable(method: str) -> bool:
+    """From the name table when the method is bundled (no torch), else from the registry."""
+    if method in BUILTIN_METHODS:
+        return BUILTIN_METHODS[method]
+    from ..methods import method_class
+
+    return method_class(method).trainable
+
+
+def check_model_options(options: opt.ModelOptions):
+    """The checks of the model options that need no model (nor torch), so that a missing
+    recipe, checkpoint or class-names file, or a trainable method without a checkpoint, is
+    refused at once. Returns the recipe, the method (None: the checkpoint's) and whether
+    the method's adapters are untrained."""
+    from ..recipes import load_recipe
+
+    recipe = load_recipe(options.config)
+    checkpoint = options.checkpoint
+    if checkpoint is not None and not str(checkpoint).startswith("hf-hub:") and not checkpoint.expanduser().exists():
+        raise MissingInputError(f"checkpoint not found: {checkpoint}")
+    if options.class_names is not None and not options.class_names.is_file():
+        raise MissingInputError(f"class-names file not found: {options.class_names}")
+    method = options.method or recipe.method or ("zeroshot" if checkpoint is None else None)
+    untrained = checkpoint is None and is_trainable(method)
+    if untrained and not options.allow_untrained:
+        raise InvalidInputError(
+            f"--method {method} needs a trained model: pass --checkpoint RUN_DIR (a `zsad train` output folder or "
+            "one of its .safetensors files). To run it with untrained adapters anyway (a pipeline check, its "
+            "scores mean nothing), add --allow-untrained."
+        )
+    return recipe, method, untrained
 
 
 def load_predictor(options: opt.ModelOptions, compile: str = "off"):
     """The predictor the shared model options describe (method from the option, the
     recipe, or the checkpoint; the training-free baseline when nothing names one), its
     inference call under ``--compile``."""
+    recipe, method, untrained = check_model_options(options)
     from ..api import load
-    from ..methods import method_class
-    from ..recipes import load_recipe
 
-    recipe = load_recipe(options.config)
-    method = options.method or recipe.method or ("zeroshot" if options.checkpoint is None else None)
-    untrained = options.checkpoint is None and method_class(method).trainable
-    if untrained and not options.allow_untrained:
-        raise ValueError(
-            f"--method {method} needs a trained model: pass --checkpoint RUN_DIR (a `zsad train` output folder or "
-            "one of its .safetensors files). To run it with untrained adapters anyway (a pipeline check, its "
-            "scores mean nothing), add --allow-untrained."
-        )
     with panel_replaces_random_warning(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is trainable but no checkpoint was given")  # the panel below says it
+        warnings.simplefilter("ignore", UntrainedAdaptersWarning)  # the panel below says it
         predictor = load(
             method,
             options.checkpoint, options.backbone, options.weights, options.image_size, options.device,

@@ -13,8 +13,6 @@ import typer
 from ..settings import COMPILE_MODES, PRECISIONS
 from . import checks
 
-
-
 # Smallest input side: one patch of the largest patch size among the bundled backbones (16).
 MIN_IMAGE_SIZE = 16
 

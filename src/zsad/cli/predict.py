@@ -6,10 +6,12 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from ..errors import InvalidInputError
+from ..plurals import counted
 from . import fewshot as fs
 from . import options as opt
 from .console import EXIT_BAD_INPUT, EXIT_INTERRUPTED, console, err_console
-from .model_loading import compile_meta, load_predictor, warn_if_random
+from .model_loading import check_model_options, compile_meta, load_predictor, warn_if_random
 
 
 def predict(
@@ -32,25 +34,30 @@ def predict(
     Ctrl-C keeps every finished row; --resume finishes the rest (exit status 130)."""
     from ..data.layouts.common import IMAGE_SUFFIXES
     from ..discovery import find_images
-    from ..engine.prediction import PredictionInterrupted, predict_files
 
+    # Everything that needs no model is checked first (before torch is imported).
+    if onnx is not None and compile != "off":
+        raise InvalidInputError("--compile applies to torch models, not to --onnx (onnxruntime runs the exported graph)")
     found = find_images(images, IMAGE_SUFFIXES, exclude=[out])
     for line in found.skipped_summary():
         err_console.print(f"[yellow]skipped[/] {line}", highlight=False)
     if not found.paths:
-        raise ValueError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {', '.join(map(str, images))}")
+        raise InvalidInputError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {', '.join(map(str, images))}")
+    references = None if reference is None or onnx is not None else fs.reference_paths(reference)
+    if onnx is None:
+        check_model_options(model)
+    from ..engine.prediction import PredictionInterrupted, predict_files
+
     if onnx is not None:
         from .export import load_onnx_predictor
 
-        if compile != "off":
-            raise ValueError("--compile applies to torch models, not to --onnx (onnxruntime runs the exported graph)")
         predictor, meta = load_onnx_predictor(onnx, model, reference)
         warn_if_random(bool(meta.get("pipeline_check")))
     else:
         predictor = load_predictor(model, compile)
         meta = {**predictor.detector.provenance(), **compile_meta(compile)}
-    if reference is not None:
-        predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
+    if references is not None:
+        predictor = fs.with_reference_images(predictor, references, fusion_weight, meta)
     try:
         summary = predict_files(
             predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
@@ -58,7 +65,7 @@ def predict(
         )
     except PredictionInterrupted as stop:
         err_console.print(
-            f"interrupted: {stop.done} of {stop.total} images done; their rows are in {out / 'scores.csv'} and "
+            f"interrupted: {stop.done} of {counted(stop.total, 'image')} done; their rows are in {out / 'scores.csv'} and "
             f"{out / 'scores.json'}. To score the other {stop.total - stop.done}, run the same command with --resume.",
             highlight=False, soft_wrap=True,
         )
@@ -66,11 +73,12 @@ def predict(
     scored = [row for row in summary.rows if not row["error"]]
     flagged = sum(row["label"] for row in scored)
     kept = f" ({summary.n_previous} kept from the earlier run)" if summary.n_previous else ""
-    console.print(f"{len(scored)} images scored{kept}, {flagged} at or above {threshold}; results in {out}", highlight=False)
+    console.print(f"{counted(len(scored), 'image')} scored{kept}, {flagged} at or above {threshold}; results in {out}", highlight=False)
     for row in summary.rows:
         if row["error"]:
             err_console.print(f"[red]could not read[/] {row['path']}: {row['error']}", highlight=False)
     if found.skipped:
-        err_console.print(f"{len(found.skipped)} entries in the input folders were not scored (listed above).", highlight=False)
+        unscored = counted(len(found.skipped), "entry", "entries")
+        err_console.print(f"{unscored} in the input folders {'was' if len(found.skipped) == 1 else 'were'} not scored (listed above).", highlight=False)
     if summary.n_errors:
         raise typer.Exit(EXIT_BAD_INPUT)

@@ -11,9 +11,9 @@ from .error_handler import one_line_errors
 from .help_text import LazyHelpCommand
 
 
-def new_group(help: str) -> typer.Typer:
+def new_group(summary: str) -> typer.Typer:
     """A command group (``zsad data``, ``zsad analyze``) with the app's help style."""
-    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
+    return typer.Typer(help=summary, no_args_is_help=True, rich_markup_mode=None)
 
 
 def add_command(group: typer.Typer, command: Callable, name: Optional[str] = None) -> None:

@@ -8,7 +8,7 @@ import typer
 from . import fewshot as fs
 from . import options as opt
 from .console import err_console
-from .model_loading import compile_meta, load_predictor
+from .model_loading import check_model_options, compile_meta, load_predictor
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -30,14 +30,17 @@ def serve(
 ) -> None:
     """Serve the detector over HTTP: POST /predict (multipart field `file`), GET /health,
     GET /info, and a web page at / to drop images on and see their overlays."""
+    # Checked before torch is imported.
+    references = None if reference is None else fs.reference_paths(reference)
+    check_model_options(model)
     import uvicorn
 
     from ..serve import ServeSettings, create_app
 
     predictor = load_predictor(model, compile)
     meta = {**predictor.detector.provenance(), **compile_meta(compile)}
-    if reference is not None:
-        predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
+    if references is not None:
+        predictor = fs.with_reference_images(predictor, references, fusion_weight, meta)
     predictor.inference.reserve(max_batch)  # compiled: every forward pass runs --max-batch images
     settings = ServeSettings(
         threshold=threshold, max_batch=max_batch, batch_window_ms=batch_window_ms, max_queue=max_queue,

@@ -4,14 +4,16 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markdown import Markdown
 
+from ..data.spec import check_data_spec
+from ..errors import InvalidInputError
 from ..settings import SCORE_NORMALISATIONS
 from . import checks
 from . import fewshot as fs
 from . import options as opt
 from .console import EXIT_BAD_INPUT, console, err_console
 from .model_loading import compile_meta, load_predictor
+from .tables import print_markdown
 
 
 def test(
@@ -32,6 +34,12 @@ def test(
 ) -> None:
     """Evaluate on a labelled data set: metrics.json and metrics.md (per class and mean).
     With --shots K, few-shot mode: K references per class, mean ± std over --shot-seed."""
+    # Everything that needs no model is checked first: a mistake is reported at once.
+    if shots and save_maps:
+        raise InvalidInputError("--save-maps is not available with --shots (several seeds give several maps per image)")
+    if shot_seed and not shots:
+        raise InvalidInputError("--shot-seed needs --shots K (K >= 1)")
+    check_data_spec(data)
     from ..engine.testing import run_test
 
     predictor = load_predictor(model, compile)
@@ -39,28 +47,24 @@ def test(
         from ..engine.fewshot import fewshot_markdown, run_fewshot_test
         from ..methods.fewshot import FewShotSettings
 
-        if save_maps:
-            raise ValueError("--save-maps is not available with --shots (several seeds give several maps per image)")
         report = run_fewshot_test(
             predictor, data, out, shots, shot_seed or [0], FewShotSettings(weight=fusion_weight),
             classes=classes.split(",") if classes else None, batch_size=batch_size, num_workers=num_workers,
             score_normalisation=score_normalisation, overwrite=overwrite, show_progress=not quiet,
             meta=predictor.detector.provenance(),
         )
-        console.print(Markdown(fewshot_markdown(report)))
+        print_markdown(console, fewshot_markdown(report))
         for error in report["errors"]:
             err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
         if report["errors"]:
             raise typer.Exit(EXIT_BAD_INPUT)
         return
-    if shot_seed:
-        raise ValueError("--shot-seed needs --shots K (K >= 1)")
     result = run_test(
         predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
         overwrite=overwrite, show_progress=not quiet, meta={**predictor.detector.provenance(), **compile_meta(compile)},
     )
-    console.print(Markdown(result.markdown))
+    print_markdown(console, result.markdown)
     for error in result.errors:
         err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
     if result.errors:

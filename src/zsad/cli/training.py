@@ -13,10 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
+from ..data.spec import check_data_spec
+from ..errors import InvalidInputError
+from ..plurals import counted
+from ..recipes import load_recipe
 from . import checks
 from . import options as opt
-from .console import console, err_console
-from .model_loading import panel_replaces_random_warning, warn_if_random
+from .console import EXIT_INTERRUPTED, console, err_console
+from .model_loading import is_trainable, panel_replaces_random_warning, warn_if_random
 
 if TYPE_CHECKING:  # imported where used: the command line starts without torch
     from ..engine.train_config import TrainingConfig
@@ -79,11 +83,11 @@ def resolve_settings(
     stored_backbone = stored.get("backbone", {})
     chosen_method = method or recipe.method or stored.get("method")
     if not chosen_method:
-        raise ValueError("name the method to train: --method moeclip (or `method:` in the --config recipe)")
+        raise InvalidInputError("name the method to train: --method moeclip (or `method:` in the --config recipe)")
     method_config = {**stored.get("method_config", {}), **recipe.method_config} if chosen_method == stored.get("method") else dict(recipe.method_config)
     specs = [absolute_spec(part) for part in data.split(",") if part.strip()] if data else list(stored.get("data", []))
     if not specs:
-        raise ValueError("name the training data: --data KIND:PATH[,KIND:PATH...]")
+        raise InvalidInputError("name the training data: --data KIND:PATH[,KIND:PATH...]")
     training = {**stored.get("training", {}), **recipe.training}
     training.update({key: value for key, value in training_overrides.items() if value is not None})
     return RunSettings(
@@ -124,8 +128,15 @@ def train(
     train_log.csv, loss_curves.png and training_summary.md. Runs on several GPUs with
     `torchrun --no-python --nproc-per-node N zsad train ...`.
     """
+    # Everything that needs no model is checked first (before torch is imported).
+    for spec in (data or "").split(","):
+        if spec.strip():
+            check_data_spec(spec.strip())
+    recipe = load_recipe(config)
+    named = method or recipe.method
+    if named is not None and not is_trainable(named):
+        raise InvalidInputError(f"method '{named}' has no trainable parameters: it needs no training")
     from ..engine.run_folder import read_run_config
-    from ..recipes import load_recipe
     from ..text import ClassNames
 
     resume = resume or resume_epoch is not None
@@ -134,7 +145,7 @@ def train(
         err_console.print(f"--resume: {escape(str(out))} holds no earlier run (no config.json); starting a new run there.", soft_wrap=True)
         resume = False
     settings = resolve_settings(
-        load_recipe(config), stored, method, data, backbone, weights, image_size,
+        recipe, stored, method, data, backbone, weights, image_size,
         {
             **training.given(),
             "include_train_split": None if split is None else split == "all",
@@ -148,6 +159,19 @@ def train(
         # The resumed run keeps the prompt words it was started with.
         names = ClassNames(table={**names.table, **stored.get("class_names", {})})
     _run(settings, out, names, device, cache_dir, resume, overwrite, quiet, resume_epoch)
+
+
+def interrupted_message(out: Path) -> str:
+    """What a Ctrl-C during `zsad train` leaves in ``out``, and how to continue."""
+    from ..engine.run_folder import epoch_checkpoints, train_state_path
+
+    complete = [epoch for epoch, path in epoch_checkpoints(out) if train_state_path(path).is_file()]
+    if not complete:
+        return f"interrupted before the first epoch ended: nothing to resume in {out}; run the same command again to start over."
+    return (
+        f"interrupted: {counted(len(complete), 'epoch')} complete in {out} (the last: {complete[-1]}). To continue, "
+        f"run `zsad train --out {out} --resume` (the run's stored settings are used)."
+    )
 
 
 def _run(
@@ -169,7 +193,7 @@ def _run(
     from ..methods import method_class
 
     if not method_class(settings.method).trainable:
-        raise ValueError(f"method '{settings.method}' has no trainable parameters: it needs no training")
+        raise InvalidInputError(f"method '{settings.method}' has no trainable parameters: it needs no training")
 
     main = is_main_process()
     with panel_replaces_random_warning():
@@ -185,27 +209,33 @@ def _run(
         )
     if main:
         warn_if_random(detector.backbone.random_weights)
-    result = fit(
-        detector,
-        settings.data,
-        out,
-        settings.training,
-        class_names,
-        resolve_device(device),
-        resume=resume,
-        overwrite=overwrite,
-        show_progress=not quiet,
-        resume_epoch=resume_epoch,
-        notify=lambda text: err_console.print(escape(text), soft_wrap=True),
-    )
+    try:
+        result = fit(
+            detector,
+            settings.data,
+            out,
+            settings.training,
+            class_names,
+            resolve_device(device),
+            resume=resume,
+            overwrite=overwrite,
+            show_progress=not quiet,
+            resume_epoch=resume_epoch,
+            notify=lambda text: err_console.print(escape(text), soft_wrap=True),
+        )
+    except KeyboardInterrupt:
+        if main:
+            err_console.print(escape(interrupted_message(out)), highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if main:
         console.print(
-            f"Trained {escape(settings.method)}: {result.epochs_completed} epochs, {result.global_step} steps, "
+            f"Trained {escape(settings.method)}: {counted(result.epochs_completed, 'epoch')}, {counted(result.global_step, 'step')}, "
             f"{result.wall_time_s:.0f} s. Model: {escape(str(result.model_path))}",
             soft_wrap=True,
         )
         if result.unreadable:
-            err_console.print(f"[yellow]{len(result.unreadable)} unreadable images were skipped[/] (listed in training_summary.md)")
+            skipped = counted(len(result.unreadable), "unreadable image")
+            err_console.print(f"[yellow]{skipped} skipped[/] (listed in training_summary.md)")
         console.print("Test it on a data set it has never seen:")
         command = f"  zsad test --checkpoint {out} --data KIND:PATH --out {out / 'test'}"
         console.print(escape(command), highlight=False, soft_wrap=True)

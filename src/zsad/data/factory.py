@@ -9,21 +9,10 @@ from zsad.data.layouts import LAYOUTS, DataLayoutError, LayoutSamples
 from zsad.data.sample import SPLITS, Sample
 from zsad.maps import REFERENCE_SIZE
 
-DATASET_KINDS: tuple[str, ...] = tuple(LAYOUTS)
+from ..errors import InvalidInputError
+from .spec import DATASET_KINDS, parse_data_spec
 
-
-def parse_data_spec(spec: str) -> tuple[str, Path]:
-    """``"kind:PATH"`` -> ``("kind", Path(PATH))``; the kind is case-insensitive.
-
-    Raises ValueError naming the known kinds when the spec is malformed or the kind unknown.
-    """
-    kind, separator, path = spec.partition(":")
-    kind = kind.strip().lower()
-    if not separator or not path.strip():
-        raise ValueError(f"data spec {spec!r} is not KIND:PATH; kinds: {', '.join(DATASET_KINDS)}")
-    if kind not in LAYOUTS:
-        raise ValueError(f"unknown data-set kind {kind!r} in {spec!r}; kinds: {', '.join(DATASET_KINDS)}")
-    return kind, Path(path.strip()).expanduser()
+__all__ = ["DATASET_KINDS", "build_dataset", "parse_data_spec"]
 
 
 def build_dataset(
@@ -51,7 +40,7 @@ def build_dataset(
     """
     kind, root = parse_data_spec(spec)
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+        raise InvalidInputError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
     layout = LAYOUTS[kind]
     found = layout.read(root)
     samples = _select_split(found, split, kind, root)
@@ -81,7 +70,7 @@ def _select_classes(samples: list[Sample], classes: list[str] | None, kind: str,
     available = sorted({s.class_name for s in samples})
     unknown = [name for name in classes if name not in available]
     if unknown:
-        raise ValueError(f"unknown classes {unknown} for {kind}:{root}; available: {available}")
+        raise InvalidInputError(f"unknown classes {unknown} for {kind}:{root}; available: {available}")
     wanted = set(classes)
     return [s for s in samples if s.class_name in wanted]
 

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data import AnomalyDataset, collate
+from ..errors import InvalidInputError
 from ..imageio import read_image
 from ..methods.base import AnomalyDetector
 from ..metrics import image_metrics, pixel_metrics_streamed
@@ -88,7 +89,7 @@ def evaluate(
     the detector called eagerly); a compiled call pads every batch to ``batch_size``.
     """
     if score_normalisation not in SCORE_NORMALISATIONS:
-        raise ValueError(f"score normalisation must be one of {SCORE_NORMALISATIONS}")
+        raise InvalidInputError(f"score normalisation must be one of {SCORE_NORMALISATIONS}")
     with tempfile.TemporaryDirectory(prefix="zsad-maps-", dir=spill_dir) as folder:
         return _evaluate(
             detector, dataset, class_names, device, batch_size, num_workers, precision, save_maps, maps_dir,

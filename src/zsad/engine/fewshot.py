@@ -16,6 +16,7 @@ import torch
 
 from ..data import build_dataset
 from ..data.transforms import EvalTransform
+from ..errors import InvalidInputError
 from ..fileio import atomic_write_text, check_can_write
 from ..imageio import read_image
 from ..methods.fewshot import ANY_CATEGORY, FewShotDetector, FewShotSettings
@@ -30,7 +31,7 @@ def load_reference_images(paths: Sequence[Path], image_size: int) -> torch.Tenso
     """Image files -> (K, 3, S, S) preprocessed like test images. Raises on an unreadable
     file (a reference is never silently dropped)."""
     if not paths:
-        raise ValueError("no reference images: give at least one normal image")
+        raise InvalidInputError("no reference images: give at least one normal image")
     transform = EvalTransform(image_size)
     return torch.stack([transform(read_image(path), None)[0] for path in paths])
 
@@ -39,18 +40,18 @@ def draw_reference_paths(data_spec: str, class_key: str, shots: int, seed: int) 
     """K normal training images of one class, drawn without replacement with ``seed``
     from the sorted list of that class's training split."""
     if shots < 1:
-        raise ValueError(f"--shots must be >= 1, got {shots}")
+        raise InvalidInputError(f"--shots must be >= 1, got {shots}")
     train = build_dataset(data_spec, classes=[class_key], split="train")
     normal = sorted(sample.image_path for sample in train.samples if sample.label == 0)
     if len(normal) < shots:
-        raise ValueError(f"class {class_key!r} has {len(normal)} normal training images, fewer than --shots {shots}")
+        raise InvalidInputError(f"class {class_key!r} has {len(normal)} normal training images, fewer than --shots {shots}")
     return sorted(random.Random(f"{seed}:{class_key}").sample(normal, shots))
 
 
 def refuse_compiled(predictor: Predictor) -> None:
     """Few-shot mode runs eagerly: its memory-bank lookup is per category, in Python."""
     if predictor.compile != "off":
-        raise ValueError(
+        raise InvalidInputError(
             f"--compile {predictor.compile} does not apply to few-shot mode (--reference, --shots): the memory bank "
             "is searched per category in Python; use --compile off"
         )
@@ -106,7 +107,7 @@ def run_fewshot_test(
     plus ``few_shot`` (the standard deviation of every mean metric over the seeds, the
     per-seed means and the references drawn)."""
     if not seeds:
-        raise ValueError("give at least one --shot-seed")
+        raise InvalidInputError("give at least one --shot-seed")
     refuse_compiled(predictor)
     check_can_write([out_dir / "metrics.json", out_dir / "metrics.md"], overwrite)
     dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split="test")

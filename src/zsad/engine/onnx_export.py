@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-
 import torch
 from torch import nn
 
 from ..data.transforms import EvalTransform
+from ..errors import InvalidInputError, MissingInputError, ZsadError
 from ..imageio import read_image
 from ..maps import upsample
 from ..methods.base import AnomalyDetector
@@ -40,7 +40,7 @@ METADATA_KEY = "zsad"
 DEFAULT_OPSET = 17
 
 
-class OnnxExportError(ValueError):
+class OnnxExportError(ZsadError, ValueError):
     """The model could not be exported or the ONNX file cannot be used."""
 
 
@@ -229,7 +229,7 @@ class OnnxPredictor:
             raise OnnxExportError("running ONNX models needs onnxruntime: pip install 'zsad[onnx]'") from error
         path = Path(path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {path}")
+            raise MissingInputError(f"ONNX model not found: {path}")
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -257,7 +257,7 @@ class OnnxPredictor:
 
     def _check_words(self, class_name: str | None) -> None:
         if class_name is not None and class_name != self.meta["class_words"]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"this ONNX model was exported for '{self.meta['class_words']}'; export again with --class-name for '{class_name}'"
             )
 

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from ..data.transforms import EvalTransform
+from ..errors import InvalidInputError
 from ..imageio import read_image
 from ..maps import upsample
 from ..methods.base import AnomalyDetector
@@ -66,10 +67,10 @@ class Predictor:
             return image.convert("RGB"), None
         if isinstance(image, torch.Tensor):
             if image.dim() != 3 or image.shape[0] != 3:
-                raise ValueError(f"tensor images must be (3, H, W) RGB, got {tuple(image.shape)}")
+                raise InvalidInputError(f"tensor images must be (3, H, W) RGB, got {tuple(image.shape)}")
             if image.dtype != torch.uint8:
                 if image.min() < 0 or image.max() > 1:
-                    raise ValueError("float tensor images must hold RGB values in [0, 1] (not normalised)")
+                    raise InvalidInputError("float tensor images must hold RGB values in [0, 1] (not normalised)")
                 image = (image * 255).round().to(torch.uint8)
             return Image.fromarray(image.permute(1, 2, 0).cpu().numpy()), None
         raise TypeError(f"cannot predict on {type(image).__name__}; give paths, PIL images or tensors")

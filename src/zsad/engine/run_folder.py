@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from ..checkpoints import CheckpointError, check_config_fits, read_checkpoint
+from ..errors import InvalidInputError
 from ..fileio import OutputExistsError
 from ..hub import HubReferenceError, hub_run_folder, is_hub_reference
 from ..output_lock import LOCK_NAME
@@ -127,12 +128,12 @@ def read_run_config(out_dir: Path) -> dict[str, Any] | None:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(
+        raise InvalidInputError(
             f"{path} is damaged ({error}): it is not the JSON config of a run. Restore it, or start the run "
             "again with --overwrite."
         ) from None
     if not isinstance(config, dict) or not {"method", "training", "data"} <= set(config):
-        raise ValueError(f"{path} is not the config of a zsad run (method, training, data missing); start the run again with --overwrite")
+        raise InvalidInputError(f"{path} is not the config of a zsad run (method, training, data missing); start the run again with --overwrite")
     return config
 
 
@@ -212,7 +213,7 @@ def latest_resume_point(out_dir: Path, from_epoch: int | None = None) -> ResumeP
         chosen = [(epoch, path) for epoch, path in complete if epoch == from_epoch]
         if not chosen:
             done = ", ".join(str(epoch) for epoch, _ in complete) or "none"
-            raise ValueError(f"--resume-epoch {from_epoch}: {out_dir / CHECKPOINT_DIR_NAME} holds no complete epoch {from_epoch} (complete epochs: {done})")
+            raise InvalidInputError(f"--resume-epoch {from_epoch}: {out_dir / CHECKPOINT_DIR_NAME} holds no complete epoch {from_epoch} (complete epochs: {done})")
         return _resume_point(*chosen[0])
     if not complete:
         return None

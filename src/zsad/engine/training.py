@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoints import load_method_state, read_checkpoint, save_checkpoint
 from ..data import collate
+from ..errors import InvalidInputError, ZsadError
 from ..fileio import atomic_save, atomic_write_json, atomic_write_text
 from ..methods.base import AnomalyDetector
 from ..methods.build import full_config
@@ -68,7 +69,7 @@ logger = logging.getLogger(__name__)
 HOST_SYNC_EVERY = 16
 
 
-class TrainingError(RuntimeError):
+class TrainingError(ZsadError, RuntimeError):
     """Training had to stop (non-finite loss or gradient, a method without losses...)."""
 
 
@@ -143,7 +144,7 @@ def trainable_parameters(detector: AnomalyDetector) -> list[torch.nn.Parameter]:
         raise ValueError("the CLIP backbone must stay frozen, but some of its parameters require gradients")
     parameters = [p for p in detector.parameters() if p.requires_grad]
     if not parameters:
-        raise ValueError(f"method '{detector.name}' has no trainable parameters: it needs no training")
+        raise InvalidInputError(f"method '{detector.name}' has no trainable parameters: it needs no training")
     return parameters
 
 
@@ -153,7 +154,7 @@ def apply_activation_checkpointing(detector: AnomalyDetector, enabled: bool) -> 
     if not enabled:
         return
     if not hasattr(detector.config, "activation_checkpointing"):
-        raise ValueError(f"method '{detector.name}' does not support activation checkpointing")
+        raise InvalidInputError(f"method '{detector.name}' does not support activation checkpointing")
     detector.config.activation_checkpointing = True
 
 
@@ -412,7 +413,7 @@ def fit(
     """
     out_dir = Path(out_dir)
     if resume and overwrite:
-        raise ValueError("--resume continues the run in --out, --overwrite starts it over: pass only one")
+        raise InvalidInputError("--resume continues the run in --out, --overwrite starts it over: pass only one")
     check_training_precision(device, config.precision)  # refuses bf16 on the CPU before any work
     check_compile(config.compile, device, detector)  # before any work, as TrainingCall would
     apply_activation_checkpointing(detector, config.activation_checkpointing)

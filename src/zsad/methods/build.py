@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from ..backbone import DEFAULT_MODEL_NAME, BackboneConfig, create_backbone
-from ..clip_weights import canonical_weights, is_random_weights
 from ..checkpoints import check_config_fits, load_method_state, read_checkpoint
+from ..clip_weights import canonical_weights, is_random_weights
+from ..errors import InvalidInputError, UntrainedAdaptersWarning
 from . import DEFAULT_INIT_SEED, build_method, method_class
 from .base import AnomalyDetector
 
@@ -44,7 +45,7 @@ def build_detector(
     """
     if checkpoint is None:
         if method is None:
-            raise ValueError("name a method (e.g. 'zeroshot') or give a checkpoint")
+            raise InvalidInputError("name a method (e.g. 'zeroshot') or give a checkpoint")
         return _fresh_detector(method, backbone, weights, image_size, method_config, cache_dir, for_training, seed)
     return _detector_from_checkpoint(Path(checkpoint), method, backbone, weights, image_size, method_config, cache_dir, seed)
 
@@ -63,6 +64,7 @@ def _fresh_detector(
         warnings.warn(
             f"method '{method}' is trainable but no checkpoint was given: its adapters are untrained "
             "(pass --checkpoint from `zsad train`)",
+            UntrainedAdaptersWarning,
             stacklevel=3,
         )
     config = BackboneConfig(

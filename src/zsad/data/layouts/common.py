@@ -8,12 +8,14 @@ from pathlib import Path
 
 from zsad.data.sample import Sample
 
+from ...errors import ZsadError
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 # Mask file names seen in MVTec-like sets: "000_mask.png", "000.png", "000_GT.png".
 MASK_STEM_SUFFIXES = ("_mask", "", "_GT", "_gt")
 
 
-class DataLayoutError(ValueError):
+class DataLayoutError(ZsadError, ValueError):
     """A data folder does not have the layout its kind expects (or is empty)."""
 
 
