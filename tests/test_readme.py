@@ -7,8 +7,8 @@ line runs, none of them its command or options:
 * the README's example data paths (``/data/mvtec_ad``, ``path/to/images/``, ``KIND:PATH``...)
   point to small generated data sets in the layout the path names;
 * options that make the run small are appended where the command has them and the line
-  does not set them: the tiny random-weight model at 64 px on the CPU, one step per
-  training epoch, no worker processes, no progress bars;
+  does not set them: the tiny random-weight model at 64 px on the CPU, one training epoch
+  of one step, two images per analysed data set, no worker processes, no progress bars;
 * ``torchrun ... zsad train`` runs its ``zsad train`` part in this process (one rank);
 * runs the README names without training them stand for runs it trains (RUN_ALIASES).
 
@@ -40,9 +40,12 @@ runner = CliRunner()
 # run the README does train.
 RUN_ALIASES = {"moeclip": "moeclip-visa", "pm-no-decouple": "promptmoe-mvtec"}
 
+# One epoch of one step, and few images to analyse: the recipes' 15-20 epochs, each with
+# its checkpoint, log and plot, made most of this test's time (over 5 minutes on 2 cores).
 SMALL_RUN = {
     "--backbone": "zsad-tiny", "--weights": "random", "--image-size": "64", "--device": "cpu",
-    "--max-steps-per-epoch": "1", "--num-workers": "0", "--quiet": None,
+    "--epochs": "1", "--max-steps-per-epoch": "1", "--max-images": "2", "--selection-maps": "1",
+    "--num-workers": "0", "--quiet": None,
 }
 
 
@@ -140,6 +143,17 @@ def _substitute(words: list[str], paths: dict[str, str]) -> list[str]:
                     word = word.replace(example, generated)
         replaced.append(word)
     return replaced
+
+
+def test_training_lines_run_one_short_epoch_unless_they_set_epochs():
+    lines = readme_command_lines(README.read_text(encoding="utf-8"))
+    for line in lines:
+        words = shlex.split(line)[1:]
+        if words[0] in ("train", "benchmark", "demo") and "--epochs" not in words:
+            small = _small(words)
+            assert small[small.index("--epochs") + 1] == "1", line
+            if words[0] != "demo":
+                assert small[small.index("--max-steps-per-epoch") + 1] == "1", line
 
 
 def test_the_readme_shows_data_info_as_the_command_takes_it():
