@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from layout_factories import make_tree
 from typer.testing import CliRunner
 
-from layout_factories import make_tree
 from zsad.cli import app
 from zsad.engine.benchmark import COMPARED_METRICS, paper_results
 
