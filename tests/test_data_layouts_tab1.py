@@ -177,3 +177,11 @@ def test_dagm_mask_of_another_size_is_reported_when_read(tmp_path):
     dataset = build_dataset(f"dagm:{tmp_path}")
     index = next(i for i, s in enumerate(dataset.samples) if s.mask_path == label)
     assert "mask" in dataset[index]["error"] and "5x5" in dataset[index]["error"]
+
+
+def test_reorganised_tree_without_ground_truth_is_refused(tmp_path):
+    # AnomalyCLIP keeps ISIC's masks in skin/ISBI2016_ISIC_Part1_Test_GroundTruth beside skin/test/
+    save(square_image(SIZE), tmp_path / "skin" / "test" / "lesion" / "ISIC_0000000.jpg", quality=95)
+    save(square_mask(SIZE), tmp_path / "skin" / "ISBI2016_ISIC_Part1_Test_GroundTruth" / "ISIC_0000000_Segmentation.png")
+    with pytest.raises(DataLayoutError, match="without a ground_truth/ folder"):
+        build_dataset(f"isic:{tmp_path}")

@@ -7,8 +7,9 @@ of the public releases:
 * CVC-ColonDB (380 images) and CVC-300 (60, the EndoScene test set): PraNet's
   ``TestDataset/CVC-ColonDB`` and ``TestDataset/CVC-300``: ``ROOT/images/*.png`` with
   ``ROOT/masks/*.png`` of the same name.
-* Endo (200 images, the EndoTect 2020 segmentation test set): ``ROOT/images/*`` with
-  ``ROOT/masks/*`` of the same name (masks may be PNG beside JPEG images).
+* Endo (200 images, ``EndoTect_2020_Segmentation_Test_Dataset``): ``ROOT/images/*`` with
+  ``ROOT/masks/*`` of the same name (masks may be PNG beside JPEG images). AnomalyCLIP pairs
+  its files by sorted order; zsad pairs by name and names every image left without a mask.
 * ISIC (379 images, ISIC 2016 Part 1 test set): ``ROOT/ISBI2016_ISIC_Part1_Test_Data/ISIC_N.jpg``
   with ``ROOT/ISBI2016_ISIC_Part1_Test_GroundTruth/ISIC_N_Segmentation.png``; ``images/`` +
   ``masks/`` is accepted too.

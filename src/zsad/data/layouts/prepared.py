@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from zsad.data.layouts.common import LayoutSamples, list_subdirs
+from zsad.data.layouts.common import DataLayoutError, LayoutSamples, list_subdirs
 from zsad.data.layouts.mvtec import read_mvtec_like
 
 
@@ -23,8 +23,17 @@ def is_mvtec_like(root: Path) -> bool:
 
 
 def read_prepared(root: Path, class_name: str | None) -> LayoutSamples:
-    """Read an MVTec-like reorganised tree; ``class_name`` renames every class (a one-class set), None keeps them."""
+    """Read an MVTec-like reorganised tree; ``class_name`` renames every class (a one-class set), None keeps them.
+
+    Every set read this way has pixel labels, so a tree without ``ground_truth/`` is refused
+    rather than read as image labels only.
+    """
     found = read_mvtec_like(root)
+    if not found.has_masks:
+        raise DataLayoutError(
+            f"{root}: MVTec-like tree without a ground_truth/ folder; this set has masks: put them in "
+            "[CLASS/]ground_truth/DEFECT/ named like their images (NAME.png, NAME_mask.png, ...)"
+        )
     if class_name is None:
         return found
 
