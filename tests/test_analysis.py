@@ -26,10 +26,10 @@ from zsad.analysis import (
 from zsad.analysis.patches import _sobel_magnitude, _tiles
 from zsad.analysis.run import default_statistics_block, load_analysis_data, routing_layout, spread_indices
 from zsad.api import full_config
+from zsad.checkpoints import save_checkpoint
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
 from zsad.data.transforms import normalize_image
-from zsad.checkpoints import save_checkpoint
 from zsad.methods import build_method
 from zsad.methods.base import Routing
 from zsad.methods.moeclip.model import patch_routing

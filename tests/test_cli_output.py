@@ -41,7 +41,9 @@ def _printed(markdown: str, width: int = 80) -> str:
 
 def _wide_metrics_report() -> dict:
     metrics = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro")
-    per_class = {name: {"n_images": 12, "n_anomalous": 7, **{m: 0.1 * (i + 1) for i, m in enumerate(metrics)}} for name in ("bottle", "metal_nut")}
+    per_class = {
+        name: {"n_images": 12, "n_anomalous": 7, **{m: 0.1 * (i + 1) for i, m in enumerate(metrics)}} for name in ("bottle", "metal_nut")
+    }
     return {"dataset": "mvtec", "method": "moeclip", "weights": "random", "per_class": per_class}
 
 
@@ -64,7 +66,9 @@ def test_report_tables_fit_80_columns_without_cut_cells(which):
 
 def test_zsad_test_prints_whole_cells_at_80_columns(tmp_path):
     generate_mvtec_like(tmp_path / "data", categories=["disc"], n_train=0, n_good=2, n_defect_per_kind=1, size=32)
-    result = runner.invoke(app, ["test", "--data", f"mvtec:{tmp_path / 'data'}", "--out", str(tmp_path / "out"), *TINY], env={"COLUMNS": "80"})
+    result = runner.invoke(
+        app, ["test", "--data", f"mvtec:{tmp_path / 'data'}", "--out", str(tmp_path / "out"), *TINY], env={"COLUMNS": "80"}
+    )
     assert result.exit_code == 0, result.output
     assert "…" not in result.stdout and "AUROC" in result.stdout and "disc" in result.stdout
 

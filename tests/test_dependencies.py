@@ -57,7 +57,13 @@ def test_every_imported_package_is_declared():
 def _constraints(path: Path) -> Path:
     """The versions installed here, so that the fresh environment resolves the same ones
     (and pip can take them from its cache)."""
-    pins = sorted({f"{_name(d.metadata['Name'])}=={d.version}" for d in metadata.distributions() if d.metadata["Name"] and _name(d.metadata["Name"]) != "zsad"})
+    pins = sorted(
+        {
+            f"{_name(d.metadata['Name'])}=={d.version}"
+            for d in metadata.distributions()
+            if d.metadata["Name"] and _name(d.metadata["Name"]) != "zsad"
+        }
+    )
     path.write_text("\n".join(pins) + "\n")
     return path
 
@@ -71,8 +77,21 @@ def test_a_plain_install_runs_help_and_the_dry_run(tmp_path):
     python = environment / "bin" / "python"
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-c", str(_constraints(tmp_path / "pins.txt")), str(ROOT)],
-        capture_output=True, text=True, env=env, cwd=tmp_path,
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-c",
+            str(_constraints(tmp_path / "pins.txt")),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     zsad = environment / "bin" / "zsad"

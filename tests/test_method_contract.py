@@ -54,7 +54,9 @@ def test_the_light_name_table_matches_the_registry():
     the bundled methods, each with the registry's trainable flag."""
     from zsad.method_names import BUILTIN_METHODS
 
-    bundled = {name: method_class(name).trainable for name in available_methods() if method_class(name).__module__.startswith("zsad.methods.")}
+    bundled = {
+        name: method_class(name).trainable for name in available_methods() if method_class(name).__module__.startswith("zsad.methods.")
+    }
     assert BUILTIN_METHODS == bundled
 
 

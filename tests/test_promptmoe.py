@@ -141,7 +141,9 @@ def test_static_ensemble_averages_the_expert_prompt_features(tiny_backbone, monk
         abnormal = torch.cat([normal, pools["abnormal"].experts], dim=1)
         context = model.context.expand(3, -1, -1)
         expected = [
-            F.normalize(encode_learned_prompts(tiny_backbone, build_learned_prompts(tiny_backbone, ["screw"] * 3, p, context)).mean(0), dim=-1)
+            F.normalize(
+                encode_learned_prompts(tiny_backbone, build_learned_prompts(tiny_backbone, ["screw"] * 3, p, context)).mean(0), dim=-1
+            )
             for p in (normal, abnormal)
         ]
     assert routing == {} and len(text) == 1 and text[0].shape == (2, 2, tiny_backbone.embed_dim)

@@ -14,7 +14,6 @@ from zsad.data.synth import generate_mvtec_like
 from zsad.engine.benchmark import paper_results
 from zsad.engine.train_log import read_train_log
 
-
 runner = CliRunner()
 TINY = ["--backbone", "zsad-tiny", "--weights", "random", "--image-size", "32", "--device", "cpu", "--quiet"]
 DEVICE = ["--device", "cpu", "--quiet"]

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 import typer
+from data_factories import make_btad_tree, make_mvtec_like_tree
 from PIL import Image
 from typer.testing import CliRunner
 
-from data_factories import make_btad_tree, make_mvtec_like_tree
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like, generate_visa_like
 
@@ -107,10 +107,17 @@ def _example_data(root: Path) -> dict[str, str]:
         shutil.copy(path, root / "images" / f"{index}.png")
     shutil.copy(test_images[0], root / "more.png")
     return {
-        "/data/mvtec_ad": str(root / "mvtec"), "/data/VisA": str(root / "visa"), "/data/BTAD": str(root / "btad"), "/data/MPDD": str(root / "mpdd"),
-        "/data/Kvasir-SEG": str(root / "kvasir"), "/data/brain": str(root / "brain"),
-        "path/to/images/": str(root / "images"), "images/": str(root / "images"), "more.png": str(root / "more.png"),
-        "KIND:PATH": f"mvtec:{root / 'mvtec'}", "OUT": str(root / "synth-out"),
+        "/data/mvtec_ad": str(root / "mvtec"),
+        "/data/VisA": str(root / "visa"),
+        "/data/BTAD": str(root / "btad"),
+        "/data/MPDD": str(root / "mpdd"),
+        "/data/Kvasir-SEG": str(root / "kvasir"),
+        "/data/brain": str(root / "brain"),
+        "path/to/images/": str(root / "images"),
+        "images/": str(root / "images"),
+        "more.png": str(root / "more.png"),
+        "KIND:PATH": f"mvtec:{root / 'mvtec'}",
+        "OUT": str(root / "synth-out"),
         "good-examples/": str(root / "mvtec" / "screw" / "train" / "good"),
     }
 

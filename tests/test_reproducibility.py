@@ -14,11 +14,10 @@ import torch
 from typer.testing import CliRunner
 
 import zsad
+from zsad.checkpoints import read_checkpoint
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
-from zsad.checkpoints import read_checkpoint
 from zsad.engine.run_folder import resolve_checkpoint
-
 
 TINY = ["--backbone", "zsad-tiny", "--weights", "random", "--image-size", "32", "--device", "cpu", "--quiet"]
 TRAIN = ["--method", "moeclip", "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "2", "--lr", "1e-3"]

@@ -7,11 +7,11 @@ import csv
 import numpy as np
 import pytest
 import typer.main
+from data_factories import file_info, load_array
 from typer.testing import CliRunner
 
-from data_factories import file_info, load_array
-from zsad.data import build_dataset
 from zsad.cli import app
+from zsad.data import build_dataset
 from zsad.data.synth import (
     CATEGORIES,
     DEFECT_KINDS,
@@ -25,8 +25,6 @@ from zsad.data.synth import (
     generate_visa_like,
     render_normal,
 )
-
-
 
 
 def test_category_groups_are_disjoint_and_cover_textures_and_objects():

@@ -591,7 +591,13 @@ def _free_port() -> int:
 def test_torchrun_path_with_gloo_matches_the_single_process_run(straight_run, backbone, data_spec, tmp_path, monkeypatch):
     import torch.distributed as dist
 
-    for key, value in {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}.items():
+    for key, value in {
+        "WORLD_SIZE": "1",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+    }.items():
         monkeypatch.setenv(key, value)
     detector = make_detector(backbone)
     run_fit(detector, data_spec, tmp_path / "run")

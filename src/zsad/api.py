@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine.compilation import check_compile_mode
-from .engine.predictor import Predictor, Prediction
+from .engine.predictor import Prediction, Predictor
 from .engine.run_folder import resolve_checkpoint
 from .engine.runtime import resolve_device
 from .methods.build import build_detector, full_config

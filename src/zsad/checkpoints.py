@@ -53,7 +53,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             "was not written by zsad. Use another checkpoint (e.g. an earlier checkpoints/epoch_NNN.safetensors)."
         ) from error
     if not isinstance(config, dict) or not {"method", "method_config", "backbone"} <= set(config):
-        raise CheckpointError(f"{path}: the config stored inside the checkpoint lacks method, method_config or backbone; it was not written by zsad")
+        raise CheckpointError(f"{path}: the config stored inside the checkpoint lacks method, method_config or backbone; it was not "
+                              "written by zsad")
     return tensors, config
 
 
@@ -95,7 +96,9 @@ def load_method_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
     own = {key: value for key, value in module.state_dict().items() if not key.startswith("backbone.")}
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
-    shapes = [f"{k}: {tuple(tensors[k].shape)} vs {tuple(own[k].shape)}" for k in set(own) & set(tensors) if tensors[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: {tuple(tensors[k].shape)} vs {tuple(own[k].shape)}" for k in set(own) & set(tensors) if tensors[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
         raise CheckpointError(
             f"{source} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {shapes[:3]}"

@@ -21,8 +21,8 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from zsad.clip_weights import is_random_weights
-from zsad.fileio import atomic_write_json, atomic_write_text, check_can_write
+from .clip_weights import is_random_weights
+from .fileio import atomic_write_json, atomic_write_text, check_can_write
 
 __all__ = [
     "METRIC_LABELS",

@@ -113,7 +113,9 @@ def write_selection_maps(
     for rank in range(experts.shape[0]):
         title = f"{image_name}, block {block}: top-{rank + 1} expert"
         paths.append(
-            plot_expert_assignment(rgb, experts[rank], num_experts, layout.selection(dataset, image_name, block, rank + 1), weights=weights[rank], title=title)
+            plot_expert_assignment(
+                rgb, experts[rank], num_experts, layout.selection(dataset, image_name, block, rank + 1), weights=weights[rank], title=title
+            )
         )
     return paths
 
@@ -148,7 +150,12 @@ def _write_utilisation(layout: OutputLayout, analysis: ExpertAnalysis) -> list[P
             topk = analysis.utilisation(block, dataset)["topk_share"]
             groups[dataset] = {label: (None if not math.isfinite(v) else 100.0 * v) for label, v in zip(labels, topk)}
         paths.append(
-            plot_bars(groups, layout.utilisation_plot(block), f"Top-{analysis.top_k} expert utilisation, block {block}", "share of routing slots (%)")
+            plot_bars(
+                groups,
+                layout.utilisation_plot(block),
+                f"Top-{analysis.top_k} expert utilisation, block {block}",
+                "share of routing slots (%)",
+            )
         )
     return paths
 

@@ -191,7 +191,11 @@ def analyze_experts(
                 rgb = [to_uint8_rgb(image) for image in images]
                 patched = model.backbone.fit_to_patch_grid(images)  # the pixels the patches saw
                 accumulator.add(item.name, routing, np.stack([to_grayscale(to_uint8_rgb(picture)) for picture in patched]))
-                chosen = [(row, selection_names[item.name][indices[i]]) for row, i in enumerate(batch.positions) if indices[i] in selection_names[item.name]]
+                chosen = [
+                    (row, selection_names[item.name][indices[i]])
+                    for row, i in enumerate(batch.positions)
+                    if indices[i] in selection_names[item.name]
+                ]
                 for block in blocks if chosen else ():
                     experts, weights = selection_maps(routing[block], ranks)
                     for row, name in chosen:

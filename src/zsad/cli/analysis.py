@@ -27,10 +27,13 @@ def experts(
     data: DataSpecs,
     out: opt.Out,
     model: opt.ModelOptions,
-    classes: Annotated[Optional[str], typer.Option(help="Comma-separated categories to keep in each data set that has them (default: all).")] = None,
-    max_images: Annotated[Optional[int], typer.Option(min=1, help="Analyse at most this many images per data set, spread evenly over it (default: all).")] = None,
+    classes: Annotated[Optional[str], typer.Option(help="Comma-separated categories to keep in each data set that has them (default: "
+                                                        "all).")] = None,
+    max_images: Annotated[Optional[int], typer.Option(min=1, help="Analyse at most this many images per data set, spread evenly over "
+                                                                  "it (default: all).")] = None,
     selection_maps: Annotated[int, typer.Option(min=0, help="Draw patch-selection maps for this many first images per data set.")] = 4,
-    layer: Annotated[Optional[str], typer.Option(help="Routed layer (block) of the patch statistics (Tab. 14) (default: the third routed block, 18 on ViT-L).")] = None,
+    layer: Annotated[Optional[str], typer.Option(help="Routed layer (block) of the patch statistics (Tab. 14) (default: the third routed "
+                                                      "block, 18 on ViT-L).")] = None,
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
     overwrite: opt.Overwrite = False,
@@ -84,7 +87,8 @@ def experts(
 
 
 def losses(
-    run: Annotated[List[Path], typer.Option("--run", help="A `zsad train` output folder (repeat to compare runs, e.g. with and without L_decouple).")],
+    run: Annotated[List[Path], typer.Option("--run", help="A `zsad train` output folder (repeat to compare runs, e.g. with and without "
+                                                          "L_decouple).")],
     out: opt.Out,
     overwrite: opt.Overwrite = False,
 ) -> None:

@@ -14,12 +14,23 @@ from .tables import print_markdown
 
 def benchmark(
     train: Annotated[str, typer.Option("--train", help="The auxiliary data set, KIND:PATH (the papers: visa:PATH). Kinds: {data_kinds}.")],
-    test: Annotated[str, typer.Option("--test", help="KIND:PATH[,KIND:PATH...]: the data sets to evaluate on (e.g. mvtec:...,btad:...,kvasir:...). Kinds: {data_kinds}.")],
+    test: Annotated[
+        str,
+        typer.Option(
+            "--test",
+            help="KIND:PATH[,KIND:PATH...]: the data sets to evaluate on (e.g. mvtec:...,btad:...,kvasir:...). Kinds: {data_kinds}.",
+        ),
+    ],
     out: opt.Out,
     training_options: opt.TrainingOptions,
     method: opt.Method = None,
     config: opt.ConfigFile = None,
-    swap: Annotated[bool, typer.Option(help="Also train on the first --test set and evaluate that model on the --train set (the papers' MVTec-AD -> VisA row).")] = False,
+    swap: Annotated[
+        bool,
+        typer.Option(
+            help="Also train on the first --test set and evaluate that model on the --train set (the papers' MVTec-AD -> VisA row)."
+        ),
+    ] = False,
     class_names: opt.ClassNamesFile = None,
     backbone: opt.Backbone = None,
     weights: opt.Weights = None,

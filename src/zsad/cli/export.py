@@ -13,7 +13,8 @@ from .model_loading import check_model_options, load_predictor
 
 
 def export(
-    out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write (weights over 2 GB go to external data files beside it).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write (weights over 2 GB go to external data files beside "
+                                                          "it).")],
     model: opt.ModelOptions,
     opset: Annotated[int, typer.Option(min=14, help="ONNX opset version.")] = 17,
     overwrite: opt.Overwrite = False,
@@ -59,9 +60,14 @@ def load_onnx_predictor(onnx: Path, model: opt.ModelOptions, reference: Path | N
         "backbone": (model.backbone, meta.get("backbone")),
         "weights": (None if model.weights is None else canonical_weights(model.weights), canonical_weights(str(meta.get("weights")))),
         "image_size": (model.image_size, meta.get("image_size")),
-        "class_words": (None if model.class_name is None else ClassNames.load(model.class_names, model.class_name).resolve(None), meta["class_words"]),
+        "class_words": (
+            None if model.class_name is None else ClassNames.load(model.class_names, model.class_name).resolve(None),
+            meta["class_words"],
+        ),
     }
-    conflicts = [f"{key}: given {mine!r}, the file has {theirs!r}" for key, (mine, theirs) in given.items() if mine is not None and mine != theirs]
+    conflicts = [
+        f"{key}: given {mine!r}, the file has {theirs!r}" for key, (mine, theirs) in given.items() if mine is not None and mine != theirs
+    ]
     if conflicts:
         raise InvalidInputError(f"{onnx} was exported with other settings ({'; '.join(conflicts)}); run `zsad export` again for these")
     keys = ("method", "backbone", "weights", "image_size", "pipeline_check")

@@ -22,7 +22,8 @@ ShotSeeds = Annotated[
 ]
 FusionWeight = Annotated[
     float,
-    typer.Option(min=0.0, max=1.0, help="Few-shot: weight of the memory-bank map and score against the zero-shot ones (0 = zero-shot output)."),
+    typer.Option(min=0.0, max=1.0, help="Few-shot: weight of the memory-bank map and score against the zero-shot ones (0 = zero-shot "
+                                        "output)."),
 ]
 
 

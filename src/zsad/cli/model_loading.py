@@ -86,7 +86,13 @@ def load_predictor(options: opt.ModelOptions, compile: str = "off"):
         )
     warn_if_random(predictor.detector.backbone.random_weights)
     if untrained:
-        err_console.print(Panel(f"--method {method} runs with UNTRAINED adapters (--allow-untrained): a pipeline check, not a result.", title="UNTRAINED", style="bold yellow"))
+        err_console.print(
+            Panel(
+                f"--method {method} runs with UNTRAINED adapters (--allow-untrained): a pipeline check, not a result.",
+                title="UNTRAINED",
+                style="bold yellow",
+            )
+        )
     return predictor
 
 

@@ -22,7 +22,9 @@ Method = Annotated[
 ]
 Checkpoint = Annotated[
     Optional[Path],
-    typer.Option(help="A trained model: a `zsad train` output folder (its final checkpoint), one .safetensors checkpoint file, or hf-hub:ORG/NAME[@REVISION] (a run folder on the Hugging Face Hub)."),
+    typer.Option(help="A trained model: a `zsad train` output folder (its final checkpoint), one .safetensors checkpoint file, or "
+                      "hf-hub:ORG/NAME[@REVISION] "
+                      "(a run folder on the Hugging Face Hub)."),
 ]
 Backbone = Annotated[
     Optional[str],
@@ -39,11 +41,16 @@ Weights = Annotated[
 ]
 ImageSize = Annotated[
     Optional[int],
-    typer.Option(min=MIN_IMAGE_SIZE, help="Input side in pixels; the patch grid is side // patch and positional embeddings are interpolated to it (default: 518 for ViT-L-14-336, else the model's own, or the checkpoint's)."),
+    typer.Option(
+        min=MIN_IMAGE_SIZE,
+        help="Input side in pixels; the patch grid is side // patch and positional embeddings are interpolated "
+        "to it (default: 518 for ViT-L-14-336, else the model's own, or the checkpoint's).",
+    ),
 ]
 CacheDir = Annotated[Optional[Path], typer.Option(help="Folder for OpenCLIP's weight downloads (default: OpenCLIP's cache).")]
 Device = Annotated[str, typer.Option(callback=checks.device_name, help="`auto` (GPU when available), `cpu`, `cuda`, `cuda:1`, `mps`.")]
-Precision = Annotated[str, typer.Option(callback=checks.one_of(*PRECISIONS), help="fp32, or bf16 autocast (on GPUs, or on CPUs with fast bf16: faster, maps within ~1%).")]
+Precision = Annotated[str, typer.Option(callback=checks.one_of(*PRECISIONS), help="fp32, or bf16 autocast (on GPUs, or on CPUs with "
+        "fast bf16: faster, maps within ~1%).")]
 _COMPILE_HELP = (
     "Run the model under torch.compile: `off` (eager); `default` (fused kernels); `max-autotune` (also "
     "searches the fastest matrix-multiply kernels: a longer compile; captures CUDA graphs on GPUs); "
@@ -71,7 +78,8 @@ BatchSize = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
 NumWorkers = Annotated[int, typer.Option(min=0, help="Data-loading worker processes (0 = in the main process).")]
 ClassName = Annotated[
     Optional[str],
-    typer.Option(help="Words for the object in the text prompts, for every image (e.g. 'metal nut', 'brain MRI scan'). Default: from the class-name table, or 'object'."),
+    typer.Option(help="Words for the object in the text prompts, for every image (e.g. 'metal nut', 'brain MRI scan'). Default: from "
+                      "the class-name table, or 'object'."),
 ]
 ClassNamesFile = Annotated[
     Optional[Path],
@@ -95,15 +103,23 @@ DataSpec = Annotated[
 Classes = Annotated[Optional[str], typer.Option(help="Comma-separated categories to use (default: all).")]
 AllowUntrained = Annotated[
     bool,
-    typer.Option(help="Run a trainable method (e.g. moeclip) without --checkpoint: its adapters are untrained, so the result is a pipeline check only."),
+    typer.Option(help="Run a trainable method (e.g. moeclip) without --checkpoint: its adapters are untrained, so the result is a "
+                      "pipeline check only."),
 ]
-Epochs = Annotated[Optional[int], typer.Option(min=1, help="Passes over the training data; the last epoch is the final model (default: the recipe's, else {default:epochs}).")]
-TrainBatchSize = Annotated[Optional[int], typer.Option(min=1, help="Images per optimiser step, per GPU under torchrun (default: the recipe's, else {default:batch_size}).")]
-LearningRate = Annotated[Optional[float], typer.Option(callback=checks.positive_number, help="Base learning rate of the method's optimiser (default: the recipe's, else {default:lr}).")]
-Seed = Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="Seeds initialisation, data order, augmentation and dropout; a resumed run repeats the straight one (default: {default:seed}).")]
-MaxStepsPerEpoch = Annotated[Optional[int], typer.Option(min=1, help="End each epoch after this many steps (quick runs; default: no limit).")]
-TrainPrecision = Annotated[Optional[str], typer.Option(callback=checks.one_of(*PRECISIONS), help="fp32, or bf16 autocast (GPU only) (default: {default:precision}).")]
-WarmupEpochs = Annotated[Optional[int], typer.Option(min=0, help="Linear learning-rate warm-up over this many epochs (default: the recipe's, else {default:warmup_epochs}).")]
+Epochs = Annotated[Optional[int], typer.Option(min=1, help="Passes over the training data; the last epoch is the final model (default: "
+                                                           "the recipe's, else {default:epochs}).")]
+TrainBatchSize = Annotated[Optional[int], typer.Option(min=1, help="Images per optimiser step, per GPU under torchrun (default: the "
+                                                                   "recipe's, else {default:batch_size}).")]
+LearningRate = Annotated[Optional[float], typer.Option(callback=checks.positive_number, help="Base learning rate of the method's "
+        "optimiser (default: the recipe's, else {default:lr}).")]
+Seed = Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="Seeds initialisation, data order, augmentation and dropout; "
+        "a resumed run repeats the straight one (default: {default:seed}).")]
+MaxStepsPerEpoch = Annotated[Optional[int], typer.Option(min=1, help="End each epoch after this many steps (quick runs; default: "
+                                                                     "no limit).")]
+TrainPrecision = Annotated[Optional[str], typer.Option(callback=checks.one_of(*PRECISIONS), help="fp32, or bf16 autocast (GPU only) "
+        "(default: {default:precision}).")]
+WarmupEpochs = Annotated[Optional[int], typer.Option(min=0, help="Linear learning-rate warm-up over this many epochs (default: the "
+                                                                 "recipe's, else {default:warmup_epochs}).")]
 
 
 @dataclass

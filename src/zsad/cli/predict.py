@@ -18,15 +18,18 @@ def predict(
     images: Annotated[List[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     out: opt.Out,
     model: opt.ModelOptions,
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the level of the contour drawn on the overlays.")] = 0.5,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the "
+                                                                    "level of the contour drawn on the overlays.")] = 0.5,
     batch_size: opt.BatchSize = 8,
     num_workers: Annotated[int, typer.Option(min=0, help="Threads that decode images while the model runs (0 = none).")] = 0,
     reference: fs.Reference = None,
     fusion_weight: fs.FusionWeight = 0.5,
-    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Run a model exported by `zsad export` with onnxruntime instead of torch (same outputs).")] = None,
+    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Run a model exported by `zsad export` with onnxruntime instead of "
+                                                                "torch (same outputs).")] = None,
     compile: opt.Compile = "off",
     overwrite: opt.Overwrite = False,
-    resume: Annotated[bool, typer.Option(help="Finish an interrupted run in --out: images that have a row in its scores.csv are kept, the rest are scored (same model and threshold required).")] = False,
+    resume: Annotated[bool, typer.Option(help="Finish an interrupted run in --out: images that have a row in its scores.csv are kept, "
+                                              "the rest are scored (same model and threshold required).")] = False,
     quiet: opt.Quiet = False,
 ) -> None:
     """Score your own images: per image an overlay PNG and a 16-bit raw map, plus
@@ -79,6 +82,8 @@ def predict(
             err_console.print(f"[red]could not read[/] {row['path']}: {row['error']}", highlight=False)
     if found.skipped:
         unscored = counted(len(found.skipped), "entry", "entries")
-        err_console.print(f"{unscored} in the input folders {'was' if len(found.skipped) == 1 else 'were'} not scored (listed above).", highlight=False)
+        err_console.print(
+            f"{unscored} in the input folders {'was' if len(found.skipped) == 1 else 'were'} not scored (listed above).", highlight=False
+        )
     if summary.n_errors:
         raise typer.Exit(EXIT_BAD_INPUT)

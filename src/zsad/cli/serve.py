@@ -15,11 +15,14 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 def serve(
     model: opt.ModelOptions,
-    host: Annotated[str, typer.Option(help="Address to bind. The default serves this machine only; another address (e.g. 0.0.0.0) exposes the service, which has no authentication, to the network.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address to bind. The default serves this machine only; another address (e.g. 0.0.0.0) exposes "
+                                           "the service, which has no authentication, to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the overlays' contour level.")] = 0.5,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the "
+                                                                    "overlays' contour level.")] = 0.5,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images in one forward pass (requests are batched together).")] = 8,
-    batch_window_ms: Annotated[float, typer.Option(min=0.0, help="How long the first waiting image waits for others to share its forward pass.")] = 10.0,
+    batch_window_ms: Annotated[float, typer.Option(min=0.0, help="How long the first waiting image waits for others to share its forward "
+                                                                 "pass.")] = 10.0,
     max_queue: Annotated[int, typer.Option(min=1, help="Most images waiting; beyond it requests get 503 with Retry-After.")] = 64,
     max_request_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body in MiB (413 beyond).")] = 32.0,
     max_files: Annotated[int, typer.Option(min=1, help="Most images in one request.")] = 16,

@@ -21,8 +21,11 @@ def test(
     out: opt.Out,
     model: opt.ModelOptions,
     classes: opt.Classes = None,
-    save_maps: Annotated[int, typer.Option(min=0, help="Write this many comparison panels (image | overlay | ground truth) per class into OUT/maps.")] = 0,
-    score_normalisation: Annotated[str, typer.Option(callback=checks.one_of(*SCORE_NORMALISATIONS), help="`none`, or `per-class-minmax`: rescale scores over each class's whole test set (transductive, as the MoECLIP authors' code does; for comparison only).")] = "none",
+    save_maps: Annotated[int, typer.Option(min=0, help="Write this many comparison panels (image | overlay | ground truth) per class "
+                                                       "into OUT/maps.")] = 0,
+    score_normalisation: Annotated[str, typer.Option(callback=checks.one_of(*SCORE_NORMALISATIONS), help="`none`, or `per-class-minmax`: "
+            "rescale scores over each class's whole test set (transductive, as the MoECLIP authors' "
+            "code does; for comparison only).")] = "none",
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
     shots: fs.Shots = 0,

@@ -84,7 +84,9 @@ def resolve_settings(
     chosen_method = method or recipe.method or stored.get("method")
     if not chosen_method:
         raise InvalidInputError("name the method to train: --method moeclip (or `method:` in the --config recipe)")
-    method_config = {**stored.get("method_config", {}), **recipe.method_config} if chosen_method == stored.get("method") else dict(recipe.method_config)
+    method_config = (
+        {**stored.get("method_config", {}), **recipe.method_config} if chosen_method == stored.get("method") else dict(recipe.method_config)
+    )
     specs = [absolute_spec(part) for part in data.split(",") if part.strip()] if data else list(stored.get("data", []))
     if not specs:
         raise InvalidInputError("name the training data: --data KIND:PATH[,KIND:PATH...]")
@@ -107,18 +109,57 @@ def train(
     data: TrainData = None,
     method: TrainMethod = None,
     config: opt.ConfigFile = None,
-    split: Annotated[Optional[str], typer.Option(callback=checks.one_of(*SPLITS), help="`test`: each data set's labelled test split (the papers' protocol); `all`: also its train/good images (default: test).")] = None,
-    activation_checkpointing: Annotated[Optional[bool], typer.Option("--activation-checkpointing/--no-activation-checkpointing", help="Recompute frozen activations in the backward pass: less GPU memory, slower (default: off).")] = None,
-    cache_images: Annotated[Optional[bool], typer.Option("--cache-images/--no-cache-images", help="Keep the decoded, resized images in memory after the first read when the set fits in a quarter of the free memory (default: on).")] = None,
+    split: Annotated[
+        Optional[str],
+        typer.Option(
+            callback=checks.one_of(*SPLITS),
+            help="`test`: each data set's labelled test split (the papers' protocol); `all`: also its train/good images (default: test).",
+        ),
+    ] = None,
+    activation_checkpointing: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--activation-checkpointing/--no-activation-checkpointing",
+            help="Recompute frozen activations in the backward pass: less GPU memory, slower (default: off).",
+        ),
+    ] = None,
+    cache_images: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--cache-images/--no-cache-images",
+            help="Keep the decoded, resized images "
+            "in memory after the first read when the set fits in a quarter of the free memory (default: on).",
+        ),
+    ] = None,
     device: opt.Device = "auto",
-    num_workers: Annotated[Optional[int], typer.Option(min=0, help="Data-loading worker processes per training process (default: the free CPU cores, at most 8; 0 = in the main process).")] = None,
+    num_workers: Annotated[
+        Optional[int],
+        typer.Option(
+            min=0,
+            help="Data-loading worker processes per training process (default: the free CPU cores, at most 8; 0 = in the main process).",
+        ),
+    ] = None,
     backbone: opt.Backbone = None,
     weights: opt.Weights = None,
     image_size: opt.ImageSize = None,
     cache_dir: opt.CacheDir = None,
     class_names: opt.ClassNamesFile = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last completed epoch; its stored settings are the base; changing them is refused except more --epochs, --num-workers and --activation-checkpointing.")] = False,
-    resume_epoch: Annotated[Optional[int], typer.Option(min=1, help="Continue from the end of this epoch instead of the last one (e.g. the newest intact epoch when the last checkpoint is damaged); implies --resume.")] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the run in --out from its last completed epoch; its stored settings are the "
+            "base; changing them is refused except more --epochs, --num-workers and --activation-checkpointing."
+        ),
+    ] = False,
+    resume_epoch: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="Continue from the end of this epoch instead of the last one "
+            "(e.g. the newest intact epoch when the last checkpoint is damaged); "
+            "implies --resume.",
+        ),
+    ] = None,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zsad.data.dataset import AnomalyDataset
-from zsad.data.layouts import LAYOUTS, DataLayoutError, LayoutSamples
-from zsad.data.sample import SPLITS, Sample
-from zsad.maps import REFERENCE_SIZE
-
 from ..errors import InvalidInputError
+from ..maps import REFERENCE_SIZE
+from .dataset import AnomalyDataset
+from .layouts import LAYOUTS, DataLayoutError, LayoutSamples
+from .sample import SPLITS, Sample
 from .spec import DATASET_KINDS, parse_data_spec
 
 __all__ = ["DATASET_KINDS", "build_dataset", "parse_data_spec"]

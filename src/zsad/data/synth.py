@@ -33,9 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zsad.data.synth_categories import CATEGORIES, OBJECT_CATEGORIES, TEST_CATEGORIES, TEXTURE_CATEGORIES, TRAIN_CATEGORIES
-
 from ..errors import InvalidInputError
+from .synth_categories import CATEGORIES, OBJECT_CATEGORIES, TEST_CATEGORIES, TEXTURE_CATEGORIES, TRAIN_CATEGORIES
 
 DEFECT_KINDS = ("scratch", "hole", "stain", "cut")
 

@@ -120,7 +120,9 @@ def run_benchmark(
         "results": results,
         "paper": {key: paper[key] for key in results if key in paper},
     }
-    title = f"{plan.method}: ours vs the paper (trained on {plan.train}" + (f"; {train_key} row trained on {plan.tests[0]})" if plan.swap else ")")
+    title = f"{plan.method}: ours vs the paper (trained on {plan.train}" + (
+        f"; {train_key} row trained on {plan.tests[0]})" if plan.swap else ")"
+    )
     markdown = comparison_markdown(results, summary["paper"], COMPARED_METRICS, title, pipeline_check=random_weights)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "benchmark.json", summary)

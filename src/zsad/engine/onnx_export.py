@@ -69,16 +69,16 @@ class ExportCheck:
     dynamic_batch: bool
 
 
-def _addcdiv_symbolic(g, input, tensor1, tensor2, value):
-    """ONNX form of ``torch.addcdiv`` (input + value * tensor1 / tensor2), which the
-    TorchScript exporter lacks."""
+def _addcdiv_symbolic(g, base, tensor1, tensor2, value):
+    """ONNX form of ``torch.addcdiv`` (base + value * tensor1 / tensor2), which the
+    TorchScript exporter lacks (the exporter passes the arguments by position)."""
     from torch.onnx import symbolic_helper
 
     quotient = g.op("Div", tensor1, tensor2)
     scale = symbolic_helper._maybe_get_const(value, "f")
     if not (isinstance(scale, float) and scale == 1.0):
         quotient = g.op("Mul", quotient, value if not isinstance(scale, float) else g.op("Constant", value_t=torch.tensor(scale)))
-    return g.op("Add", input, quotient)
+    return g.op("Add", base, quotient)
 
 
 # aten ops without an ONNX form in the TorchScript exporter: name -> symbolic function

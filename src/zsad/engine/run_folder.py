@@ -133,7 +133,8 @@ def read_run_config(out_dir: Path) -> dict[str, Any] | None:
             "again with --overwrite."
         ) from None
     if not isinstance(config, dict) or not {"method", "training", "data"} <= set(config):
-        raise InvalidInputError(f"{path} is not the config of a zsad run (method, training, data missing); start the run again with --overwrite")
+        raise InvalidInputError(f"{path} is not the config of a zsad run (method, training, data missing); start the run again with "
+                                "--overwrite")
     return config
 
 
@@ -180,7 +181,9 @@ def _resume_point(epoch: int, path: Path) -> ResumePoint:
         state = torch.load(state_file, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, not a torch file, unpickling refused...
         first_sentence = str(error).splitlines()[0].split(". ")[0][:200] if str(error) else ""
-        raise DamagedCheckpointError(f"{state_file} cannot be read (truncated or not a train state: {type(error).__name__}: {first_sentence})") from error
+        raise DamagedCheckpointError(
+            f"{state_file} cannot be read (truncated or not a train state: {type(error).__name__}: {first_sentence})"
+        ) from error
     if not isinstance(state, dict) or state.get("epoch") != epoch:
         raise DamagedCheckpointError(f"{state_file} does not hold the train state of epoch {epoch}")
     try:
@@ -213,7 +216,8 @@ def latest_resume_point(out_dir: Path, from_epoch: int | None = None) -> ResumeP
         chosen = [(epoch, path) for epoch, path in complete if epoch == from_epoch]
         if not chosen:
             done = ", ".join(str(epoch) for epoch, _ in complete) or "none"
-            raise InvalidInputError(f"--resume-epoch {from_epoch}: {out_dir / CHECKPOINT_DIR_NAME} holds no complete epoch {from_epoch} (complete epochs: {done})")
+            raise InvalidInputError(f"--resume-epoch {from_epoch}: {out_dir / CHECKPOINT_DIR_NAME} holds no complete epoch {from_epoch} "
+                                    f"(complete epochs: {done})")
         return _resume_point(*chosen[0])
     if not complete:
         return None

@@ -28,7 +28,9 @@ def resolve_device(name: str | None) -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise InvalidInputError(f"--device {name}: zsad runs on cpu, cuda (cuda:N) or mps, not {device.type}")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count() > 0:
-        raise InvalidInputError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        raise InvalidInputError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError(f"--device {name} was asked for but CUDA is not available here; use --device cpu")
     return device

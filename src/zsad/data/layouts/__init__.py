@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from zsad.data.layouts import (
+from . import (
     bmad,
     folder,
     lesions,
@@ -16,7 +16,7 @@ from zsad.data.layouts import (
     surface,
     visa,
 )
-from zsad.data.layouts.common import DataLayoutError, LayoutSamples
+from .common import DataLayoutError, LayoutSamples
 
 
 @dataclass(frozen=True)

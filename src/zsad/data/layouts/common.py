@@ -6,9 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from zsad.data.sample import Sample
-
 from ...errors import ZsadError
+from ..sample import Sample
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 # Mask file names seen in MVTec-like sets: "000_mask.png", "000.png", "000_GT.png"; DAGM and

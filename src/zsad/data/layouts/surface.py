@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zsad.data.layouts.common import (
+from ..sample import Sample
+from .common import (
     DataLayoutError,
     LayoutSamples,
     find_mask,
@@ -28,8 +29,7 @@ from zsad.data.layouts.common import (
     list_subdirs,
     require_dir,
 )
-from zsad.data.layouts.prepared import is_mvtec_like, read_prepared
-from zsad.data.sample import Sample
+from .prepared import is_mvtec_like, read_prepared
 
 KSDD_CLASS = "ksdd"
 KSDD_LABEL_SUFFIX = "_label"

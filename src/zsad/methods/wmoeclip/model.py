@@ -9,7 +9,6 @@ feature's abnormal probability with the map maximum.
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
