@@ -58,3 +58,11 @@ def test_a_module_left_out_of_the_map_is_found(tmp_path):
         (package / name).write_text("")
     entries = module_map_entries("```\nsrc/zsad/\n  api.py  the facade\n  engine/  training (fit),\n       evaluation\n```\n")
     assert missing_modules(entries, package) == ["engine/new_part.py", "extra.py"]
+
+
+def test_nothing_cites_the_spec_files_that_are_not_in_the_repository():
+    """The spec's decisions are in docs/specification.md; its own files are not shipped."""
+    texts = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *PACKAGE.rglob("*.py")]
+    citing = [str(path.relative_to(ROOT)) for path in texts if re.search(r"\bspec/\w+\.md", path.read_text(encoding="utf-8"))]
+    assert citing == []
+    assert (ROOT / "docs" / "specification.md").is_file()

@@ -10,7 +10,7 @@ wraps it in :class:`ClipBackbone`, which
 * lets a method replace the hidden state after a block by its own module (in-stream
   adapters such as MoECLIP's mixture of experts),
 * optionally runs a parallel V-V attention stream for the last blocks (CLIP Surgery /
-  AnomalyCLIP style, see ``spec/promptmoe.md``),
+  AnomalyCLIP style, see ``docs/specification.md`` (PromptMoE)),
 * encodes text, from token ids or from token embeddings (prompt learning).
 
 No CLIP weight ever receives a gradient.

@@ -12,7 +12,7 @@ SCORE_MODES = ("fused", "det", "map")
 
 @dataclass
 class MoEClipConfig(MethodConfig):
-    """Fields (spec/moeclip.md):
+    """Fields (docs/specification.md (MoECLIP)):
 
     blocks: 1-based blocks that get a MoE module and feed the maps (empty = D/4, D/2,
         3D/4, D, i.e. 6/12/18/24 on ViT-L; layer-placement ablation).

@@ -11,7 +11,7 @@ COMPOSITIONS = ("routed", "averaged")
 
 @dataclass
 class PromptMoEConfig(MethodConfig):
-    """Fields (spec/promptmoe.md, paper Sec. "Implementation details" and appendix A):
+    """Fields (docs/specification.md (PromptMoE), paper Sec. "Implementation details" and appendix A):
 
     taps: 1-based blocks whose patch features give maps (empty = D/4, D/2, 3D/4, D,
         i.e. 6/12/18/24 on ViT-L).

@@ -1,4 +1,4 @@
-"""WMoE-CLIP settings (spec/wmoeclip.md): the spec's choices by default, each module one switch."""
+"""WMoE-CLIP settings (docs/specification.md (WMoE-CLIP)): the spec's choices by default, each module one switch."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,5 +1,5 @@
 """WMoE-CLIP: VAE-shifted learnable prompts, wavelet cross-modal attention and a semantic
-MoE on a frozen CLIP (spec/wmoeclip.md).
+MoE on a frozen CLIP (docs/specification.md (WMoE-CLIP)).
 
 The visual tower runs frozen (no in-stream module). Per tapped layer the patch tokens go
 through ``ln_post`` + CLIP's projection and L2 normalisation; WCMA refines the prompt
