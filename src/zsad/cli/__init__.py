@@ -284,13 +284,14 @@ def demo(
 
 
 def _register_commands() -> None:
-    from . import analysis, benchmark, export, serve, training
+    from . import analysis, benchmark, calibrate, export, serve, training
 
     training.register(app)
     benchmark.register(app)
     analysis.register(app)
     serve.register(app)
     export.register(app)
+    calibrate.register(app)
 
 
 _register_commands()
