@@ -58,7 +58,7 @@ from .fileio import atomic_write_json
 
 __all__ = [
     "Calibration", "CalibrationMismatchError", "ClassCalibration", "PixelTail", "TooFewNormalImagesError",
-    "calibrate_class", "conformal_rank", "image_threshold", "load_calibration", "min_normal_images",
+    "calibrate_class", "calibrated_rates", "conformal_rank", "image_threshold", "load_calibration", "min_normal_images",
     "p_values", "pixel_threshold", "rate_at", "require_normal_images",
 ]
 
@@ -277,3 +277,43 @@ def load_calibration(path: str | Path) -> Calibration:
         return Calibration(identity=body["identity"], classes=classes, source=body.get("source", ""))
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise InvalidInputError(f"{path} is not a zsad calibration file ({error}); make one with `zsad calibrate`") from error
+
+
+def calibrated_rates(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    entry: ClassCalibration,
+    map_chunks: Iterable[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, Any]:
+    """Label-free evaluation of one category at its calibrated thresholds.
+
+    scores, labels: (N,) image scores and labels (1 anomalous, 0 normal, -1 unknown);
+    map_chunks: the category's (maps (n, S, S), masks (n, S, S) bool) in the same image
+    order, or None without masks. -> ``fpr`` (normal images flagged), ``recall``
+    (anomalous images flagged), ``pixel_fpr`` (pixels of normal images inside the
+    contour: the rate the pixel threshold bounds in expectation) and ``pixel_recall``
+    (ground-truth anomalous pixels inside it); None where undefined.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    result: dict[str, Any] = {
+        "image_threshold": entry.image_threshold, "pixel_threshold": entry.pixel_threshold,
+        "fpr": rate_at(scores[labels == 0], entry.image_threshold),
+        "recall": rate_at(scores[labels == 1], entry.image_threshold),
+        "pixel_fpr": None, "pixel_recall": None,
+    }
+    if map_chunks is None:
+        return result
+    flagged_normal = normal = flagged_defect = defect = 0
+    start = 0
+    for maps, masks in map_chunks:
+        normal_image = labels[start : start + len(maps)] == 0
+        start += len(maps)
+        flagged = maps >= entry.pixel_threshold
+        flagged_normal += int(flagged[normal_image].sum())
+        normal += int(flagged[normal_image].size)
+        flagged_defect += int((flagged & masks).sum())
+        defect += int(masks.sum())
+    result["pixel_fpr"] = flagged_normal / normal if normal else None
+    result["pixel_recall"] = flagged_defect / defect if defect else None
+    return result

@@ -46,6 +46,13 @@ def load_for_model(path: Path, identity: dict, class_words: str | None):
     return calibration if class_words is None else calibration.for_words(class_words, path)
 
 
+def predictor_identity(predictor) -> dict:
+    """The scoring identity of a torch predictor (see :func:`zsad.engine.calibrating.scoring_identity`)."""
+    from ..engine.calibrating import scoring_identity
+
+    return scoring_identity(predictor)
+
+
 def calibration_meta(path: Path, entry) -> dict:
     """What output files record about the calibration used."""
     return {
@@ -53,6 +60,27 @@ def calibration_meta(path: Path, entry) -> dict:
         "image_threshold": entry.image_threshold, "pixel_threshold": entry.pixel_threshold,
         "calibration_images": entry.n_images,
     }
+
+
+def for_run(path: Path | None, threshold: float | None, predictor, meta: dict, onnx_meta: dict | None = None, reference=None):
+    """predict / serve: -> (the calibration entry or None, the image threshold). With a
+    file, its entry for this model and prompt words (``onnx_meta``: the identity an
+    exported file records), recorded into ``meta``; without, ``threshold`` (default 0.5)."""
+    if path is None:
+        return None, 0.5 if threshold is None else threshold
+    if threshold is not None:
+        raise ValueError("--threshold and --calibration both set the threshold: give one of them")
+    if reference is not None:
+        raise ValueError("--reference changes the scores that --calibration was made for: use one of them")
+    if onnx_meta is not None:
+        identity, words = onnx_meta.get("scoring_identity"), onnx_meta["class_words"]
+        if identity is None:
+            raise ValueError("this ONNX file records no model identity to check a calibration against: export it again")
+    else:
+        identity, words = predictor_identity(predictor), predictor.class_names.resolve(None)
+    entry = load_for_model(path, identity, words)
+    meta.update(calibration_meta(path, entry))
+    return entry, entry.image_threshold
 
 
 def register(app: typer.Typer) -> None:
