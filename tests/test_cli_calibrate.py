@@ -119,3 +119,29 @@ def test_serve_labels_with_the_calibration_and_answers_p_values(line):
     for result in answer["results"]:
         assert result["label"] == int(result["score"] >= entry.image_threshold)
         assert result["p_value"] == pytest.approx((1 + sum(s >= result["score"] for s in entry.scores)) / (N_GOOD + 1))
+
+
+def test_export_carries_the_calibration_and_onnx_predict_checks_it(line, tmp_path):
+    pytest.importorskip("onnxruntime", reason="export needs the 'onnx' extra")
+    _, good, path = line
+    model = tmp_path / "line.onnx"
+    result = runner.invoke(app, ["export", "--out", str(model), "--calibration", str(path), *TINY[:-1]])
+    assert result.exit_code == 0, result.output
+    from zsad.engine.onnx_export import OnnxPredictor
+
+    meta = OnnxPredictor(model).meta
+    entry = next(iter(load_calibration(path).classes.values()))
+    assert meta["image_threshold"] == entry.image_threshold and meta["calibration_scores"] == entry.scores
+    out = tmp_path / "onnx-results"
+    result = runner.invoke(app, ["predict", str(good), "--onnx", str(model), "--calibration", str(path), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "scores.json").read_text())["images"]  # full-precision scores
+    assert all(row["label"] == int(row["score"] >= entry.image_threshold) for row in rows)
+    # onnxruntime reproduces torch's scores to float rounding: only the image on which the
+    # threshold sits (the k-th) may land on the other side of it
+    assert sum(row["label"] for row in rows) - (N_GOOD - conformal_rank(N_GOOD, RATE)) in (0, 1)
+    other = tmp_path / "other.onnx"
+    result = runner.invoke(app, ["export", "--out", str(other), *TINY[:4], "--image-size", "32", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["predict", str(good), "--onnx", str(other), "--calibration", str(path), "--out", str(tmp_path / "x"), "--quiet"])
+    assert result.exit_code == 1 and "backbone.image_size: requested 32, the calibration file has 64" in result.output
