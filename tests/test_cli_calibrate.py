@@ -48,7 +48,8 @@ def test_predict_with_the_calibration_labels_and_gives_p_values(line, tmp_path):
     out = tmp_path / "results"
     result = runner.invoke(app, ["predict", str(good), "--out", str(out), "--calibration", str(path), *TINY])
     assert result.exit_code == 0, result.output
-    rows = list(csv.DictReader(open(out / "scores.csv")))
+    with open(out / "scores.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
     entry = next(iter(load_calibration(path).classes.values()))
     # the same images, scored the same way: exactly n - k of them above the threshold
     assert sum(int(row["label"]) for row in rows) == N_GOOD - conformal_rank(N_GOOD, RATE)
@@ -66,7 +67,7 @@ def test_predict_with_the_calibration_labels_and_gives_p_values(line, tmp_path):
 
 
 def test_a_calibration_is_refused_for_another_model_or_with_threshold(line, tmp_path):
-    root, good, path = line
+    _, good, path = line
     other = [*TINY[:5], "96", *TINY[6:]]  # --image-size 96
     result = runner.invoke(app, ["predict", str(good), "--out", str(tmp_path / "a"), "--calibration", str(path), *other])
     assert result.exit_code == 1

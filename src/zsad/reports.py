@@ -184,10 +184,12 @@ def _calibrated_section(calibrated: Mapping[str, Any]) -> list[str]:
         "",
         *_table(titles, rows, numeric_from=1),
         "",
-        "FPR: normal test images labelled anomalous; recall: anomalous test images labelled anomalous; pixel FPR: "
-        "pixels of normal test images inside the contour; pixel recall: ground-truth defect pixels inside it. "
-        "The thresholds come from normal images only; FPR and pixel FPR are the rates the calibration bounds "
-        "(in expectation).",
+        (
+            "FPR: normal test images labelled anomalous; recall: anomalous test images labelled anomalous; pixel FPR: "
+            "pixels of normal test images inside the contour; pixel recall: ground-truth defect pixels inside it. "
+            "The thresholds come from normal images only; FPR and pixel FPR are the rates the calibration bounds "
+            "(in expectation)."
+        ),
         "",
     ]
 

@@ -149,7 +149,7 @@ def predict(
     images: Annotated[List[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     out: opt.Out,
     model: opt.ModelOptions,
-    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the level of the contour drawn on the overlays (default: 0.5, or the --calibration file's).")] = None,
+    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the level of the contour drawn on the overlays (default: 0.5, or the --calibration file's).")] = None,
     calibration: cal.CalibrationFile = None,
     batch_size: opt.BatchSize = 8,
     num_workers: Annotated[int, typer.Option(min=0, help="Threads that decode images while the model runs (0 = none).")] = 0,

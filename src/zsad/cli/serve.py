@@ -1,7 +1,7 @@
 """`zsad serve`: the detector as an HTTP service with a web page."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         model: opt.ModelOptions,
         host: Annotated[str, typer.Option(help="Address to bind. The default serves this machine only; another address (e.g. 0.0.0.0) exposes the service, which has no authentication, to the network.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
-        threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the overlays' contour level (default: 0.5, or the --calibration file's).")] = None,
+        threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the overlays' contour level (default: 0.5, or the --calibration file's).")] = None,
         calibration: cal.CalibrationFile = None,
         max_batch: Annotated[int, typer.Option(min=1, help="Most images in one forward pass (requests are batched together).")] = 8,
         batch_window_ms: Annotated[float, typer.Option(min=0.0, help="How long the first waiting image waits for others to share its forward pass.")] = 10.0,
