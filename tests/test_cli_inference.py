@@ -232,4 +232,4 @@ def test_test_and_predict_accept_moeclip_checkpoints(tmp_path, mvtec_tree):
         app,
         ["test", "--checkpoint", str(run), "--image-size", "96", "--data", f"mvtec:{mvtec_tree}", "--out", str(tmp_path / "m"), *device],
     )
-    assert mismatch.exit_code == 1 and "image_size: requested 96, checkpoint has 64" in mismatch.output
+    assert mismatch.exit_code == 1 and "image_size: requested 96, the checkpoint has 64" in mismatch.output

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from . import analysis, benchmark, data, demo, export, predict, serve, testing, training
+from . import analysis, benchmark, calibrate, data, demo, export, predict, serve, testing, training
 from .registration import add_command, new_group
 
 SUMMARY = "Zero-shot anomaly detection with CLIP: a score and a heat map per image, for categories never seen in training."
@@ -48,6 +48,7 @@ add_command(app, training.train)
 add_command(app, benchmark.benchmark)
 add_command(app, serve.serve)
 add_command(app, export.export)
+add_command(app, calibrate.calibrate)
 
 analyze_app = new_group("Analyses of a trained model.")
 add_command(analyze_app, analysis.experts)

@@ -8,6 +8,7 @@ import typer
 
 from ..errors import InvalidInputError
 from ..plurals import counted
+from . import calibrate as cal
 from . import fewshot as fs
 from . import options as opt
 from .console import EXIT_BAD_INPUT, EXIT_INTERRUPTED, console, err_console
@@ -18,8 +19,16 @@ def predict(
     images: Annotated[List[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     out: opt.Out,
     model: opt.ModelOptions,
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the "
-                                                                    "level of the contour drawn on the overlays.")] = 0.5,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Score at or above which an image is labelled anomalous; also the level of the contour drawn on the overlays "
+            "(default: 0.5, or the --calibration file's).",
+        ),
+    ] = None,
+    calibration: cal.CalibrationFile = None,
     batch_size: opt.BatchSize = 8,
     num_workers: Annotated[int, typer.Option(min=0, help="Threads that decode images while the model runs (0 = none).")] = 0,
     reference: fs.Reference = None,
@@ -59,12 +68,13 @@ def predict(
     else:
         predictor = load_predictor(model, compile)
         meta = {**predictor.detector.provenance(), **compile_meta(compile)}
+    entry, threshold = cal.for_run(calibration, threshold, predictor, meta, predictor.meta if onnx is not None else None, reference)
     if references is not None:
         predictor = fs.with_reference_images(predictor, references, fusion_weight, meta)
     try:
         summary = predict_files(
             predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
-            show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume,
+            show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume, calibration=entry,
         )
     except PredictionInterrupted as stop:
         err_console.print(
@@ -76,7 +86,7 @@ def predict(
     scored = [row for row in summary.rows if not row["error"]]
     flagged = sum(row["label"] for row in scored)
     kept = f" ({summary.n_previous} kept from the earlier run)" if summary.n_previous else ""
-    console.print(f"{counted(len(scored), 'image')} scored{kept}, {flagged} at or above {threshold}; results in {out}", highlight=False)
+    console.print(f"{counted(len(scored), 'image')} scored{kept}, {flagged} at or above {threshold:.6g}; results in {out}", highlight=False)
     for row in summary.rows:
         if row["error"]:
             err_console.print(f"[red]could not read[/] {row['path']}: {row['error']}", highlight=False)

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from . import calibrate as cal
 from . import fewshot as fs
 from . import options as opt
 from .console import err_console
@@ -18,8 +19,16 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind. The default serves this machine only; another address (e.g. 0.0.0.0) exposes "
                                            "the service, which has no authentication, to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the "
-                                                                    "overlays' contour level.")] = 0.5,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Score at or above which an image is labelled anomalous; also the overlays' contour level "
+            "(default: 0.5, or the --calibration file's).",
+        ),
+    ] = None,
+    calibration: cal.CalibrationFile = None,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images in one forward pass (requests are batched together).")] = 8,
     batch_window_ms: Annotated[float, typer.Option(min=0.0, help="How long the first waiting image waits for others to share its forward "
                                                                  "pass.")] = 10.0,
@@ -42,6 +51,7 @@ def serve(
 
     predictor = load_predictor(model, compile)
     meta = {**predictor.detector.provenance(), **compile_meta(compile)}
+    entry, threshold = cal.for_run(calibration, threshold, predictor, meta, reference=reference)
     if references is not None:
         predictor = fs.with_reference_images(predictor, references, fusion_weight, meta)
     predictor.inference.reserve(max_batch)  # compiled: every forward pass runs --max-batch images
@@ -52,4 +62,4 @@ def serve(
     )
     if host not in LOOPBACK_HOSTS:
         err_console.print(f"[bold yellow]warning:[/] binding {host}: the service is reachable from the network and has no authentication")
-    uvicorn.run(create_app(predictor, settings, meta), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(predictor, settings, meta, calibration=entry), host=host, port=port, log_level="info")

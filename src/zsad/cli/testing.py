@@ -8,6 +8,7 @@ import typer
 from ..data.spec import check_data_spec
 from ..errors import InvalidInputError
 from ..settings import SCORE_NORMALISATIONS
+from . import calibrate as cal
 from . import checks
 from . import fewshot as fs
 from . import options as opt
@@ -32,20 +33,25 @@ def test(
     shot_seed: fs.ShotSeeds = None,
     fusion_weight: fs.FusionWeight = 0.5,
     compile: opt.Compile = "off",
+    calibration: cal.CalibrationFile = None,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
     """Evaluate on a labelled data set: metrics.json and metrics.md (per class and mean).
-    With --shots K, few-shot mode: K references per class, mean ± std over --shot-seed."""
+    With --shots K, few-shot mode: K references per class, mean ± std over --shot-seed.
+    With --calibration, also the false-positive rate and recall at the calibrated thresholds."""
     # Everything that needs no model is checked first: a mistake is reported at once.
     if shots and save_maps:
         raise InvalidInputError("--save-maps is not available with --shots (several seeds give several maps per image)")
     if shot_seed and not shots:
         raise InvalidInputError("--shot-seed needs --shots K (K >= 1)")
+    if calibration is not None and shots:
+        raise InvalidInputError("--calibration applies to the zero-shot scores, not to --shots (references change the scores)")
     check_data_spec(data)
     from ..engine.testing import run_test
 
     predictor = load_predictor(model, compile)
+    calibrated = cal.load_for_model(calibration, cal.predictor_identity(predictor), None) if calibration else None
     if shots:
         from ..engine.fewshot import fewshot_markdown, run_fewshot_test
         from ..methods.fewshot import FewShotSettings
@@ -66,6 +72,7 @@ def test(
         predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
         overwrite=overwrite, show_progress=not quiet, meta={**predictor.detector.provenance(), **compile_meta(compile)},
+        calibration=calibrated, calibration_path=calibration,
     )
     print_markdown(console, result.markdown)
     for error in result.errors:
