@@ -3,8 +3,6 @@ torch): the command line's help lists and argument checks use this table, the re
 ``zsad.methods`` is the truth (a test keeps the two equal)."""
 from __future__ import annotations
 
-from importlib.metadata import entry_points
-
 # Installed plugins name their method module in this entry-point group (the entry point's
 # name is the method's name).
 ENTRY_POINT_GROUP = "zsad.methods"
@@ -20,6 +18,8 @@ BUILTIN_METHODS: dict[str, bool] = {
 
 def plugin_method_names() -> list[str]:
     """The methods installed plugins announce (their entry points' names), not imported."""
+    from importlib.metadata import entry_points  # only when a help page lists them
+
     return sorted({entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)} - set(BUILTIN_METHODS))
 
 

@@ -7,7 +7,6 @@ import re
 
 from rich import box
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
@@ -66,6 +65,8 @@ def _print_table(console: Console, lines: list[str]) -> None:
 
 def print_markdown(console: Console, text: str) -> None:
     """Print a Markdown report; its tables as column groups that fit the console."""
+    from rich.markdown import Markdown  # imported here: the command line starts faster without it
+
     block: list[str] = []
     in_table = False
     for line in [*text.splitlines(), ""]:
