@@ -6,7 +6,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from zsad.data.layouts import folder, manifest, medical, mvtec, visa
+from zsad.data.layouts import (
+    folder,
+    lineage,
+    manifest,
+    medical,
+    mvtec,
+    mvtec_ad2,
+    mvtec_loco,
+    realiad,
+    visa,
+)
 from zsad.data.layouts.common import DataLayoutError, LayoutSamples
 
 
@@ -16,6 +26,7 @@ class Layout:
 
     read: Callable[[Path], LayoutSamples]
     description: str
+    predict_only_splits: tuple[str, ...] = ()
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -33,6 +44,11 @@ LAYOUTS: dict[str, Layout] = {
     "br35h": Layout(medical.read_br35h, medical.YES_NO_LAYOUT),
     "folder": Layout(folder.read_folder, folder.EXPECTED_LAYOUT),
     "manifest": Layout(manifest.read_manifest, manifest.EXPECTED_LAYOUT),
+    "mvtec-ad2": Layout(mvtec_ad2.read_mvtec_ad2, mvtec_ad2.EXPECTED_LAYOUT, mvtec_ad2.PREDICT_ONLY_SPLITS),
+    "mvtec-loco": Layout(mvtec_loco.read_mvtec_loco, mvtec_loco.EXPECTED_LAYOUT),
+    "realiad": Layout(realiad.read_realiad, realiad.EXPECTED_LAYOUT),
+    "anomalyclip-meta": Layout(lineage.read_anomalyclip_meta, lineage.META_LAYOUT),
+    "aaclip-jsonl": Layout(lineage.read_aaclip_jsonl, lineage.JSONL_LAYOUT),
 }
 
 __all__ = ["LAYOUTS", "Layout", "LayoutSamples", "DataLayoutError"]
