@@ -166,3 +166,40 @@ def make_aaclip_jsonl(data_root: Path, metadata_root: Path, dataset: str = "MVTe
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
+
+
+def mvtec_records(mvtec_root: Path, split: str = "test") -> list[dict]:
+    """AnomalyCLIP records (meta.json schema) of every image of an MVTec tree's ``split``."""
+    records = []
+    for image in sorted((mvtec_root).glob(f"*/{split}/*/*.png")):
+        category, _, defect = image.parts[-4:-1]
+        mask = image.parent.parent.parent / "ground_truth" / defect / f"{image.stem}_mask.png"
+        anomalous = defect != "good"
+        records.append({"img_path": image.relative_to(mvtec_root).as_posix(),
+                        "mask_path": mask.relative_to(mvtec_root).as_posix() if anomalous else "",
+                        "cls_name": category, "specie_name": defect, "anomaly": int(anomalous)})  # fmt: skip
+    return records
+
+
+def write_anomalyclip_meta_for(mvtec_root: Path) -> Path:
+    """``mvtec_root/meta.json`` for an existing MVTec tree, as AnomalyCLIP's mvtec.py writes it."""
+    document = {split: {} for split in ("train", "test")}
+    for split in document:
+        for record in mvtec_records(mvtec_root, split):
+            document[split].setdefault(record["cls_name"], []).append(record)
+    path = mvtec_root / "meta.json"
+    path.write_text(json.dumps(document, indent=4) + "\n")
+    return path
+
+
+def write_aaclip_jsonl_for(mvtec_root: Path, jsonl: Path) -> Path:
+    """An AA-CLIP full-shot.jsonl at ``jsonl`` for an existing MVTec tree's test split."""
+    lines = []
+    for record in mvtec_records(mvtec_root):
+        line = {"image_path": record["img_path"], "label": record["anomaly"], "class_name": record["cls_name"]}
+        if record["anomaly"]:
+            line["mask_path"] = record["mask_path"]
+        lines.append(json.dumps(line) + "\n")
+    jsonl.parent.mkdir(parents=True, exist_ok=True)
+    jsonl.write_text("".join(lines))
+    return jsonl

@@ -303,3 +303,18 @@ def test_aaclip_jsonl_missing_file_or_root(tmp_path):
         build_dataset(f"aaclip-jsonl:{jsonl}:{tmp_path / 'absent'}")
     with pytest.raises(DataLayoutError, match="metadata file not found"):
         build_dataset(f"aaclip-jsonl:{tmp_path / 'absent.jsonl'}")
+
+
+def test_metadata_written_for_a_generated_mvtec_tree_reads_like_the_tree(tmp_path):
+    from data_factories import make_mvtec_like_tree
+    from new_layout_factories import write_aaclip_jsonl_for, write_anomalyclip_meta_for
+
+    make_mvtec_like_tree(tmp_path / "mvtec", mask_suffix="_mask")
+    tree = build_dataset(f"mvtec:{tmp_path / 'mvtec'}")
+    meta = build_dataset(f"anomalyclip-meta:{write_anomalyclip_meta_for(tmp_path / 'mvtec')}")
+    jsonl = write_aaclip_jsonl_for(tmp_path / "mvtec", tmp_path / "AA-CLIP" / "full-shot.jsonl")
+    lines = build_dataset(f"aaclip-jsonl:{jsonl}:{tmp_path / 'mvtec'}")
+    for dataset in (meta, lines):
+        assert sorted((s.image_path, s.label, s.mask_path) for s in dataset.samples) == sorted(
+            (s.image_path, s.label, s.mask_path) for s in tree.samples
+        )

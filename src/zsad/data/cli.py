@@ -78,7 +78,13 @@ def info(
     spec: Annotated[
         str, typer.Argument(help="Data set as KIND:PATH, e.g. mvtec:/data/mvtec_ad or manifest:list.jsonl.")
     ],
-    split: Annotated[str, typer.Option(help=f"Which split to count: {', '.join(SPLITS)}.")] = "test",
+    split: Annotated[
+        str,
+        typer.Option(
+            help=f"Which split to count: {', '.join(SPLITS)}; mvtec-ad2 also has the unlabelled "
+            "test_private and test_private_mixed."
+        ),
+    ] = "test",
     duplicates: Annotated[
         bool, typer.Option(help="Also hash the image files and report byte-identical duplicates.")
     ] = False,

@@ -39,15 +39,19 @@ def build_dataset(
         classes: categories to keep (None: all); an unknown name raises, naming the available ones.
         image_size: output side ``S`` of images and masks.
         split: ``"test"`` (the labelled test split), ``"train"`` (normal training images,
-            where the layout has them) or ``"all"`` (both).
+            where the layout has them), ``"validation"`` (held-out normal images, where the
+            layout has them), ``"all"`` (the three), or one of the layout's unlabelled
+            splits (``Layout.predict_only_splits``: MVTec AD 2's ``"test_private"``), whose
+            images have label None.
 
     Items are resized and CLIP-normalised (``EvalTransform``); training swaps in
     ``ResizeTransform`` and augments on its device.
 
     Raises:
         ValueError (DataLayoutError for layout problems): unknown kind/split/class, a missing
-        folder, no images, a split the layout lacks, or anomalous images without masks in a
-        set that has masks.
+        folder, no images, a split the layout lacks, a test split asked of a tree that
+        holds only unlabelled splits, or anomalous images without masks in a set that has
+        masks.
     """
     kind, root = parse_data_spec(spec)
     layout = LAYOUTS[kind]

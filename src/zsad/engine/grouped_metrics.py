@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics import image_metrics, pixel_metrics_streamed
-from .map_spill import SpilledMaps
+from .map_spill import DEFAULT_CHUNK_BYTES, SpilledMaps
 
 Chunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 
@@ -42,12 +42,12 @@ def known_image_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, flo
     return image_metrics(scores[known], labels[known])
 
 
-def selected_chunks(maps: SpilledMaps, keep: np.ndarray) -> Chunks:
+def selected_chunks(maps: SpilledMaps, keep: np.ndarray, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Chunks:
     """The spilled (maps, masks) chunks restricted to the rows where ``keep`` (N,) is True."""
 
     def chunks() -> Iterable[tuple[np.ndarray, np.ndarray]]:
         offset = 0
-        for chunk_maps, chunk_masks in maps.chunks():
+        for chunk_maps, chunk_masks in maps.chunks(chunk_bytes):
             rows = keep[offset : offset + len(chunk_maps)]
             offset += len(chunk_maps)
             if rows.any():
