@@ -318,3 +318,11 @@ def test_metadata_written_for_a_generated_mvtec_tree_reads_like_the_tree(tmp_pat
         assert sorted((s.image_path, s.label, s.mask_path) for s in dataset.samples) == sorted(
             (s.image_path, s.label, s.mask_path) for s in tree.samples
         )
+
+
+@pytest.mark.parametrize("kind", sorted(NEW_KINDS))
+def test_empty_or_missing_folder_is_a_clear_error_naming_path_and_layout(tmp_path, kind):
+    for path in (tmp_path, tmp_path / "absent"):
+        with pytest.raises(DataLayoutError) as caught:
+            build_dataset(f"{kind}:{path}")
+        assert str(path) in str(caught.value) and "expected" in str(caught.value)

@@ -110,13 +110,13 @@ def _example_data(root: Path) -> dict[str, str]:
         shutil.copy(path, root / "brain" / ("yes" if path.parent.name != "good" else "no") / path.name)
         shutil.copy(path, root / "images" / f"{index}.png")
     shutil.copy(test_images[0], root / "more.png")
-    make_mvtec_ad2_tree(root / "mvtec_ad2", categories=("can",))
+    make_mvtec_ad2_tree(root / "ad2", categories=("can",))
     make_realiad_tree(root / "realiad")
     make_mvtec_loco_tree(root / "loco")
     write_anomalyclip_meta_for(root / "mvtec")
     write_aaclip_jsonl_for(root / "mvtec", root / "AA-CLIP" / "dataset" / "metadata" / "MVTec" / "full-shot.jsonl")
     return {
-        "/data/MVTec-AD-2": str(root / "mvtec_ad2"), "/data/Real-IAD": str(root / "realiad"),
+        "/data/MVTec-AD-2": str(root / "ad2"), "/data/Real-IAD": str(root / "realiad"),
         "/data/MVTec-LOCO": str(root / "loco"), "/data/AA-CLIP": str(root / "AA-CLIP"),
         "/data/mvtec_ad": str(root / "mvtec"), "/data/VisA": str(root / "visa"), "/data/BTAD": str(root / "btad"), "/data/MPDD": str(root / "mpdd"),
         "/data/Kvasir-SEG": str(root / "kvasir"), "/data/brain": str(root / "brain"),

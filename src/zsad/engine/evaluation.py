@@ -142,7 +142,7 @@ def _evaluate(
     saved: dict[str, int] = {}
     errors: list[dict[str, str]] = []
     counter = image_counter(len(dataset), f"evaluate {dataset.kind}", enabled=show_progress)
-    first_item = 0  # the loader reads the items in order: batch row r is item first_item + positions[r]
+    first_item = 0  # the loader reads the items in order: batch row r is item batch_start + positions[r]
     for batch in loader:
         batch_start, first_item = first_item, first_item + batch.size
         counter.update(len(batch) + len(batch.unreadable))

@@ -86,7 +86,7 @@ def _meta_sample(record: object, where: str, root: Path, missing: list[str]) -> 
         mask = _relative_file(mask_value, root, where, "mask_path", missing)
     class_name = _non_empty_string(record["cls_name"], where, "cls_name")
     defect = record.get("specie_name") or None
-    return Sample(image, int(anomaly), mask, class_name, str(defect) if anomaly == 1 and defect else None)
+    return Sample(image, int(anomaly), mask, class_name, defect_type=str(defect) if anomaly == 1 and defect else None)
 
 
 def read_aaclip_jsonl(path: Path) -> LayoutSamples:

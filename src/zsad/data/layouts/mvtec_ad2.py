@@ -87,5 +87,5 @@ def _read_test_public(test_dir: Path, class_name: str) -> list[Sample]:
         )
     masks = index_by_stem(test_dir / "ground_truth" / "bad")
     samples = [Sample(p, 0, None, class_name) for p in list_images(test_dir / "good")]
-    samples += [Sample(p, 1, find_mask(masks, p.stem), class_name, "bad") for p in list_images(test_dir / "bad")]
+    samples += [Sample(p, 1, find_mask(masks, p.stem), class_name, defect_type="bad") for p in list_images(test_dir / "bad")]
     return samples

@@ -75,5 +75,5 @@ def _read_test(category: Path) -> list[Sample]:
         for image in list_images(test_dir / folder):
             mask_dir = category / "ground_truth" / folder / image.stem
             mask = mask_dir if list_images(mask_dir) else None  # no file: reported by the mask check
-            samples.append(Sample(image, 1, mask, category.name, folder, anomaly_type))
+            samples.append(Sample(image, 1, mask, category.name, defect_type=folder, anomaly_type=anomaly_type))
     return samples

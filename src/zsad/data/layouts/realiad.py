@@ -130,4 +130,5 @@ def _entry_sample(
     missing.extend(str(p) for p in (image, mask) if p is not None and not p.is_file())
     anomalous = entry["anomaly_class"] != normal_class
     group = f"{category}/{Path(entry['image_path']).parent.as_posix()}"
-    return Sample(image, int(anomalous), mask, category, entry["anomaly_class"] if anomalous else None, None, group)
+    defect = entry["anomaly_class"] if anomalous else None
+    return Sample(image, int(anomalous), mask, category, defect_type=defect, group=group)
