@@ -183,10 +183,11 @@ def mvtec_records(mvtec_root: Path, split: str = "test") -> list[dict]:
 
 def write_anomalyclip_meta_for(mvtec_root: Path) -> Path:
     """``mvtec_root/meta.json`` for an existing MVTec tree, as AnomalyCLIP's mvtec.py writes it."""
-    document = {split: {} for split in ("train", "test")}
-    for split in document:
+    document: dict[str, dict[str, list[dict]]] = {}
+    for split in ("train", "test"):
+        by_class = document.setdefault(split, {})
         for record in mvtec_records(mvtec_root, split):
-            document[split].setdefault(record["cls_name"], []).append(record)
+            by_class.setdefault(record["cls_name"], []).append(record)
     path = mvtec_root / "meta.json"
     path.write_text(json.dumps(document, indent=4) + "\n")
     return path

@@ -4,13 +4,15 @@ isolation and through `evaluate` / `zsad test` on the Real-IAD and MVTec LOCO mi
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from new_layout_factories import make_mvtec_ad2_tree, make_mvtec_loco_tree, make_realiad_tree
+from data_factories import make_manifest, save
+from new_layout_factories import make_mvtec_ad2_tree, make_mvtec_loco_tree, make_realiad_tree, plain
 from zsad.data import build_dataset
 from zsad.engine.grouped_metrics import max_over_views, per_anomaly_type, selected_chunks
 from zsad.engine.map_spill import SpilledMaps
@@ -162,8 +164,6 @@ def test_cli_test_on_loco_realiad_and_a_refused_private_split(tmp_path):
     refused = runner.invoke(app, [*args[:-len(TINY)], "--sample-score", "mean", *TINY])
     assert refused.exit_code != 0 and "max-over-views" in refused.output
     make_mvtec_ad2_tree(tmp_path / "ad2", categories=("can",))
-    import shutil
-
     shutil.rmtree(tmp_path / "ad2" / "can" / "test_public")
     private = runner.invoke(app, ["test", "--data", f"mvtec-ad2:{tmp_path / 'ad2'}", "--out", str(tmp_path / "o3"), *TINY])
     assert private.exit_code != 0
@@ -189,8 +189,6 @@ def test_cli_data_info_lists_splits_types_and_views(tmp_path):
 
 
 def test_cli_test_refuses_a_data_set_without_labels(tmp_path):
-    from data_factories import make_manifest, save
-    from new_layout_factories import plain
     from zsad.cli import app
 
     save(plain(), tmp_path / "a.png")
