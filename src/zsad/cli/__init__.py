@@ -15,8 +15,12 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from ..data.cli import data_app
+<<<<<<< HEAD
 from ..settings import SCORE_NORMALISATIONS
 from . import calibrate as cal
+=======
+from ..settings import SAMPLE_SCORES, SCORE_NORMALISATIONS
+>>>>>>> data17
 from . import checks
 from . import fewshot as fs
 from . import options as opt
@@ -221,6 +225,7 @@ def test(
     classes: opt.Classes = None,
     save_maps: Annotated[int, typer.Option(min=0, help="Write this many comparison panels (image | overlay | ground truth) per class into OUT/maps.")] = 0,
     score_normalisation: Annotated[str, typer.Option(callback=checks.one_of(*SCORE_NORMALISATIONS), help="`none`, or `per-class-minmax`: rescale scores over each class's whole test set (transductive, as the MoECLIP authors' code does; for comparison only).")] = "none",
+    sample_score: Annotated[str, typer.Option(callback=checks.one_of(*SAMPLE_SCORES), help="`image`: the image metrics score each image; `max-over-views`: each physical sample (Real-IAD's 5 camera views) by the max over its views' scores, labelled anomalous when any view is. Pixel metrics stay per image.")] = "image",
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
     shots: fs.Shots = 0,
@@ -246,6 +251,8 @@ def test(
 
         if save_maps:
             raise ValueError("--save-maps is not available with --shots (several seeds give several maps per image)")
+        if sample_score != "image":
+            raise ValueError("--sample-score is not available with --shots")
         report = run_fewshot_test(
             predictor, data, out, shots, shot_seed or [0], FewShotSettings(weight=fusion_weight),
             classes=classes.split(",") if classes else None, batch_size=batch_size, num_workers=num_workers,
@@ -264,7 +271,11 @@ def test(
         predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
         overwrite=overwrite, show_progress=not quiet, meta={**predictor.detector.provenance(), **compile_meta(compile)},
+<<<<<<< HEAD
         calibration=calibrated, calibration_path=calibration,
+=======
+        sample_score=sample_score,
+>>>>>>> data17
     )
     console.print(Markdown(result.markdown))
     for error in result.errors:

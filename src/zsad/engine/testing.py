@@ -9,6 +9,7 @@ from .predictor import Predictor
 from ..calibration import Calibration
 from ..errors import InvalidInputError
 from ..data import build_dataset
+from ..errors import InvalidInputError
 from ..fileio import check_can_write
 from ..output_lock import claim_output_folder
 from ..reports import metrics_markdown, write_metrics_report
@@ -37,6 +38,7 @@ def run_test(
     overwrite: bool = False,
     show_progress: bool = True,
     meta: dict[str, Any] | None = None,
+<<<<<<< HEAD
     calibration: Calibration | None = None,
     calibration_path: Path | None = None,
 ) -> ReportedEvaluation:
@@ -53,6 +55,22 @@ def run_test(
         if calibration is not None:
             keys = sorted({sample.class_name for sample in dataset.samples})
             per_class_calibration = calibration.for_classes(keys, calibration_path or "the calibration")
+=======
+    sample_score: str = "image",
+) -> ReportedEvaluation:
+    """Evaluate on ``data_spec`` (KIND:PATH) and write metrics.json / metrics.md to out_dir,
+    which the run holds for its whole duration (a second run into it is refused).
+    ``sample_score``: "image" or "max-over-views" (see :func:`evaluate`). A data set
+    without any image label is refused (score it with ``zsad predict``)."""
+    with claim_output_folder(out_dir):
+        check_can_write([out_dir / "metrics.json", out_dir / "metrics.md"], overwrite)
+        dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split="test")
+        if all(sample.label is None for sample in dataset.samples):
+            raise InvalidInputError(
+                f"{data_spec}: none of its {len(dataset)} images has a label, so there is nothing to evaluate; "
+                "score them with `zsad predict` on their folder"
+            )
+>>>>>>> data17
         result = evaluate(
             predictor.detector,
             dataset,
@@ -66,7 +84,11 @@ def run_test(
             score_normalisation=score_normalisation,
             show_progress=show_progress,
             inference=predictor.inference,
+<<<<<<< HEAD
             calibration=per_class_calibration,
+=======
+            sample_score=sample_score,
+>>>>>>> data17
         )
         report = {**(meta or {}), **result.report, "errors": result.errors}
         if calibration is not None:

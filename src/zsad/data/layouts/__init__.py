@@ -10,9 +10,13 @@ from zsad.data.layouts import (
     bmad,
     folder,
     lesions,
+    lineage,
     manifest,
     medical,
     mvtec,
+    mvtec_ad2,
+    mvtec_loco,
+    realiad,
     surface,
     visa,
 )
@@ -25,6 +29,7 @@ class Layout:
 
     read: Callable[[Path], LayoutSamples]
     description: str
+    predict_only_splits: tuple[str, ...] = ()
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -51,6 +56,11 @@ LAYOUTS: dict[str, Layout] = {
     "isic": Layout(lesions.read_isic, lesions.ISIC_LAYOUT),
     "folder": Layout(folder.read_folder, folder.EXPECTED_LAYOUT),
     "manifest": Layout(manifest.read_manifest, manifest.EXPECTED_LAYOUT),
+    "mvtec-ad2": Layout(mvtec_ad2.read_mvtec_ad2, mvtec_ad2.EXPECTED_LAYOUT, mvtec_ad2.PREDICT_ONLY_SPLITS),
+    "mvtec-loco": Layout(mvtec_loco.read_mvtec_loco, mvtec_loco.EXPECTED_LAYOUT),
+    "realiad": Layout(realiad.read_realiad, realiad.EXPECTED_LAYOUT),
+    "anomalyclip-meta": Layout(lineage.read_anomalyclip_meta, lineage.META_LAYOUT),
+    "aaclip-jsonl": Layout(lineage.read_aaclip_jsonl, lineage.JSONL_LAYOUT),
 }
 
 __all__ = ["LAYOUTS", "Layout", "LayoutSamples", "DataLayoutError"]
