@@ -15,12 +15,8 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from ..data.cli import data_app
-<<<<<<< HEAD
-from ..settings import SCORE_NORMALISATIONS
-from . import calibrate as cal
-=======
 from ..settings import SAMPLE_SCORES, SCORE_NORMALISATIONS
->>>>>>> data17
+from . import calibrate as cal
 from . import checks
 from . import fewshot as fs
 from . import options as opt
@@ -271,11 +267,7 @@ def test(
         predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
         overwrite=overwrite, show_progress=not quiet, meta={**predictor.detector.provenance(), **compile_meta(compile)},
-<<<<<<< HEAD
-        calibration=calibrated, calibration_path=calibration,
-=======
-        sample_score=sample_score,
->>>>>>> data17
+        calibration=calibrated, calibration_path=calibration, sample_score=sample_score,
     )
     console.print(Markdown(result.markdown))
     for error in result.errors:

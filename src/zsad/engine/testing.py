@@ -5,15 +5,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .predictor import Predictor
 from ..calibration import Calibration
-from ..errors import InvalidInputError
 from ..data import build_dataset
 from ..errors import InvalidInputError
 from ..fileio import check_can_write
 from ..output_lock import claim_output_folder
 from ..reports import metrics_markdown, write_metrics_report
 from .evaluation import evaluate
+from .predictor import Predictor
 
 MAPS_DIR = "maps"
 
@@ -38,30 +37,18 @@ def run_test(
     overwrite: bool = False,
     show_progress: bool = True,
     meta: dict[str, Any] | None = None,
-<<<<<<< HEAD
     calibration: Calibration | None = None,
     calibration_path: Path | None = None,
-) -> ReportedEvaluation:
-    """Evaluate on ``data_spec`` (KIND:PATH) and write metrics.json / metrics.md to out_dir,
-    which the run holds for its whole duration (a second run into it is refused).
-    ``calibration`` (a `zsad calibrate` file, checked against the model by the caller)
-    adds the false-positive rate and recall at its thresholds for every class."""
-    if calibration is not None and score_normalisation != "none":
-        raise InvalidInputError("--calibration thresholds hold for raw scores: use --score-normalisation none with it")
-    with claim_output_folder(out_dir):
-        check_can_write([out_dir / "metrics.json", out_dir / "metrics.md"], overwrite)
-        dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split="test")
-        per_class_calibration = None
-        if calibration is not None:
-            keys = sorted({sample.class_name for sample in dataset.samples})
-            per_class_calibration = calibration.for_classes(keys, calibration_path or "the calibration")
-=======
     sample_score: str = "image",
 ) -> ReportedEvaluation:
     """Evaluate on ``data_spec`` (KIND:PATH) and write metrics.json / metrics.md to out_dir,
     which the run holds for its whole duration (a second run into it is refused).
+    ``calibration`` (a `zsad calibrate` file, checked against the model by the caller)
+    adds the false-positive rate and recall at its thresholds for every class.
     ``sample_score``: "image" or "max-over-views" (see :func:`evaluate`). A data set
     without any image label is refused (score it with ``zsad predict``)."""
+    if calibration is not None and score_normalisation != "none":
+        raise InvalidInputError("--calibration thresholds hold for raw scores: use --score-normalisation none with it")
     with claim_output_folder(out_dir):
         check_can_write([out_dir / "metrics.json", out_dir / "metrics.md"], overwrite)
         dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split="test")
@@ -70,7 +57,10 @@ def run_test(
                 f"{data_spec}: none of its {len(dataset)} images has a label, so there is nothing to evaluate; "
                 "score them with `zsad predict` on their folder"
             )
->>>>>>> data17
+        per_class_calibration = None
+        if calibration is not None:
+            keys = sorted({sample.class_name for sample in dataset.samples})
+            per_class_calibration = calibration.for_classes(keys, calibration_path or "the calibration")
         result = evaluate(
             predictor.detector,
             dataset,
@@ -84,11 +74,8 @@ def run_test(
             score_normalisation=score_normalisation,
             show_progress=show_progress,
             inference=predictor.inference,
-<<<<<<< HEAD
             calibration=per_class_calibration,
-=======
             sample_score=sample_score,
->>>>>>> data17
         )
         report = {**(meta or {}), **result.report, "errors": result.errors}
         if calibration is not None:
