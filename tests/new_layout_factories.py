@@ -33,23 +33,27 @@ def plain(side: int = SIDE) -> np.ndarray:
 # --- MVTec AD 2 ---------------------------------------------------------------------------
 
 
-def make_mvtec_ad2_tree(root: Path, categories: tuple[str, ...] = ("can", "vial")) -> dict[str, int]:
-    """Per category: 3 train, 2 validation, 2 good + 2 bad public test images (masks
-    ``test_public/ground_truth/bad/NAME_mask.png``), 3 test_private, 2 test_private_mixed."""
+def make_mvtec_ad2_tree(
+    root: Path, categories: tuple[str, ...] = ("can", "vial"), n_validation: int = 2
+) -> dict[str, int]:
+    """Per category: 3 train, ``n_validation`` validation, 2 good + 2 bad public test images
+    (masks ``test_public/ground_truth/bad/NAME_mask.png``), 3 test_private, 2
+    test_private_mixed."""
     for category in categories:
         base = root / category
         for index in range(3):
             save(plain(), base / "train" / "good" / f"{index:03d}_regular.png")
             save(plain(), base / "test_private" / f"{index:03d}_regular.png")
-        for index in range(2):
+        for index in range(n_validation):
             save(plain(), base / "validation" / "good" / f"{index:03d}_regular.png")
+        for index in range(2):
             save(plain(), base / "test_public" / "good" / f"{index:03d}_regular.png")
             save(plain(), base / "test_private_mixed" / f"{index:03d}_mixed.png")
             image, mask = shifted_square(index)
             save(image, base / "test_public" / "bad" / f"{index:03d}_overexposed.png")
             save(mask, base / "test_public" / "ground_truth" / "bad" / f"{index:03d}_overexposed_mask.png")
     n = len(categories)
-    return {"train": 3 * n, "validation": 2 * n, "good": 2 * n, "bad": 2 * n, "test_private": 3 * n,
+    return {"train": 3 * n, "validation": n_validation * n, "good": 2 * n, "bad": 2 * n, "test_private": 3 * n,
             "test_private_mixed": 2 * n}  # fmt: skip
 
 

@@ -180,8 +180,9 @@ def _calibrated_section(calibrated: Mapping[str, Any]) -> list[str]:
     ]
     mean = calibrated.get("mean", {})
     rows.append(["**mean**", "", *[_bold(format_percent(mean.get(n))) for n in names[:2]], "", *[_bold(format_percent(mean.get(n))) for n in names[2:]]])
+    made_on = f", calibrated on the {calibrated['split']} split's normal images" if calibrated.get("split") else ""
     return [
-        f"## At the calibrated thresholds ({_escape_cell(calibrated.get('file', 'calibration file'))})",
+        f"## At the calibrated thresholds ({_escape_cell(calibrated.get('file', 'calibration file'))}{made_on})",
         "",
         *_table(titles, rows, numeric_from=1),
         "",

@@ -13,6 +13,9 @@ SCORE_NORMALISATIONS = ("none", "per-class-minmax")
 # What the image metrics score: each image, or each physical sample by the max over its
 # views (multi-view sets such as Real-IAD; an image without a sample is its own sample).
 SAMPLE_SCORES = ("image", "max-over-views")
+# Which normal images of a data set `zsad calibrate --data` uses: "auto" takes the
+# held-out normal images (validation/good) where the layout has them, else train/good.
+CALIBRATION_SPLITS = ("auto", "train", "validation")
 # torch.compile settings of the inference and training calls (engine/compilation.py):
 # eager, or inductor's default, max-autotune or reduce-overhead (CUDA graphs) mode.
 COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")

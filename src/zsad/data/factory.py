@@ -70,6 +70,17 @@ def build_dataset(
     return AnomalyDataset(kind, root, samples, found.has_masks, image_size)
 
 
+def available_splits(spec: str) -> tuple[str, ...]:
+    """The splits the tree at ``spec`` (``"kind:PATH"``) holds, in SPLITS order then its
+    unlabelled ones: ``"test"`` when it has labelled test images, ``"train"`` /
+    ``"validation"`` when the layout found those folders (MVTec AD 2's and MVTec LOCO's
+    ``validation/good``), e.g. to pick the normal images `zsad calibrate` uses."""
+    kind, root = parse_data_spec(spec)
+    found = LAYOUTS[kind].read(root)
+    present = {"test": bool(found.test), "train": found.train is not None, "validation": found.validation is not None}
+    return (*(split for split, here in present.items() if here), *found.predict_only)
+
+
 def _select_split(found: LayoutSamples, split: str, kind: str, root: Path) -> list[Sample]:
     if split in found.predict_only:
         return found.predict_only[split]

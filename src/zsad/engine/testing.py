@@ -80,5 +80,6 @@ def run_test(
         report = {**(meta or {}), **result.report, "errors": result.errors}
         if calibration is not None:
             report["calibrated"]["file"] = str(calibration_path)
+            report["calibrated"]["split"] = calibration.split  # the data set's normal images it came from
         written = write_metrics_report(report, out_dir, overwrite=overwrite)
     return ReportedEvaluation(report=report, markdown=metrics_markdown(report), errors=result.errors, written=written)
