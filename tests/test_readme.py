@@ -113,7 +113,7 @@ def _example_data(root: Path) -> dict[str, str]:
     # a line's good parts: enough for the README's --false-positive-rate 0.05 (19)
     generate_mvtec_like(root / "line", categories=["disc"], size=64, n_train=20, n_good=1, n_defect_per_kind=1)
     (root / "line" / "disc").rename(root / "line" / "metal_nut")
-    make_mvtec_ad2_tree(root / "ad2", categories=("can",))
+    make_mvtec_ad2_tree(root / "ad2", categories=("can",), n_validation=20)  # calibrates at 0.05 (19)
     make_realiad_tree(root / "realiad")
     make_mvtec_loco_tree(root / "loco")
     write_anomalyclip_meta_for(root / "mvtec")
@@ -129,6 +129,7 @@ def _example_data(root: Path) -> dict[str, str]:
         "/data/line": str(root / "line"), "good-parts/": str(root / "line" / "metal_nut" / "train" / "good"),
         "line-images/": str(root / "line" / "metal_nut" / "test"),
         "calibration.json": str(root / "calibration.json"), "calibration-line.json": str(root / "calibration-line.json"),
+        "calibration-ad2.json": str(root / "calibration-ad2.json"),
     }
 
 
