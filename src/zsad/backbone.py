@@ -30,6 +30,7 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from .clip_weights import WeightsUnavailableError, build_clip, canonical_weights, is_random_weights
 from .maps import REFERENCE_SIZE
+from .settings import ACTIVATION_NAMES
 from .tracing import is_compiling
 from .vit_blocks import run_block, supports_fused_attention
 
@@ -65,6 +66,20 @@ class BackboneConfig:
             "cache_dir": self.cache_dir,
             "quick_gelu": self.quick_gelu,
         }
+
+
+# The MLP activation of the transformer blocks, as the command line names it, and
+# BackboneConfig.quick_gelu's value for it. OpenAI's CLIP was trained with QuickGELU.
+ACTIVATIONS = dict(zip(ACTIVATION_NAMES, (True, False)))
+
+
+def quick_gelu_for(activation: str | None) -> bool | None:
+    """``quick_gelu`` / ``gelu`` -> True / False; None -> None (as the weights were trained)."""
+    if activation is None:
+        return None
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+    return ACTIVATIONS[activation]
 
 
 def interpolate_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int]) -> torch.Tensor:

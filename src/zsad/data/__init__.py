@@ -11,6 +11,7 @@ _HOMES = {
     "AnomalyDataset": "dataset", "Batch": "dataset", "collate": "dataset",
     "find_duplicate_files": "duplicates",
     "DATASET_KINDS": "factory", "SPLITS": "sample", "build_dataset": "factory", "parse_data_spec": "factory",
+    "kind_domain": "factory",
     "DataLayoutError": "layouts",
     "Sample": "sample",
 }
@@ -25,6 +26,7 @@ __all__ = [
     "Batch",
     "collate",
     "find_duplicate_files",
+    "kind_domain",
     "parse_data_spec",
 ]
 

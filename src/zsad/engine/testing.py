@@ -39,11 +39,13 @@ def run_test(
     meta: dict[str, Any] | None = None,
     calibration: Calibration | None = None,
     calibration_path: Path | None = None,
+    domain: str | None = None,
 ) -> ReportedEvaluation:
     """Evaluate on ``data_spec`` (KIND:PATH) and write metrics.json / metrics.md to out_dir,
     which the run holds for its whole duration (a second run into it is refused).
     ``calibration`` (a `zsad calibrate` file, checked against the model by the caller)
-    adds the false-positive rate and recall at its thresholds for every class."""
+    adds the false-positive rate and recall at its thresholds for every class. ``domain``:
+    the images' domain (None = the data-set kind's; see ``evaluation.evaluate``)."""
     if calibration is not None and score_normalisation != "none":
         raise InvalidInputError("--calibration thresholds hold for raw scores: use --score-normalisation none with it")
     with claim_output_folder(out_dir):
@@ -67,6 +69,7 @@ def run_test(
             show_progress=show_progress,
             inference=predictor.inference,
             calibration=per_class_calibration,
+            domain=domain,
         )
         report = {**(meta or {}), **result.report, "errors": result.errors}
         if calibration is not None:
