@@ -174,3 +174,12 @@ def test_command_line_activation_and_domain(tmp_path):
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["domain"] == "industrial"
     refused = runner.invoke(app, ["test", "--data", f"kvasir:{tmp_path / 'kvasir'}", "--out", str(tmp_path / "c"), "--activation", "relu", *tiny])
     assert refused.exit_code != 0 and "quick_gelu" in refused.output
+
+
+def test_a_few_shot_wrapper_passes_the_domain_to_its_detector():
+    from zsad.methods.fewshot import FewShotDetector
+
+    wrapped = FewShotDetector(_tiny("moeclip"))
+    with wrapped.scoring_domain("medical"):
+        assert wrapped.detector.domain == wrapped.domain == "medical"
+    assert wrapped.domain == "industrial"

@@ -27,7 +27,7 @@ def parse_data_spec(spec: str) -> tuple[str, Path]:
 
 
 def kind_domain(kind: str) -> str | None:
-    """The domain (``maps.DOMAINS``) of a data-set kind's images; None for the kinds that
+    """The domain (``settings.DOMAINS``) of a data-set kind's images; None for the kinds that
     read the user's own folders (``folder``, ``manifest``), whose domain is not known."""
     if kind not in LAYOUTS:
         raise ValueError(f"unknown data-set kind {kind!r}; kinds: {', '.join(DATASET_KINDS)}")

@@ -111,7 +111,7 @@ class AnomalyDetector(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.config = config
-        # The kind of images scored (``maps.DOMAINS``); see :meth:`scoring_domain`.
+        # The kind of images scored (``settings.DOMAINS``); see :meth:`scoring_domain`.
         self.domain = DEFAULT_DOMAIN
 
     @contextlib.contextmanager

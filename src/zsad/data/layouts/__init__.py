@@ -23,7 +23,7 @@ from zsad.settings import INDUSTRIAL, MEDICAL
 @dataclass(frozen=True)
 class Layout:
     """How to read one kind of data set: the reader, a one-line layout description, and
-    the domain of its images (``maps.DOMAINS``; None = not known from the kind: the
+    the domain of its images (``settings.DOMAINS``; None = not known from the kind: the
     user's folders, whose domain the user names)."""
 
     read: Callable[[Path], LayoutSamples]

@@ -161,6 +161,8 @@ class MoEClipDetector(AnomalyDetector):
             # code's sum of 12 blurred (gap + 1) / 2 maps up to an affine map, and the
             # sigmoid keeps its order (every pixel metric is the released code's).
             window, sigma = GRID_SMOOTHING[self.domain]
+            # A grid narrower than the window (tiny inputs only) reflects at most side - 1 cells.
+            window = min(window, 2 * min(logit_gaps.shape[-2:]) - 1)
             blurred = gaussian_blur_window(logit_gaps.float().mean(dim=1), window, sigma)
             anomaly_map = upsample(blurred.unsqueeze(1), size, align_corners=True).squeeze(1).sigmoid()
         else:
