@@ -8,7 +8,9 @@ from typing import Any
 
 import yaml
 
-_RECIPE_KEYS = {"method", "method_config", "training", "description"}
+_RECIPE_KEYS = {"method", "method_config", "training", "description", "backbone"}
+# What a recipe may say about the backbone (the rest comes from the command line).
+_BACKBONE_KEYS = {"activation"}
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,7 @@ class Recipe:
     method_config: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    backbone: dict[str, Any] = field(default_factory=dict)
 
 
 def load_recipe(path: str | Path | None) -> Recipe:
@@ -37,7 +40,11 @@ def load_recipe(path: str | Path | None) -> Recipe:
     unknown = sorted(set(values) - _RECIPE_KEYS)
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(_RECIPE_KEYS)}")
+    backbone = dict(values.get("backbone") or {})
+    if set(backbone) - _BACKBONE_KEYS:
+        raise ValueError(f"{path}: unknown backbone keys {sorted(set(backbone) - _BACKBONE_KEYS)}; allowed: {sorted(_BACKBONE_KEYS)}")
     return Recipe(
+        backbone=backbone,
         method=values.get("method"),
         method_config=dict(values.get("method_config") or {}),
         training=dict(values.get("training") or {}),

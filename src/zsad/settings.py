@@ -19,6 +19,14 @@ CALIBRATION_SPLITS = ("auto", "train", "validation")
 # torch.compile settings of the inference and training calls (engine/compilation.py):
 # eager, or inductor's default, max-autotune or reduce-overhead (CUDA graphs) mode.
 COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")
+# What kind of images a data set holds. A method may score them differently (MoECLIP's
+# released code smooths and scores medical images otherwise); a data-set kind declares its
+# domain, and images of unknown origin are industrial unless the user says otherwise.
+INDUSTRIAL, MEDICAL = "industrial", "medical"
+DOMAINS = (INDUSTRIAL, MEDICAL)
+DEFAULT_DOMAIN = INDUSTRIAL
+# The CLIP blocks' MLP activation, as the command line names it (backbone.ACTIVATIONS).
+ACTIVATION_NAMES = ("quick_gelu", "gelu")
 
 SettingsT = TypeVar("SettingsT", bound="Settings")
 

@@ -129,6 +129,7 @@ def load_predictor(options: opt.ModelOptions, compile: str = "off"):
             options.checkpoint, options.backbone, options.weights, options.image_size, options.device,
             options.class_name, options.class_names, options.precision,
             str(options.cache_dir) if options.cache_dir else None, recipe.method_config or None, compile,
+            activation=options.activation or recipe.backbone.get("activation"), domain=options.domain,
         )
     warn_if_random(predictor.detector.backbone.random_weights)
     if untrained:
@@ -267,7 +268,7 @@ def test(
         predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
         overwrite=overwrite, show_progress=not quiet, meta={**predictor.detector.provenance(), **compile_meta(compile)},
-        calibration=calibrated, calibration_path=calibration, sample_score=sample_score,
+        calibration=calibrated, calibration_path=calibration, sample_score=sample_score, domain=model.domain,
     )
     console.print(Markdown(result.markdown))
     for error in result.errors:

@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         backbone: opt.Backbone = None,
         weights: opt.Weights = None,
         image_size: opt.ImageSize = None,
+        activation: opt.Activation = None,
         cache_dir: opt.CacheDir = None,
         device: opt.Device = "auto",
         overwrite: opt.Overwrite = False,
@@ -47,6 +48,7 @@ def register(app: typer.Typer) -> None:
             method=chosen, method_config=recipe.method_config, backbone=backbone, weights=weights,
             image_size=image_size, cache_dir=str(cache_dir) if cache_dir else None, train=train,
             tests=[part.strip() for part in test.split(",") if part.strip()], training=training, swap=swap,
+            activation=activation or recipe.backbone.get("activation"),
         )
         warn_if_random(is_random_weights(weights or "openai"))
         summary = run_benchmark(plan, out, ClassNames.load(class_names), device=device, overwrite=overwrite,

@@ -11,6 +11,7 @@ _HOMES = {
     "AnomalyDataset": "dataset", "Batch": "dataset", "collate": "dataset",
     "find_duplicate_files": "duplicates",
     "DATASET_KINDS": "factory", "SPLITS": "sample", "available_splits": "factory", "build_dataset": "factory", "parse_data_spec": "factory",
+    "kind_domain": "factory",
     "DataLayoutError": "layouts",
     "Sample": "sample",
 }
@@ -26,6 +27,7 @@ __all__ = [
     "build_dataset",
     "collate",
     "find_duplicate_files",
+    "kind_domain",
     "parse_data_spec",
 ]
 

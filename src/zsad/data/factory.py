@@ -26,6 +26,14 @@ def parse_data_spec(spec: str) -> tuple[str, Path]:
     return kind, Path(path.strip()).expanduser()
 
 
+def kind_domain(kind: str) -> str | None:
+    """The domain (``settings.DOMAINS``) of a data-set kind's images; None for the kinds that
+    read the user's own folders (``folder``, ``manifest``), whose domain is not known."""
+    if kind not in LAYOUTS:
+        raise ValueError(f"unknown data-set kind {kind!r}; kinds: {', '.join(DATASET_KINDS)}")
+    return LAYOUTS[kind].domain
+
+
 def build_dataset(
     spec: str,
     classes: list[str] | None = None,

@@ -39,7 +39,8 @@ def paper_results(method: str) -> dict[str, dict[str, float]]:
 
 @dataclass
 class BenchmarkPlan:
-    """method, its config and backbone; train: the auxiliary KIND:PATH; tests: KIND:PATH."""
+    """method, its config and backbone (activation: ``quick_gelu`` / ``gelu``, None = as
+    the weights were trained); train: the auxiliary KIND:PATH; tests: KIND:PATH."""
 
     method: str
     method_config: dict[str, Any]
@@ -51,6 +52,7 @@ class BenchmarkPlan:
     tests: list[str]
     training: TrainingConfig
     swap: bool = False
+    activation: str | None = None
 
 
 def _dataset_keys(specs: list[str]) -> list[str]:
@@ -70,7 +72,7 @@ def _train_and_test(
     device: str, overwrite: bool, show_progress: bool, say: Callable[[str], None],
 ) -> dict[str, dict[str, Any]]:
     model = build_detector(plan.method, None, plan.backbone, plan.weights, plan.image_size, plan.method_config,
-                           plan.cache_dir, for_training=True, seed=plan.training.seed)
+                           plan.cache_dir, for_training=True, seed=plan.training.seed, activation=plan.activation)
     torch_device = resolve_device(device)
     if method_class(plan.method).trainable:
         say(f"training {plan.method} on {train_spec}")

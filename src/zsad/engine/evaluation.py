@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..calibration import ClassCalibration, calibrated_rates
-from ..data import AnomalyDataset, Sample, collate
+from ..data import AnomalyDataset, Sample, collate, kind_domain
 from ..imageio import read_image
 from ..methods.base import AnomalyDetector
 from ..metrics import pixel_metrics_streamed
@@ -105,8 +105,12 @@ def evaluate(
     inference: InferenceCall | None = None,
     calibration: dict[str, ClassCalibration] | None = None,
     sample_score: str = "image",
+    domain: str | None = None,
 ) -> EvaluationResult:
     """Run ``detector`` over ``dataset`` and compute the protocol's metrics per class.
+
+    The detector scores the images as ``domain`` (None = the data-set kind's domain, else
+    the detector's own; see ``AnomalyDetector.scoring_domain``).
 
     save_maps: how many comparison panels (image | overlay | ground truth) to write per
     class into ``maps_dir``. Items that cannot be read are skipped and listed in
@@ -127,7 +131,8 @@ def evaluate(
         raise ValueError(f"score normalisation must be one of {SCORE_NORMALISATIONS}")
     if sample_score not in SAMPLE_SCORES:
         raise ValueError(f"sample score must be one of {SAMPLE_SCORES}")
-    with tempfile.TemporaryDirectory(prefix="zsad-maps-", dir=spill_dir) as folder:
+    domain = domain or kind_domain(dataset.kind)
+    with tempfile.TemporaryDirectory(prefix="zsad-maps-", dir=spill_dir) as folder, detector.scoring_domain(domain):
         return _evaluate(
             detector, dataset, class_names, device, batch_size, num_workers, precision, save_maps, maps_dir,
             score_normalisation, show_progress, Path(folder), inference, calibration, sample_score,
@@ -182,6 +187,7 @@ def _evaluate(
     }
     report = {
         "dataset": f"{dataset.kind}:{dataset.root}",
+        "domain": detector.domain,
         "score_normalisation": score_normalisation,
         "per_class": metrics,
         "mean": mean_over_classes(metrics),

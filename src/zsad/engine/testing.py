@@ -40,13 +40,15 @@ def run_test(
     calibration: Calibration | None = None,
     calibration_path: Path | None = None,
     sample_score: str = "image",
+    domain: str | None = None,
 ) -> ReportedEvaluation:
     """Evaluate on ``data_spec`` (KIND:PATH) and write metrics.json / metrics.md to out_dir,
     which the run holds for its whole duration (a second run into it is refused).
     ``calibration`` (a `zsad calibrate` file, checked against the model by the caller)
     adds the false-positive rate and recall at its thresholds for every class.
     ``sample_score``: "image" or "max-over-views" (see :func:`evaluate`). A data set
-    without any image label is refused (score it with ``zsad predict``)."""
+    without any image label is refused (score it with ``zsad predict``). ``domain``: the
+    images' domain (None = the data-set kind's; see ``evaluation.evaluate``)."""
     if calibration is not None and score_normalisation != "none":
         raise InvalidInputError("--calibration thresholds hold for raw scores: use --score-normalisation none with it")
     with claim_output_folder(out_dir):
@@ -76,6 +78,7 @@ def run_test(
             inference=predictor.inference,
             calibration=per_class_calibration,
             sample_score=sample_score,
+            domain=domain,
         )
         report = {**(meta or {}), **result.report, "errors": result.errors}
         if calibration is not None:

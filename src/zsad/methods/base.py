@@ -4,13 +4,13 @@ from __future__ import annotations
 import contextlib
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
 
 from ..backbone import ClipBackbone
-from ..settings import Settings
+from ..settings import DEFAULT_DOMAIN, DOMAINS, Settings
 
 
 @dataclass
@@ -111,6 +111,27 @@ class AnomalyDetector(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.config = config
+        # The kind of images scored (``settings.DOMAINS``); see :meth:`scoring_domain`.
+        self.domain = DEFAULT_DOMAIN
+
+    @contextlib.contextmanager
+    def scoring_domain(self, domain: str | None) -> Iterator[None]:
+        """Within this context the detector scores images of ``domain`` (``industrial`` or
+        ``medical``; None = unchanged), e.g. the domain of the data set being evaluated;
+        the previous domain is restored afterwards. Only methods whose recipe depends on
+        the domain (MoECLIP's smoothing and score) read it."""
+        previous = self.domain
+        self.use_domain(domain or previous)
+        try:
+            yield
+        finally:
+            self.domain = previous
+
+    def use_domain(self, domain: str) -> None:
+        """Score images of ``domain`` from now on (e.g. a predictor for one kind of images)."""
+        if domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+        self.domain = domain
 
     def forward(
         self,

@@ -61,6 +61,17 @@ class FewShotDetector(nn.Module):
     def config(self):
         return self.detector.config
 
+    @property
+    def domain(self) -> str:
+        return self.detector.domain
+
+    def scoring_domain(self, domain: str | None):
+        """The wrapped detector scores ``domain`` within the context (see AnomalyDetector)."""
+        return self.detector.scoring_domain(domain)
+
+    def use_domain(self, domain: str) -> None:
+        self.detector.use_domain(domain)
+
     def provenance(self) -> dict:
         """The wrapped detector's provenance."""
         return self.detector.provenance()
