@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..backbone import ClipBackbone
+from ..errors import InvalidInputError
 from ..settings import Settings
 
 
@@ -106,6 +107,10 @@ class AnomalyDetector(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]]
     trainable: ClassVar[bool] = False
+    # Transductive: an image's output depends on the other images of the set it is scored
+    # with (e.g. MuSc), so a batch is a set, never a slice of independent images. Entry
+    # points that hand the method one image at a time refuse it (see refuse_set_method).
+    scores_sets: ClassVar[bool] = False
 
     def __init__(self, backbone: ClipBackbone, config: MethodConfig):
         super().__init__()
@@ -208,3 +213,14 @@ class AnomalyDetector(nn.Module):
 
     def trainable_parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def refuse_set_method(detector: AnomalyDetector, entry_point: str, instead: str = "") -> None:
+    """Raise InvalidInputError when ``detector`` scores sets (``scores_sets``) and
+    ``entry_point`` (e.g. "zsad serve") would hand it images one at a time."""
+    if detector.scores_sets:
+        raise InvalidInputError(
+            f"--method {detector.name} scores a set of images of one product against each other (transductive), "
+            f"so {entry_point}, which scores images one at a time, cannot run it"
+            + (f"; {instead}" if instead else "; use `zsad predict FOLDER --method " + detector.name + "`")
+        )
