@@ -153,6 +153,7 @@ def predict(
     num_workers: Annotated[int, typer.Option(min=0, help="Threads that decode images while the model runs (0 = none).")] = 0,
     reference: fs.Reference = None,
     fusion_weight: fs.FusionWeight = 0.5,
+    set_size: opt.SetSize = None,
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Run a model exported by `zsad export` with onnxruntime instead of torch (same outputs).")] = None,
     compile: opt.Compile = "off",
     overwrite: opt.Overwrite = False,
@@ -181,13 +182,24 @@ def predict(
     else:
         predictor = load_predictor(model, compile)
         meta = {**predictor.detector.provenance(), **compile_meta(compile)}
-    if reference is not None:
+    scores_sets = onnx is None and predictor.detector.scores_sets
+    if set_size is not None and not scores_sets:
+        raise ValueError("--set-size applies to methods that score sets of images (--method musc)")
+    if reference is not None and not scores_sets:
         predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
+    if not scores_sets and onnx is None and model.method is None and model.checkpoint is None and model.config is None:
+        from ..engine.set_scoring import SET_METHOD_HINT, SUGGEST_SET_METHOD_FROM
+
+        if len(found.paths) >= SUGGEST_SET_METHOD_FROM:
+            err_console.print(SET_METHOD_HINT.format(n=len(found.paths)), highlight=False, soft_wrap=True)
     try:
-        summary = predict_files(
-            predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
-            show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume,
-        )
+        if scores_sets:
+            summary = _predict_sets(predictor, found.paths, out, threshold, model, set_size, reference, batch_size, overwrite, resume, quiet, meta)
+        else:
+            summary = predict_files(
+                predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
+                show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume,
+            )
     except PredictionInterrupted as stop:
         err_console.print(
             f"interrupted: {stop.done} of {stop.total} images done; their rows are in {out / 'scores.csv'} and "
@@ -208,6 +220,16 @@ def predict(
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def _predict_sets(predictor, paths, out, threshold, model, set_size, reference, batch_size, overwrite, resume, quiet, meta):
+    """`zsad predict` for a set method (musc): one set per --class-names category folder
+    (else all the images), --reference images joining every set."""
+    from ..engine.set_scoring import group_by_class_folder, predict_sets
+
+    groups = group_by_class_folder(paths, predictor.class_names.table if model.class_names else ())
+    references = fs.reference_paths(reference) if reference is not None else []
+    return predict_sets(predictor, groups, out, threshold, set_size, references, batch_size, overwrite, resume, not quiet, meta)
+
+
 @app.command(cls=opt.LazyHelpCommand)
 @friendly_errors
 @opt.option_group("model", opt.ModelOptions)
@@ -220,6 +242,7 @@ def test(
     score_normalisation: Annotated[str, typer.Option(callback=checks.one_of(*SCORE_NORMALISATIONS), help="`none`, or `per-class-minmax`: rescale scores over each class's whole test set (transductive, as the MoECLIP authors' code does; for comparison only).")] = "none",
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
+    set_size: opt.SetSize = None,
     shots: fs.Shots = 0,
     shot_seed: fs.ShotSeeds = None,
     fusion_weight: fs.FusionWeight = 0.5,
@@ -256,6 +279,7 @@ def test(
         predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
         overwrite=overwrite, show_progress=not quiet, meta={**predictor.detector.provenance(), **compile_meta(compile)},
+        set_size=set_size,
     )
     console.print(Markdown(result.markdown))
     for error in result.errors:

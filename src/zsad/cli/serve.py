@@ -38,7 +38,10 @@ def register(app: typer.Typer) -> None:
 
         from ..serve import ServeSettings, create_app
 
+        from ..methods.base import refuse_set_method
+
         predictor = load_predictor(model, compile)
+        refuse_set_method(predictor.detector, "`zsad serve` (requests arrive one at a time)")
         meta = {**predictor.detector.provenance(), **compile_meta(compile)}
         if reference is not None:
             predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
