@@ -111,7 +111,7 @@ class MuscDetector(AnomalyDetector):
             tokens = store.tokens(tap)
             for degree in self.config.degrees:
                 def read(start: int, stop: int, tokens=tokens, degree=degree) -> torch.Tensor:
-                    return aggregate(torch.from_numpy(np.asarray(tokens[start:stop])), grid, degree)
+                    return aggregate(torch.from_numpy(np.array(tokens[start:stop])), grid, degree)  # a copy: memory maps are read-only
 
                 offset = passes * block_pairs(n_images, patches, int(self.config.block_mb * MIB), int(self.config.table_mb * MIB))
                 total += mutual_scores(
