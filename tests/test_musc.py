@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from zsad.errors import InvalidInputError, SmallSetWarning
-from zsad.methods.musc import set_indices, upsample_maps
-from zsad.methods.musc import mutual
+from zsad.methods.musc import mutual, set_indices, upsample_maps
 from zsad.methods.musc.lnamd import aggregate, box_average, standardise
 from zsad.methods.musc.mutual import interval_size, mutual_scores
 from zsad.methods.musc.rscin import rescore
@@ -200,7 +199,7 @@ def test_set_of_one_is_refused_and_small_sets_warn_without_nan():
 
 def test_set_indices_are_label_free_and_cover_every_image_once():
     parts = set_indices(23, 10)
-    assert len(parts) == 3 and sorted(sum(parts, [])) == list(range(23))
+    assert len(parts) == 3 and sorted(i for part in parts for i in part) == list(range(23))
     assert parts == set_indices(23, 10)
     assert set_indices(5, None) == [list(range(5))] == set_indices(5, 9)
 

@@ -15,9 +15,10 @@ set into label-free subsets (seeded shuffle of the sorted paths). Normal referen
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Subset

@@ -5,13 +5,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .predictor import Predictor
 from ..data import build_dataset
+from ..errors import InvalidInputError
 from ..fileio import check_can_write
 from ..output_lock import claim_output_folder
 from ..reports import metrics_markdown, write_metrics_report
-from ..errors import InvalidInputError
 from .evaluation import evaluate
+from .predictor import Predictor
 from .set_scoring import evaluate_sets
 
 MAPS_DIR = "maps"

@@ -16,8 +16,8 @@ batch by batch into a :class:`~.store.TokenStore` (spilled to disk beyond
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

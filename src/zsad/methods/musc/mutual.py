@@ -11,12 +11,12 @@ b L x b' L floats, with b b' chosen from ``block_bytes``.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 BlockReader = Callable[[int, int], torch.Tensor]  # (start, stop) -> (stop - start, L, C) unit vectors
-NO_PROGRESS: Callable[[int], None] = lambda done: None  # noqa: E731
+NO_PROGRESS: Callable[[int], None] = lambda done: None
 
 
 def interval_size(n_images: int, fraction: float) -> int:

@@ -1,7 +1,7 @@
 """RsCIN: one step of re-scoring with a constrained image-level neighbourhood (spec §4)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import torch
@@ -59,9 +60,8 @@ class TokenStore:
     def _spill(self) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="zsad-musc-", dir=self.spill_dir)
         for tap in self.taps:
-            handle = open(Path(self._folder.name) / f"tap{tap}.f32", "wb")
-            for chunk in self._chunks[tap]:
-                handle.write(np.ascontiguousarray(chunk).tobytes())
+            handle = open(Path(self._folder.name) / f"tap{tap}.f32", "wb")  # noqa: SIM115 (open until close())
+            handle.writelines(np.ascontiguousarray(chunk).tobytes() for chunk in self._chunks[tap])
             self._chunks[tap] = []
             self._files[tap] = handle
 
@@ -85,7 +85,7 @@ class TokenStore:
             self._folder.cleanup()
             self._folder = None
 
-    def __enter__(self) -> "TokenStore":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
