@@ -61,6 +61,7 @@ def pair_minima(read: BlockReader, n_images: int, patches: int, block_bytes: int
             backward = _distance(dots.amax(dim=1)).permute(1, 0, 2)  # (b', b, L): j's patches vs i
             table[first:first_stop, second:second_stop] = forward.cpu()
             table[second:second_stop, first:first_stop] = backward.cpu()
+            del dots  # freed before the next product is allocated: one block alive at a time
             done += 1
             progress(done)
     table.diagonal(dim1=0, dim2=1).fill_(float("inf"))
@@ -97,6 +98,7 @@ def row_minima(read: BlockReader, first: int, first_stop: int, n_images: int, pa
         refs = read(second, second_stop).to(device=device, dtype=torch.float32)
         dots = torch.matmul(rows, refs.reshape(-1, refs.shape[-1]).T).view(first_stop - first, patches, second_stop - second, patches)
         table[:, second:second_stop] = _distance(dots.amax(dim=3)).permute(0, 2, 1).cpu()
+        del dots  # one block alive at a time
     for offset in range(first_stop - first):
         table[offset, first + offset] = float("inf")
     return table
