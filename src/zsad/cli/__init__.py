@@ -182,7 +182,9 @@ def predict(
     else:
         predictor = load_predictor(model, compile)
         meta = {**predictor.detector.provenance(), **compile_meta(compile)}
-    scores_sets = onnx is None and predictor.detector.scores_sets
+    from ..methods.base import scores_sets as method_scores_sets
+
+    scores_sets = onnx is None and method_scores_sets(predictor.detector)
     if set_size is not None and not scores_sets:
         raise ValueError("--set-size applies to methods that score sets of images (--method musc)")
     if reference is not None and not scores_sets:

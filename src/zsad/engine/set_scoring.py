@@ -211,7 +211,7 @@ def evaluate_sets(
                         _save_panel(maps_dir, path, key, maps[row].clamp(0, 1).numpy(), mask if has_mask else None, float(result.raw_scores[row] / 2))
                 raw.append(result.raw_scores)
                 embeddings.append(result.embeddings)
-            predictions.scores = detector.final_scores(torch.cat(raw), torch.cat(embeddings)).tolist()
+            predictions.scores = detector.final_scores(torch.cat(raw), torch.cat(embeddings), dataset.kind).tolist()
             if predictions.maps is not None:
                 predictions.maps.close()
             metrics[key] = {**_class_metrics(predictions, dataset.has_masks, "none"), "set_sizes": [len(s) for s in set_indices(len(indices), set_size)]}

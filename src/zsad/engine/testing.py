@@ -8,6 +8,7 @@ from typing import Any
 from ..data import build_dataset
 from ..errors import InvalidInputError
 from ..fileio import check_can_write
+from ..methods.base import scores_sets
 from ..output_lock import claim_output_folder
 from ..reports import metrics_markdown, write_metrics_report
 from .evaluation import evaluate
@@ -46,7 +47,7 @@ def run_test(
     with claim_output_folder(out_dir):
         check_can_write([out_dir / "metrics.json", out_dir / "metrics.md"], overwrite)
         dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split="test")
-        if predictor.detector.scores_sets:
+        if scores_sets(predictor.detector):
             result = evaluate_sets(
                 predictor.detector, dataset, predictor.device, batch_size=batch_size, num_workers=num_workers,
                 precision=predictor.precision, set_size=set_size, save_maps=save_maps,

@@ -215,10 +215,16 @@ class AnomalyDetector(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
-def refuse_set_method(detector: AnomalyDetector, entry_point: str, instead: str = "") -> None:
+def scores_sets(detector: nn.Module) -> bool:
+    """Whether ``detector`` scores sets (a wrapper such as the few-shot detector, which
+    is not an AnomalyDetector, scores images one at a time)."""
+    return bool(getattr(detector, "scores_sets", False))
+
+
+def refuse_set_method(detector: nn.Module, entry_point: str, instead: str = "") -> None:
     """Raise InvalidInputError when ``detector`` scores sets (``scores_sets``) and
     ``entry_point`` (e.g. "zsad serve") would hand it images one at a time."""
-    if detector.scores_sets:
+    if scores_sets(detector):
         raise InvalidInputError(
             f"--method {detector.name} scores a set of images of one product against each other (transductive), "
             f"so {entry_point}, which scores images one at a time, cannot run it"

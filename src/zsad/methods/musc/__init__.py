@@ -32,6 +32,7 @@ from .mutual import NO_PROGRESS, block_pairs, interval_size, mutual_scores
 from .rscin import rescore
 from .store import TokenStore
 
+DEFAULT_WINDOWS = {"visa": (1, 8, 9), None: (1, 2, 3)}  # RsCIN's k per data kind, as the reference code
 SMALL_SET = 5  # below this K = 1 is forced (the reference gives NaN): warn
 MIB = 2**20
 
@@ -42,7 +43,8 @@ class MuscConfig(MethodConfig):
     LNAMD neighbourhood sides r; interval: X, the fraction of the other images averaged
     (K = max(1, floor(X (N - 1)))); interval_lower: X_min, order statistics below
     floor(X_min (N - 1)) + 1 are skipped; rescoring: RsCIN on/off; windows: RsCIN's k
-    (the reference uses {1, 8, 9} for VisA, {1, 2, 3} otherwise); block_mb: the most MiB
+    (empty = the reference's choice per data set: {1, 8, 9} for VisA, {1, 2, 3} for
+    anything else, `zsad predict` included); block_mb: the most MiB
     of one similarity block; table_mb: the most MiB of the (N, N, L) pair-minima table
     (beyond it, query blocks are reduced one by one); memory_mb: the most MiB of tokens
     held in memory before they spill to a temporary file."""
@@ -52,7 +54,7 @@ class MuscConfig(MethodConfig):
     interval: float = 0.3
     interval_lower: float = 0.0
     rescoring: bool = True
-    windows: tuple[int, ...] = (1, 2, 3)
+    windows: tuple[int, ...] = ()
     block_mb: float = 256.0
     table_mb: float = 1024.0
     memory_mb: float = 4096.0
@@ -62,7 +64,7 @@ class MuscConfig(MethodConfig):
             raise InvalidInputError(f"MuSc needs 0 <= interval_lower < interval <= 1, got {self.interval_lower}, {self.interval}")
         if not self.degrees or any(r < 1 or r % 2 == 0 for r in self.degrees):
             raise InvalidInputError(f"MuSc degrees must be odd and >= 1, got {self.degrees}")
-        if not self.windows or min(self.windows) < 1:
+        if self.windows and min(self.windows) < 1:
             raise InvalidInputError(f"RsCIN windows must be >= 1, got {self.windows}")
 
 
@@ -128,10 +130,11 @@ class MuscDetector(AnomalyDetector):
         return torch.cat([upsample_maps(patch_maps[start : start + chunk], size).flatten(1).amax(dim=1)
                           for start in range(0, patch_maps.shape[0], chunk)])
 
-    def final_scores(self, raw_scores: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    def final_scores(self, raw_scores: torch.Tensor, embeddings: torch.Tensor, data_kind: str | None = None) -> torch.Tensor:
         """(N,) raw image scores of one category (all its subsets), (N, d_t) embeddings ->
-        (N,) scores in [0, 1]: RsCIN, or min-max over the set when re-scoring is off."""
-        windows = self.config.windows if self.config.rescoring else (1,)
+        (N,) scores in [0, 1]: RsCIN, or min-max over the set when re-scoring is off.
+        data_kind: the data set's kind (``visa`` picks the reference's VisA windows)."""
+        windows = (self.config.windows or DEFAULT_WINDOWS.get(data_kind, DEFAULT_WINDOWS[None])) if self.config.rescoring else (1,)
         return rescore(raw_scores, embeddings, windows)
 
     def detect(self, images: torch.Tensor, prompts: None, masks=None, labels=None) -> DetectorOutput:
