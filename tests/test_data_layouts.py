@@ -52,8 +52,10 @@ def mvtec_root(tmp_path_factory):
 
 def test_dataset_kinds_cover_the_protocol_table():
     expected = {"mvtec", "visa", "btad", "mpdd", "dtd", "rsdd", "ksdd2", "kvasir", "clinicdb",
-                "headct", "brainmri", "br35h", "folder", "manifest"}  # fmt: skip
-    assert set(DATASET_KINDS) == expected
+                "headct", "brainmri", "br35h", "folder", "manifest",
+                "ksdd", "dagm", "bmad-brainmri", "bmad-liverct", "bmad-retinaoct", "colondb", "cvc300", "endo",
+                "isic"}  # fmt: skip
+    assert expected <= set(DATASET_KINDS)  # test_new_layouts covers the kinds of issue 17
 
 
 def test_parse_data_spec(tmp_path):

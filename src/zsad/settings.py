@@ -10,6 +10,9 @@ PRECISIONS = ("fp32", "bf16")
 # How image scores may be rescaled before the image metrics: not at all, or over each
 # class's whole test set (transductive, for comparison with the MoECLIP authors' code).
 SCORE_NORMALISATIONS = ("none", "per-class-minmax")
+# What the image metrics score: each image, or each physical sample by the max over its
+# views (multi-view sets such as Real-IAD; an image without a sample is its own sample).
+SAMPLE_SCORES = ("image", "max-over-views")
 # torch.compile settings of the inference and training calls (engine/compilation.py):
 # eager, or inductor's default, max-autotune or reduce-overhead (CUDA graphs) mode.
 COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")

@@ -15,7 +15,8 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from ..data.cli import data_app
-from ..settings import SCORE_NORMALISATIONS
+from ..settings import SAMPLE_SCORES, SCORE_NORMALISATIONS
+from . import calibrate as cal
 from . import checks
 from . import fewshot as fs
 from . import options as opt
@@ -148,7 +149,8 @@ def predict(
     images: Annotated[List[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     out: opt.Out,
     model: opt.ModelOptions,
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the level of the contour drawn on the overlays.")] = 0.5,
+    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the level of the contour drawn on the overlays (default: 0.5, or the --calibration file's).")] = None,
+    calibration: cal.CalibrationFile = None,
     batch_size: opt.BatchSize = 8,
     num_workers: Annotated[int, typer.Option(min=0, help="Threads that decode images while the model runs (0 = none).")] = 0,
     reference: fs.Reference = None,
@@ -187,6 +189,11 @@ def predict(
     scores_sets = onnx is None and method_scores_sets(predictor.detector)
     if set_size is not None and not scores_sets:
         raise ValueError("--set-size applies to methods that score sets of images (--method musc)")
+    if scores_sets and calibration is not None:
+        raise ValueError(f"--method {predictor.detector.name} gives set-relative scores: --calibration does not apply")
+    entry = None
+    if not scores_sets:
+        entry, threshold = cal.for_run(calibration, threshold, predictor, meta, predictor.meta if onnx is not None else None, reference)
     if reference is not None and not scores_sets:
         predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
     if not scores_sets and onnx is None and model.method is None and model.checkpoint is None and model.config is None:
@@ -200,7 +207,7 @@ def predict(
         else:
             summary = predict_files(
                 predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
-                show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume,
+                show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume, calibration=entry,
             )
     except PredictionInterrupted as stop:
         err_console.print(
@@ -212,7 +219,7 @@ def predict(
     scored = [row for row in summary.rows if not row["error"]]
     flagged = sum(row["label"] for row in scored)
     kept = f" ({summary.n_previous} kept from the earlier run)" if summary.n_previous else ""
-    console.print(f"{len(scored)} images scored{kept}, {flagged} at or above {threshold}; results in {out}", highlight=False)
+    console.print(f"{len(scored)} images scored{kept}, {flagged} at or above {threshold:.6g}; results in {out}", highlight=False)
     for row in summary.rows:
         if row["error"]:
             err_console.print(f"[red]could not read[/] {row['path']}: {row['error']}", highlight=False)
@@ -242,6 +249,7 @@ def test(
     classes: opt.Classes = None,
     save_maps: Annotated[int, typer.Option(min=0, help="Write this many comparison panels (image | overlay | ground truth) per class into OUT/maps.")] = 0,
     score_normalisation: Annotated[str, typer.Option(callback=checks.one_of(*SCORE_NORMALISATIONS), help="`none`, or `per-class-minmax`: rescale scores over each class's whole test set (transductive, as the MoECLIP authors' code does; for comparison only).")] = "none",
+    sample_score: Annotated[str, typer.Option(callback=checks.one_of(*SAMPLE_SCORES), help="`image`: the image metrics score each image; `max-over-views`: each physical sample (Real-IAD's 5 camera views) by the max over its views' scores, labelled anomalous when any view is. Pixel metrics stay per image.")] = "image",
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
     set_size: opt.SetSize = None,
@@ -249,20 +257,27 @@ def test(
     shot_seed: fs.ShotSeeds = None,
     fusion_weight: fs.FusionWeight = 0.5,
     compile: opt.Compile = "off",
+    calibration: cal.CalibrationFile = None,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
     """Evaluate on a labelled data set: metrics.json and metrics.md (per class and mean).
-    With --shots K, few-shot mode: K references per class, mean ± std over --shot-seed."""
+    With --shots K, few-shot mode: K references per class, mean ± std over --shot-seed.
+    With --calibration, also the false-positive rate and recall at the calibrated thresholds."""
     from ..engine.testing import run_test
 
     predictor = load_predictor(model, compile)
+    if calibration is not None and shots:
+        raise ValueError("--calibration applies to the zero-shot scores, not to --shots (references change the scores)")
+    calibrated = cal.load_for_model(calibration, cal.predictor_identity(predictor), None) if calibration else None
     if shots:
         from ..engine.fewshot import fewshot_markdown, run_fewshot_test
         from ..methods.fewshot import FewShotSettings
 
         if save_maps:
             raise ValueError("--save-maps is not available with --shots (several seeds give several maps per image)")
+        if sample_score != "image":
+            raise ValueError("--sample-score is not available with --shots")
         report = run_fewshot_test(
             predictor, data, out, shots, shot_seed or [0], FewShotSettings(weight=fusion_weight),
             classes=classes.split(",") if classes else None, batch_size=batch_size, num_workers=num_workers,
@@ -281,7 +296,7 @@ def test(
         predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
         overwrite=overwrite, show_progress=not quiet, meta={**predictor.detector.provenance(), **compile_meta(compile)},
-        set_size=set_size,
+        calibration=calibrated, calibration_path=calibration, sample_score=sample_score, set_size=set_size,
     )
     console.print(Markdown(result.markdown))
     for error in result.errors:
@@ -317,6 +332,7 @@ def _register_commands() -> None:
     analysis.register(app)
     serve.register(app)
     export.register(app)
+    cal.register(app)
 
 
 _register_commands()

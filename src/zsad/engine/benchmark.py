@@ -26,12 +26,13 @@ from .testing import run_test
 from .train_config import TrainingConfig
 from .training import fit
 
-# Every metric some paper reports; a paper without one shows n/a (PromptMoE gives PRO, not pixel AP).
 TRANSDUCTIVE_NOTE = (
     "Note: a batch (transductive) method. Each category's test split is scored as one set, every image against "
     "the other unlabeled test images; these numbers are not comparable one for one with per-image methods."
 )
-COMPARED_METRICS = ["image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_aupro"]
+# Every metric some paper reports; a paper without one shows n/a (PromptMoE gives PRO, not pixel AP;
+# only WMoE-CLIP and MuSc give image F1-max).
+COMPARED_METRICS = ["image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_aupro"]
 
 
 def paper_results(method: str) -> dict[str, dict[str, float]]:

@@ -6,7 +6,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from zsad.data.layouts import folder, manifest, medical, mvtec, visa
+from zsad.data.layouts import (
+    bmad,
+    folder,
+    lesions,
+    lineage,
+    manifest,
+    medical,
+    mvtec,
+    mvtec_ad2,
+    mvtec_loco,
+    realiad,
+    surface,
+    visa,
+)
 from zsad.data.layouts.common import DataLayoutError, LayoutSamples
 
 
@@ -16,6 +29,7 @@ class Layout:
 
     read: Callable[[Path], LayoutSamples]
     description: str
+    predict_only_splits: tuple[str, ...] = ()
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -31,8 +45,22 @@ LAYOUTS: dict[str, Layout] = {
     "headct": Layout(medical.read_headct, medical.HEADCT_LAYOUT),
     "brainmri": Layout(medical.read_brainmri, medical.YES_NO_LAYOUT),
     "br35h": Layout(medical.read_br35h, medical.YES_NO_LAYOUT),
+    "ksdd": Layout(surface.read_ksdd, surface.KSDD_LAYOUT),
+    "dagm": Layout(surface.read_dagm, surface.DAGM_LAYOUT),
+    "bmad-brainmri": Layout(bmad.read_bmad_brainmri, bmad.EXPECTED_LAYOUT),
+    "bmad-liverct": Layout(bmad.read_bmad_liverct, bmad.EXPECTED_LAYOUT),
+    "bmad-retinaoct": Layout(bmad.read_bmad_retinaoct, bmad.EXPECTED_LAYOUT),
+    "colondb": Layout(lesions.read_colondb, lesions.POLYP_LAYOUT),
+    "cvc300": Layout(lesions.read_cvc300, lesions.POLYP_LAYOUT),
+    "endo": Layout(lesions.read_endo, lesions.POLYP_LAYOUT),
+    "isic": Layout(lesions.read_isic, lesions.ISIC_LAYOUT),
     "folder": Layout(folder.read_folder, folder.EXPECTED_LAYOUT),
     "manifest": Layout(manifest.read_manifest, manifest.EXPECTED_LAYOUT),
+    "mvtec-ad2": Layout(mvtec_ad2.read_mvtec_ad2, mvtec_ad2.EXPECTED_LAYOUT, mvtec_ad2.PREDICT_ONLY_SPLITS),
+    "mvtec-loco": Layout(mvtec_loco.read_mvtec_loco, mvtec_loco.EXPECTED_LAYOUT),
+    "realiad": Layout(realiad.read_realiad, realiad.EXPECTED_LAYOUT),
+    "anomalyclip-meta": Layout(lineage.read_anomalyclip_meta, lineage.META_LAYOUT),
+    "aaclip-jsonl": Layout(lineage.read_aaclip_jsonl, lineage.JSONL_LAYOUT),
 }
 
 __all__ = ["LAYOUTS", "Layout", "LayoutSamples", "DataLayoutError"]

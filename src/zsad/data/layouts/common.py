@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from zsad.data.sample import Sample
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
-# Mask file names seen in MVTec-like sets: "000_mask.png", "000.png", "000_GT.png".
-MASK_STEM_SUFFIXES = ("_mask", "", "_GT", "_gt")
+# Mask file names seen in MVTec-like sets: "000_mask.png", "000.png", "000_GT.png"; DAGM and
+# KolektorSDD name theirs "0001_label.PNG" / "Part0_label.bmp", ISIC "ISIC_0000003_Segmentation.png".
+MASK_STEM_SUFFIXES = ("_mask", "", "_GT", "_gt", "_label", "_Segmentation")
 
 
 class DataLayoutError(ValueError):
@@ -25,11 +26,16 @@ class LayoutSamples:
         test: the labelled test split.
         train: the normal training images, or None when the layout has no train split.
         has_masks: the set provides pixel labels (normal images get all-zero masks).
+        validation: held-out normal images, or None when the layout has none.
+        predict_only: unlabelled splits by name (MVTec AD 2's ``test_private``): they
+            can be listed and scored, never evaluated.
     """
 
     test: list[Sample]
     train: list[Sample] | None
     has_masks: bool
+    validation: list[Sample] | None = None
+    predict_only: dict[str, list[Sample]] = field(default_factory=dict)
 
 
 def natural_key(path: Path) -> tuple:
@@ -81,7 +87,7 @@ def index_by_stem(directory: Path) -> dict[str, Path]:
 
 
 def find_mask(mask_index: dict[str, Path], image_stem: str) -> Path | None:
-    """The mask for an image stem, trying ``STEM_mask``, ``STEM``, ``STEM_GT``, ``STEM_gt``."""
+    """The mask for an image stem, trying ``STEM`` + each of :data:`MASK_STEM_SUFFIXES` in turn."""
     for suffix in MASK_STEM_SUFFIXES:
         match = mask_index.get(image_stem + suffix)
         if match is not None:
