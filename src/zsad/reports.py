@@ -163,7 +163,7 @@ def metrics_markdown(report: Mapping[str, Any]) -> str:
         "the mean is taken over the classes where the metric is defined.",
         "",
     ]
-<<<<<<< HEAD
+    lines += _anomaly_type_lines(report)
     if report.get("calibrated"):
         lines += _calibrated_section(report["calibrated"])
     return "\n".join(lines)
@@ -193,9 +193,6 @@ def _calibrated_section(calibrated: Mapping[str, Any]) -> list[str]:
         ),
         "",
     ]
-=======
-    lines += _anomaly_type_lines(report)
-    return "\n".join(lines)
 
 
 def _anomaly_type_lines(report: Mapping[str, Any]) -> list[str]:
@@ -218,7 +215,6 @@ def _anomaly_type_lines(report: Mapping[str, Any]) -> list[str]:
         lines += [f"## {_escape_cell(anomaly_type)} anomalies (against all normal images)", ""]
         lines += _table(header, rows, numeric_from=1) + [""]
     return lines
->>>>>>> data17
 
 
 def _bold(text: str) -> str:

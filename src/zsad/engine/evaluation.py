@@ -10,12 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-<<<<<<< HEAD
 from ..calibration import ClassCalibration, calibrated_rates
-from ..data import AnomalyDataset, collate
-=======
 from ..data import AnomalyDataset, Sample, collate
->>>>>>> data17
 from ..imageio import read_image
 from ..methods.base import AnomalyDetector
 from ..metrics import pixel_metrics_streamed
@@ -107,11 +103,8 @@ def evaluate(
     show_progress: bool = True,
     spill_dir: Path | None = None,
     inference: InferenceCall | None = None,
-<<<<<<< HEAD
     calibration: dict[str, ClassCalibration] | None = None,
-=======
     sample_score: str = "image",
->>>>>>> data17
 ) -> EvaluationResult:
     """Run ``detector`` over ``dataset`` and compute the protocol's metrics per class.
 
@@ -122,16 +115,13 @@ def evaluate(
     (None = the system's temporary folder), removed afterwards: memory does not grow
     with the number of images. ``inference``: the detector's call, e.g. compiled (None =
     the detector called eagerly); a compiled call pads every batch to ``batch_size``.
-<<<<<<< HEAD
     ``calibration``: per class key, the calibrated thresholds whose false-positive rate
     and recall the report gives beside the threshold-free metrics (``report["calibrated"]``).
-=======
     ``sample_score``: "image", or "max-over-views": the image metrics score each physical
     sample (``Sample.group``, e.g. Real-IAD's 5 views) by the max over its views; the
     pixel metrics stay per image. Classes whose anomalies carry a type (MVTec LOCO's
     logical / structural) also get each type's metrics against all normal images,
     under ``report["per_anomaly_type"]``.
->>>>>>> data17
     """
     if score_normalisation not in SCORE_NORMALISATIONS:
         raise ValueError(f"score normalisation must be one of {SCORE_NORMALISATIONS}")
@@ -140,22 +130,14 @@ def evaluate(
     with tempfile.TemporaryDirectory(prefix="zsad-maps-", dir=spill_dir) as folder:
         return _evaluate(
             detector, dataset, class_names, device, batch_size, num_workers, precision, save_maps, maps_dir,
-<<<<<<< HEAD
-            score_normalisation, show_progress, Path(folder), inference, calibration,
-=======
-            score_normalisation, show_progress, Path(folder), inference, sample_score,
->>>>>>> data17
+            score_normalisation, show_progress, Path(folder), inference, calibration, sample_score,
         )
 
 
 def _evaluate(
     detector, dataset, class_names, device, batch_size, num_workers, precision, save_maps, maps_dir,
-<<<<<<< HEAD
     score_normalisation, show_progress, spill_folder: Path, inference: InferenceCall | None,
-    calibration: dict[str, ClassCalibration] | None,
-=======
-    score_normalisation, show_progress, spill_folder: Path, inference: InferenceCall | None, sample_score: str,
->>>>>>> data17
+    calibration: dict[str, ClassCalibration] | None, sample_score: str,
 ) -> EvaluationResult:
     detector.eval().to(device)
     inference = inference or InferenceCall(detector, device)
@@ -205,10 +187,8 @@ def _evaluate(
         "mean": mean_over_classes(metrics),
         "n_errors": len(errors),
     }
-<<<<<<< HEAD
     if calibration is not None:
         report["calibrated"] = _calibrated_report(per_class, calibration)
-=======
     if sample_score != "image":
         report["sample_score"] = sample_score
     by_type = _anomaly_type_metrics(per_class, dataset.has_masks, score_normalisation)
@@ -218,7 +198,6 @@ def _evaluate(
         report["mean_per_anomaly_type"] = {
             t: mean_over_classes({c: per_type[t] for c, per_type in by_type.items() if t in per_type}) for t in types
         }
->>>>>>> data17
     return EvaluationResult(report=report, errors=errors)
 
 
