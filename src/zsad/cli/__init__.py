@@ -191,9 +191,7 @@ def predict(
         raise ValueError("--set-size applies to methods that score sets of images (--method musc)")
     if scores_sets and calibration is not None:
         raise ValueError(f"--method {predictor.detector.name} gives set-relative scores: --calibration does not apply")
-    entry = None
-    if not scores_sets:
-        entry, threshold = cal.for_run(calibration, threshold, predictor, meta, predictor.meta if onnx is not None else None, reference)
+    entry, threshold = cal.for_run(calibration, threshold, predictor, meta, predictor.meta if onnx is not None else None, reference)
     if reference is not None and not scores_sets:
         predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
     if not scores_sets and onnx is None and model.method is None and model.checkpoint is None and model.config is None:
