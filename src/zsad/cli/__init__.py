@@ -156,6 +156,7 @@ def predict(
     num_workers: Annotated[int, typer.Option(min=0, help="Threads that decode images while the model runs (0 = none).")] = 0,
     reference: fs.Reference = None,
     fusion_weight: fs.FusionWeight = 0.5,
+    set_size: opt.SetSize = None,
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Run a model exported by `zsad export` with onnxruntime instead of torch (same outputs).")] = None,
     compile: opt.Compile = "off",
     overwrite: opt.Overwrite = False,
@@ -184,14 +185,29 @@ def predict(
     else:
         predictor = load_predictor(model, compile)
         meta = {**predictor.detector.provenance(), **compile_meta(compile)}
+    from ..methods.base import scores_sets as method_scores_sets
+
+    scores_sets = onnx is None and method_scores_sets(predictor.detector)
+    if set_size is not None and not scores_sets:
+        raise ValueError("--set-size applies to methods that score sets of images (--method musc)")
+    if scores_sets and calibration is not None:
+        raise ValueError(f"--method {predictor.detector.name} gives set-relative scores: --calibration does not apply")
     entry, threshold = cal.for_run(calibration, threshold, predictor, meta, predictor.meta if onnx is not None else None, reference)
-    if reference is not None:
+    if reference is not None and not scores_sets:
         predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
+    if not scores_sets and onnx is None and model.method is None and model.checkpoint is None and model.config is None:
+        from ..engine.set_scoring import SET_METHOD_HINT, SUGGEST_SET_METHOD_FROM
+
+        if len(found.paths) >= SUGGEST_SET_METHOD_FROM:
+            err_console.print(SET_METHOD_HINT.format(n=len(found.paths)), highlight=False, soft_wrap=True)
     try:
-        summary = predict_files(
-            predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
-            show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume, calibration=entry,
-        )
+        if scores_sets:
+            summary = _predict_sets(predictor, found.paths, out, threshold, model, set_size, reference, batch_size, overwrite, resume, quiet, meta)
+        else:
+            summary = predict_files(
+                predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
+                show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume, calibration=entry,
+            )
     except PredictionInterrupted as stop:
         err_console.print(
             f"interrupted: {stop.done} of {stop.total} images done; their rows are in {out / 'scores.csv'} and "
@@ -212,6 +228,16 @@ def predict(
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def _predict_sets(predictor, paths, out, threshold, model, set_size, reference, batch_size, overwrite, resume, quiet, meta):
+    """`zsad predict` for a set method (musc): one set per --class-names category folder
+    (else all the images), --reference images joining every set."""
+    from ..engine.set_scoring import group_by_class_folder, predict_sets
+
+    groups = group_by_class_folder(paths, predictor.class_names.table if model.class_names else ())
+    references = fs.reference_paths(reference) if reference is not None else []
+    return predict_sets(predictor, groups, out, threshold, set_size, references, batch_size, overwrite, resume, not quiet, meta)
+
+
 @app.command(cls=opt.LazyHelpCommand)
 @friendly_errors
 @opt.option_group("model", opt.ModelOptions)
@@ -225,6 +251,7 @@ def test(
     sample_score: Annotated[str, typer.Option(callback=checks.one_of(*SAMPLE_SCORES), help="`image`: the image metrics score each image; `max-over-views`: each physical sample (Real-IAD's 5 camera views) by the max over its views' scores, labelled anomalous when any view is. Pixel metrics stay per image.")] = "image",
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
+    set_size: opt.SetSize = None,
     shots: fs.Shots = 0,
     shot_seed: fs.ShotSeeds = None,
     fusion_weight: fs.FusionWeight = 0.5,
@@ -269,6 +296,7 @@ def test(
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
         overwrite=overwrite, show_progress=not quiet, meta={**predictor.detector.provenance(), **compile_meta(compile)},
         calibration=calibrated, calibration_path=calibration, sample_score=sample_score, domain=model.domain,
+        set_size=set_size,
     )
     console.print(Markdown(result.markdown))
     for error in result.errors:

@@ -16,10 +16,10 @@ def register(app: typer.Typer) -> None:
     @friendly_errors
     @opt.option_group("training_options", opt.TrainingOptions)
     def benchmark(
-        train: Annotated[str, typer.Option("--train", help="The auxiliary data set, KIND:PATH (the papers: visa:PATH).")],
         test: Annotated[str, typer.Option("--test", help="KIND:PATH[,KIND:PATH...]: the data sets to evaluate on (e.g. mvtec:...,btad:...,kvasir:...).")],
         out: opt.Out,
         training_options: opt.TrainingOptions,
+        train: Annotated[Optional[str], typer.Option("--train", help="The auxiliary data set, KIND:PATH (the papers: visa:PATH); not for training-free methods (zeroshot, musc).")] = None,
         method: opt.Method = None,
         config: opt.ConfigFile = None,
         swap: Annotated[bool, typer.Option(help="Also train on the first --test set and evaluate that model on the --train set (the papers' MVTec-AD -> VisA row).")] = False,
@@ -33,8 +33,9 @@ def register(app: typer.Typer) -> None:
         overwrite: opt.Overwrite = False,
         quiet: opt.Quiet = False,
     ) -> None:
-        """The papers' protocol: train on --train, test on every --test set, and write
-        benchmark.md / benchmark.json with our numbers beside the published ones."""
+        """The papers' protocol: train on --train (training-free methods: no --train), test on
+        every --test set, and write benchmark.md / benchmark.json with our numbers beside
+        the published ones."""
         from ..clip_weights import is_random_weights
         from ..engine.benchmark import BenchmarkPlan, run_benchmark
         from ..engine.train_config import TrainingConfig

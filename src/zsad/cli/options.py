@@ -115,6 +115,10 @@ TrainCompile = Annotated[
     ),
 ]
 BatchSize = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
+SetSize = Annotated[
+    Optional[int],
+    typer.Option(min=2, help="Set methods (musc) only: cut each set of images into label-free subsets of about this many images (seeded shuffle of the paths), each scored on its own, for memory and time (default: one set).")
+]
 NumWorkers = Annotated[int, typer.Option(min=0, help="Data-loading worker processes (0 = in the main process).")]
 ClassName = Annotated[
     Optional[str],

@@ -40,7 +40,10 @@ def register(app: typer.Typer) -> None:
 
         from ..serve import ServeSettings, create_app
 
+        from ..methods.base import refuse_set_method
+
         predictor = load_predictor(model, compile)
+        refuse_set_method(predictor.detector, "`zsad serve` (requests arrive one at a time)")
         meta = {**predictor.detector.provenance(), **compile_meta(compile)}
         entry, threshold = cal.for_run(calibration, threshold, predictor, meta, reference=reference)
         if reference is not None:

@@ -31,7 +31,7 @@ from torch import nn
 from ..data.transforms import EvalTransform
 from ..imageio import read_image
 from ..maps import upsample
-from ..methods.base import AnomalyDetector
+from ..methods.base import AnomalyDetector, refuse_set_method
 from .predictor import ImageInput, Prediction
 
 INPUT_NAME = "images"
@@ -145,6 +145,7 @@ def export_onnx(
     recorded in the metadata, and :class:`OnnxPredictor` runs its images one at a time.
     Raises OnnxExportError when neither graph matches torch within ``tolerance``.
     """
+    refuse_set_method(model, "`zsad export` (an ONNX graph of one batch)")
     model = model.eval().float().cpu()
     size = model.backbone.image_size
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from PIL import Image
 from ..data.transforms import EvalTransform
 from ..imageio import read_image
 from ..maps import upsample
-from ..methods.base import AnomalyDetector
+from ..methods.base import AnomalyDetector, refuse_set_method
 from ..text import ClassNames
 from .compilation import InferenceCall
 from .runtime import autocast
@@ -96,7 +96,9 @@ class Predictor:
     def score_and_map(self, images: Sequence[Image.Image], class_name: str | None = None) -> tuple[list[float], np.ndarray]:
         """One forward pass over RGB PIL images of any size: the image scores and the maps
         ``(B, S, S)`` float32 at the model's input size S (resize them to each image yourself,
-        e.g. band by band with :mod:`zsad.map_files` for very large images)."""
+        e.g. band by band with :mod:`zsad.map_files` for very large images). A method that
+        scores sets (MuSc) is refused: see :mod:`zsad.engine.set_scoring`."""
+        refuse_set_method(self.detector, "scoring images batch by batch (Predictor.predict, `zsad serve`)")
         batch = torch.stack([self.transform(pil, None)[0] for pil in images]).to(self.device)
         words = [self.class_names.resolve(class_name)] * len(images)
         with autocast(self.device, self.precision):

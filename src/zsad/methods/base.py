@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..backbone import ClipBackbone
+from ..errors import InvalidInputError
 from ..settings import DEFAULT_DOMAIN, DOMAINS, Settings
 
 
@@ -106,6 +107,10 @@ class AnomalyDetector(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]]
     trainable: ClassVar[bool] = False
+    # Transductive: an image's output depends on the other images of the set it is scored
+    # with (e.g. MuSc), so a batch is a set, never a slice of independent images. Entry
+    # points that hand the method one image at a time refuse it (see refuse_set_method).
+    scores_sets: ClassVar[bool] = False
 
     def __init__(self, backbone: ClipBackbone, config: MethodConfig):
         super().__init__()
@@ -229,3 +234,20 @@ class AnomalyDetector(nn.Module):
 
     def trainable_parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def scores_sets(detector: nn.Module) -> bool:
+    """Whether ``detector`` scores sets (a wrapper such as the few-shot detector, which
+    is not an AnomalyDetector, scores images one at a time)."""
+    return bool(getattr(detector, "scores_sets", False))
+
+
+def refuse_set_method(detector: nn.Module, entry_point: str, instead: str = "") -> None:
+    """Raise InvalidInputError when ``detector`` scores sets (``scores_sets``) and
+    ``entry_point`` (e.g. "zsad serve") would hand it images one at a time."""
+    if scores_sets(detector):
+        raise InvalidInputError(
+            f"--method {detector.name} scores a set of images of one product against each other (transductive), "
+            f"so {entry_point}, which scores images one at a time, cannot run it"
+            + (f"; {instead}" if instead else "; use `zsad predict FOLDER --method " + detector.name + "`")
+        )

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..maps import gaussian_smooth, tokens_to_grid, upsample
 from ..memory_bank import DEFAULT_MAX_BLOCK_ELEMENTS, nearest_distance
-from .base import AnomalyDetector, DetectorOutput
+from .base import AnomalyDetector, DetectorOutput, refuse_set_method
 
 ANY_CATEGORY = None
 
@@ -45,6 +45,8 @@ class FewShotDetector(nn.Module):
 
     def __init__(self, detector: AnomalyDetector, settings: FewShotSettings | None = None):
         super().__init__()
+        refuse_set_method(detector, "few-shot fusion (--reference / --shots)",
+                          "it needs no references: `zsad predict FOLDER --method musc --reference DIR` adds normal images to the set")
         self.detector = detector
         self.settings = settings or FewShotSettings()
         self.banks: dict[str | None, dict[int, torch.Tensor]] = {}  # category -> block -> (N, d)
