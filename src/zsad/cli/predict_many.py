@@ -6,6 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from . import calibrate as cal
 from . import options as opt
 
 PathsFrom = Annotated[
@@ -39,7 +40,8 @@ def register(app: typer.Typer) -> None:
         images: Annotated[Optional[List[Path]], typer.Argument(help="Image files and/or folders (searched recursively).")] = None,
         paths_from: PathsFrom = None,
         path_column: PathColumn = "path",
-        threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous (the label column; the overlays' contour).")] = 0.5,
+        threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous (the label column; the overlays' contour) (default: 0.5, or the --calibration file's).")] = None,
+        calibration: cal.CalibrationFile = None,
         batch_size: opt.BatchSize = 8,
         actors: Actors = None,
         ray_address: RayAddress = None,
@@ -72,14 +74,16 @@ def register(app: typer.Typer) -> None:
         settings = _scale_settings(model.device, actors, batch_size, ray_address)
         checked = load_predictor(opt.ModelOptions(**{**vars(model), "device": "cpu"}))  # fails here, not in the actors
         provenance = checked.detector.provenance()
+        meta: dict = {}
+        entry, threshold = cal.for_run(calibration, threshold, checked, meta)
         identity = {
             **provenance, "config": full_config(checked.detector), "class_name": model.class_name,
-            "class_names": checked.class_names.resolve(None), "threshold": threshold,
+            "class_words": checked.class_names.resolve(None), "threshold": threshold, **meta,
         }
         image_size = checked.image_size
         del checked
         arguments = {**load_arguments(model), "device": "cuda" if settings.gpus_per_actor else "cpu"}
-        output = OutputSettings(threshold=threshold, save_maps=save_maps, save_overlays=save_overlays, metadata=provenance)
+        output = OutputSettings(threshold=threshold, save_maps=save_maps, save_overlays=save_overlays, metadata=provenance, calibration=entry)
         try:
             summary = run(
                 images or [], [PathList(file, path_column) for file in paths_from or []], out,

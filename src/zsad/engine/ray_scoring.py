@@ -28,6 +28,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
+from ..calibration import ClassCalibration
 from ..imageio import ImageReadError, read_image, read_image_reduced
 from ..map_files import write_overlay, write_raw_map
 from .score_shards import SHARD_SCHEMA, ShardAssembler, write_part
@@ -69,12 +70,14 @@ class ScaleSettings:
 class OutputSettings:
     """threshold: the label's level; save_maps / save_overlays: write OUT/maps, OUT/overlays
     (16-bit raw maps and readable overlays, as `zsad predict`); metadata: written into the
-    PNGs' text chunks."""
+    PNGs' text chunks; calibration: a calibration entry (its p-values fill the p_value
+    column, its pixel threshold draws the overlays' contour), or None."""
 
     threshold: float = 0.5
     save_maps: bool = False
     save_overlays: bool = False
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    calibration: ClassCalibration | None = None
 
 
 @dataclass(frozen=True)
@@ -167,11 +170,13 @@ class ScoringActor:
                 self._write_pictures(batch, i, images[readable.index(i)], score, low)
         n = len(batch["path"])
         threshold = self.output.threshold
+        calibration = self.output.calibration
+        p_values = dict(zip(scores, calibration.p_values(scores.values()).tolist())) if calibration and scores else {}
         rows = {
             "path": [str(path) for path in batch["path"]],
             "score": [scores.get(i) for i in range(n)],
             "label": [None if i not in scores else int(scores[i] >= threshold) for i in range(n)],
-            "p_value": [None] * n,
+            "p_value": [p_values.get(i) for i in range(n)],
             "error": [str(error) for error in batch["error"]],
             "map": [self._name(MAP_DIR, batch, i) if i in scores and self.output.save_maps else "" for i in range(n)],
             "overlay": [self._name(OVERLAY_DIR, batch, i) if i in scores and self.output.save_overlays else "" for i in range(n)],
@@ -193,7 +198,11 @@ class ScoringActor:
             write_raw_map(self.out_dir / self._name(MAP_DIR, batch, i), low, size_hw, self.output.metadata)
         if self.output.save_overlays:
             full = reduced if reduced.size == size_hw[::-1] else read_image(str(batch["path"][i]))
-            write_overlay(self.out_dir / self._name(OVERLAY_DIR, batch, i), full, low, score, self.output.threshold, self.output.metadata)
+            calibration = self.output.calibration
+            write_overlay(
+                self.out_dir / self._name(OVERLAY_DIR, batch, i), full, low, score, self.output.threshold, self.output.metadata,
+                contour_threshold=calibration.pixel_threshold if calibration else None,
+            )
 
 
 def _torch_threads(settings: ScaleSettings) -> int | None:
