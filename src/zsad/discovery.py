@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
-__all__ = ["Discovery", "OUTPUT_MARKER", "find_images"]
+__all__ = ["Discovery", "NOT_AN_IMAGE", "OUTPUT_MARKER", "find_images", "iter_folder_images"]
 
 # Written into every output folder of `zsad predict`; a folder holding it is results, not inputs.
 OUTPUT_MARKER = ".zsad-output"
@@ -58,7 +58,13 @@ def _same_place(path: Path, others: Sequence[Path]) -> bool:
         return False
 
 
-def _walk(folder: Path, suffixes: Sequence[str], exclude: Sequence[Path], found: Discovery) -> None:
+def iter_folder_images(
+    folder: Path, suffixes: Sequence[str], exclude: Sequence[Path], skip: Callable[[Path, str], None], in_name_order: bool = True,
+) -> Iterator[Path]:
+    """The image files under ``folder``, depth first, one at a time; each entry left out is
+    reported to ``skip(path, reason)``. ``in_name_order`` sorts each folder's entries, which
+    holds one folder's listing in memory; without it the walk keeps the file system's order
+    and holds only the folders still to visit (for folders of millions of files)."""
     visited: set[str] = set()
 
     def skip_folder(path: Path) -> str | None:
@@ -77,30 +83,31 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: Sequence[Path], found:
     while pending:
         current = pending.pop()
         try:
-            entries = sorted(os.scandir(current), key=lambda entry: entry.name)
+            listing = os.scandir(current)
+            entries = sorted(listing, key=lambda entry: entry.name) if in_name_order else listing
         except OSError as error:
-            found.skipped.append((current, f"cannot list the folder ({error.strerror or error})"))
+            skip(current, f"cannot list the folder ({error.strerror or error})")
             continue
         subfolders = []
         for entry in entries:
             path = current / entry.name
             if _is_hidden(entry.name):
-                found.skipped.append((path, "hidden folder" if entry.is_dir() else "hidden file"))
+                skip(path, "hidden folder" if entry.is_dir() else "hidden file")
             elif entry.is_dir():  # follows links to folders
                 reason = skip_folder(path)
                 if reason:
-                    found.skipped.append((path, reason))
+                    skip(path, reason)
                 else:
                     subfolders.append(path)
             elif entry.is_file():
                 if path.suffix.lower() in suffixes:
-                    found.paths.append(path)
+                    yield path
                 else:
-                    found.skipped.append((path, NOT_AN_IMAGE))
+                    skip(path, NOT_AN_IMAGE)
             elif entry.is_symlink():
-                found.skipped.append((path, f"broken symbolic link (to {os.readlink(path)})"))
+                skip(path, f"broken symbolic link (to {os.readlink(path)})")
             else:
-                found.skipped.append((path, "not a regular file"))
+                skip(path, "not a regular file")
         pending.extend(reversed(subfolders))  # depth first, in name order
 
 
@@ -116,7 +123,7 @@ def find_images(inputs: Iterable[str | Path], suffixes: Sequence[str], exclude: 
         path = Path(item).expanduser()
         if path.is_dir():
             before = len(found.paths)
-            _walk(path, suffixes, exclude, found)
+            found.paths.extend(iter_folder_images(path, suffixes, exclude, lambda *entry: found.skipped.append(entry)))
             found.paths[before:] = sorted(found.paths[before:])
         elif path.exists():
             found.paths.append(path)

@@ -105,11 +105,12 @@ def panel_replaces_random_warning() -> Iterator[None]:
         yield
 
 
-def load_predictor(options: opt.ModelOptions, compile: str = "off"):
-    """The predictor the shared model options describe (method from the option, the
-    recipe, or the checkpoint; the training-free baseline when nothing names one), its
-    inference call under ``--compile``."""
-    from ..api import load
+def load_arguments(options: opt.ModelOptions, compile: str = "off") -> dict:
+    """The keyword arguments of :func:`zsad.api.load` that the shared model options
+    describe (method from the option, the recipe, or the checkpoint; the training-free
+    baseline when nothing names one). Refuses an untrained trainable method unless
+    --allow-untrained; a picklable description, so another process can build the same
+    predictor."""
     from ..methods import method_class
     from ..recipes import load_recipe
 
@@ -122,18 +123,29 @@ def load_predictor(options: opt.ModelOptions, compile: str = "off"):
             "one of its .safetensors files). To run it with untrained adapters anyway (a pipeline check, its "
             "scores mean nothing), add --allow-untrained."
         )
+    return dict(
+        method=method, checkpoint=options.checkpoint, backbone=options.backbone, weights=options.weights,
+        image_size=options.image_size, device=options.device, class_name=options.class_name,
+        class_names_file=options.class_names, precision=options.precision,
+        cache_dir=str(options.cache_dir) if options.cache_dir else None, method_config=recipe.method_config or None,
+        compile=compile, activation=options.activation or recipe.backbone.get("activation"), domain=options.domain,
+    )
+
+
+def load_predictor(options: opt.ModelOptions, compile: str = "off"):
+    """The predictor the shared model options describe (see :func:`load_arguments`), its
+    inference call under ``--compile``."""
+    from ..api import load
+    from ..methods import method_class
+
+    arguments = load_arguments(options, compile)
+    untrained = options.checkpoint is None and method_class(arguments["method"]).trainable
     with panel_replaces_random_warning(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is trainable but no checkpoint was given")  # the panel below says it
-        predictor = load(
-            method,
-            options.checkpoint, options.backbone, options.weights, options.image_size, options.device,
-            options.class_name, options.class_names, options.precision,
-            str(options.cache_dir) if options.cache_dir else None, recipe.method_config or None, compile,
-            activation=options.activation or recipe.backbone.get("activation"), domain=options.domain,
-        )
+        predictor = load(**arguments)
     warn_if_random(predictor.detector.backbone.random_weights)
     if untrained:
-        err_console.print(Panel(f"--method {method} runs with UNTRAINED adapters (--allow-untrained): a pipeline check, not a result.", title="UNTRAINED", style="bold yellow"))
+        err_console.print(Panel(f"--method {arguments['method']} runs with UNTRAINED adapters (--allow-untrained): a pipeline check, not a result.", title="UNTRAINED", style="bold yellow"))
     return predictor
 
 
@@ -325,7 +337,7 @@ def demo(
 
 
 def _register_commands() -> None:
-    from . import analysis, benchmark, export, serve, training
+    from . import analysis, benchmark, export, predict_many, serve, training
 
     training.register(app)
     benchmark.register(app)
@@ -333,6 +345,7 @@ def _register_commands() -> None:
     serve.register(app)
     export.register(app)
     cal.register(app)
+    predict_many.register(app)
 
 
 _register_commands()
