@@ -17,13 +17,13 @@ from typing import Any
 
 from PIL import Image
 
-from ..discovery import OUTPUT_MARKER
+from ..discovery import OUTPUT_MARKER, unique_paths
 from ..fileio import check_can_write
 from ..imageio import ImageReadError, read_image, read_image_reduced
 from ..map_files import write_overlay, write_raw_map
 from ..output_lock import claim_output_folder
 from ..score_table import ScoreTable
-from .predictor import Predictor
+from .scorer import Scorer
 from .runtime import image_counter
 
 OVERLAY_DIR = "overlays"
@@ -76,7 +76,7 @@ def _full_image(path: Path, reduced: Image.Image, full_size: tuple[int, int]) ->
 
 
 def predict_files(
-    predictor: Predictor,
+    predictor: Scorer,
     paths: list[Path],
     out_dir: Path,
     threshold: float,
@@ -88,31 +88,39 @@ def predict_files(
     num_workers: int = 0,
     resume: bool = False,
 ) -> PredictionSummary:
-    """Score every image; write per image an overlay PNG (see :func:`zsad.map_files.write_overlay`)
+    """Score every image once with ``predictor`` (any :class:`~zsad.engine.scorer.Scorer`);
+    write per image an overlay PNG (see :func:`zsad.map_files.write_overlay`)
     and the raw map as 16-bit PNG, and a row of scores.csv; scores.json at the end.
 
     Unreadable files get a row with their error; every other image is still processed.
     Nothing that exists is overwritten unless ``overwrite``. ``resume`` continues an
-    interrupted run in ``out_dir``: images with a row are kept, the others are scored.
+    interrupted run in ``out_dir``: images with a row are kept, the others are scored;
+    the scorer's identity (:meth:`~zsad.engine.scorer.Scorer.identity`, recorded in
+    scores.json from the start) and the threshold must be those of the earlier run.
     ``meta`` (method, backbone, weights...) is recorded in every file: scores.json, a
     column of scores.csv, and PNG text chunks. ``num_workers`` threads decode the images.
+    The result folders are marked as results, so that a later run given a folder that
+    holds them (``--out`` equal to an input folder) never scores them.
 
     Raises:
         OutputFolderBusyError: another run holds ``out_dir``.
+        ResumeMismatchError: ``resume`` with another scorer or threshold (names each difference).
         PredictionInterrupted: on Ctrl-C, after scores.json was written with what was done.
     """
     meta = meta or {}
     provenance = {key: meta[key] for key in ("method", "backbone", "weights") if key in meta}
     side = predictor.image_size
+    paths = unique_paths(paths)
     names = dict(zip(paths, output_names(paths)))
-    with claim_output_folder(out_dir), ScoreTable(out_dir, provenance, {**meta, "threshold": threshold}, overwrite, resume) as table:
-        (out_dir / OUTPUT_MARKER).touch()
+    identity = predictor.identity(class_name)
+    with claim_output_folder(out_dir), ScoreTable(out_dir, provenance, {**meta, "threshold": threshold}, overwrite, resume, identity) as table:
         todo = [path for path in paths if str(path) not in table.done_paths]
         replace = overwrite or resume  # an interrupted run's files for images without a row are its own
         if not replace:
             check_can_write([out_dir / folder / f"{names[p]}.png" for p in todo for folder in (OVERLAY_DIR, MAP_DIR)], overwrite)
-        (out_dir / OVERLAY_DIR).mkdir(exist_ok=True)
-        (out_dir / MAP_DIR).mkdir(exist_ok=True)
+        for folder in (out_dir, out_dir / OVERLAY_DIR, out_dir / MAP_DIR):
+            folder.mkdir(exist_ok=True)
+            (folder / OUTPUT_MARKER).touch()  # results, never inputs (see zsad.discovery)
         written: list[Path] = []
         pool = ThreadPoolExecutor(max_workers=num_workers) if num_workers > 0 else None
         read = pool.map if pool is not None else map
