@@ -87,6 +87,17 @@ def test_resume_refuses_other_words_references_or_fusion_weight_and_names_them(t
         predict_files(other_weight, paths, few_out, 0.5, resume=True, show_progress=False, meta=few.provenance())
 
 
+def test_resume_refuses_another_calibration(tmp_path, zeroshot):
+    from zsad.api import Predictor
+
+    paths = _images(tmp_path / "in", 2)
+    calibrated = Predictor(zeroshot.detector, zeroshot.device, zeroshot.class_names)
+    calibrated.calibration = "sha256-of-a-calibration-file"
+    _interrupted_run(calibrated, paths, tmp_path / "out")
+    with pytest.raises(ResumeMismatchError, match="identity.calibration: requested None, earlier run has 'sha256-of-a-calibration-file'"):
+        predict_files(zeroshot, paths, tmp_path / "out", 0.5, resume=True, show_progress=False, meta=zeroshot.provenance())
+
+
 def test_resume_refuses_another_checkpoint_of_the_same_method(tmp_path):
     paths = _images(tmp_path / "in", 2)
     checkpoints = []

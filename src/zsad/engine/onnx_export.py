@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-
 import torch
 from torch import nn
 
@@ -282,7 +281,7 @@ class OnnxPredictor(Scorer):
             "onnx_sha256": self._file_digest,
             "class_words": words,
             "references": None,
-            "calibration": None,
+            "calibration": self.calibration,
         }
 
     def run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

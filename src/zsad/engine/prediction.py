@@ -23,8 +23,8 @@ from ..imageio import ImageReadError, read_image, read_image_reduced
 from ..map_files import write_overlay, write_raw_map
 from ..output_lock import claim_output_folder
 from ..score_table import ScoreTable
-from .scorer import Scorer
 from .runtime import image_counter
+from .scorer import Scorer
 
 OVERLAY_DIR = "overlays"
 MAP_DIR = "maps"

@@ -2,7 +2,8 @@
 with its prompt words, scoring images (the torch :class:`~zsad.engine.scorer.Scorer`)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ class Predictor(Scorer):
             "precision": self.precision,
             "class_words": self.prompt_words(class_name),
             "references": None if self.references is None else self.references.to_dict(),
-            "calibration": None,
+            "calibration": self.calibration,
         }
 
     def refuse_compiled(self) -> None:
@@ -91,7 +92,7 @@ class Predictor(Scorer):
 
     def with_references(
         self, references: torch.Tensor, settings: FewShotSettings, described: References | None = None
-    ) -> "Predictor":
+    ) -> Predictor:
         """A Predictor in few-shot mode whose bank holds ``references`` (K, 3, S, S), for
         every category (``described`` by default: the tensors' content hash). Few-shot mode
         runs eagerly (its bank is searched per category in Python): a compiled predictor is
@@ -101,7 +102,9 @@ class Predictor(Scorer):
             described = References(state_digest({"references": references}), references.shape[0], settings.weight)
         detector = FewShotDetector(self.detector, settings)
         detector.add_references(references.to(self.device))
-        return Predictor(detector, self.device, self.class_names, self.precision, references=described)
+        few_shot = Predictor(detector, self.device, self.class_names, self.precision, references=described)
+        few_shot.calibration = self.calibration
+        return few_shot
 
     @torch.no_grad()
     def score_and_map(self, images: Sequence[Image.Image], class_name: str | None = None) -> tuple[list[float], np.ndarray]:

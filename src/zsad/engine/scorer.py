@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -99,6 +100,9 @@ class Scorer(ABC):
     :meth:`prompt_words`, :meth:`provenance` and :meth:`identity`; the rest is shared."""
 
     image_size: int
+    # What a calibration applied to the scores is (e.g. the SHA-256 of its file), recorded as
+    # the identity's "calibration"; None: raw scores. Set by whatever calibrates a scorer.
+    calibration: str | None = None
 
     @abstractmethod
     def score_and_map(self, images: Sequence[Image.Image], class_name: str | None = None) -> tuple[list[float], np.ndarray]:
