@@ -66,7 +66,8 @@ class ScoreTable:
         self.csv_path = self.out_dir / CSV_NAME
         self.json_path = self.out_dir / JSON_NAME
         self.provenance = dict(provenance)
-        self.meta = {**meta, "identity": None if identity is None else dict(identity)}
+        # As JSON stores it (tuples become lists), so that a resumed run compares like with like.
+        self.meta = {**meta, "identity": json.loads(json.dumps(identity))}
         self.columns = [*SCORE_COLUMNS, *self.provenance]
         self.rows: list[dict[str, Any]] = self._previous_rows() if resume else []
         if resume and self.rows:
