@@ -69,7 +69,7 @@ def test_resume_refuses_other_words_references_or_fusion_weight_and_names_them(t
     paths = _images(tmp_path / "in", 3)
     out = tmp_path / "out"
     _interrupted_run(zeroshot, paths, out)
-    with pytest.raises(ResumeMismatchError, match="class_words: requested 'screw', earlier run has 'object'"):
+    with pytest.raises(ResumeMismatchError, match="class_words: requested 'screw', the earlier run has 'object'"):
         predict_files(zeroshot, paths, out, 0.5, class_name="screw", resume=True, show_progress=False, meta=zeroshot.provenance())
     references = _images(tmp_path / "refs", 1)[0].parent
     with pytest.raises(ResumeMismatchError, match="references: requested"):
@@ -83,19 +83,24 @@ def test_resume_refuses_other_words_references_or_fusion_weight_and_names_them(t
     few = with_reference_folder(zeroshot, references, 0.5)
     _interrupted_run(few, paths, few_out)
     other_weight = with_reference_folder(zeroshot, references, 0.75)
-    with pytest.raises(ResumeMismatchError, match="identity.references.fusion_weight: requested 0.75, earlier run has 0.5"):
+    with pytest.raises(ResumeMismatchError, match="identity.references.fusion_weight: requested 0.75, the earlier run has 0.5"):
         predict_files(other_weight, paths, few_out, 0.5, resume=True, show_progress=False, meta=few.provenance())
 
 
 def test_resume_refuses_another_calibration(tmp_path, zeroshot):
-    from zsad.api import Predictor
+    from zsad.calibration import ClassCalibration
 
     paths = _images(tmp_path / "in", 2)
-    calibrated = Predictor(zeroshot.detector, zeroshot.device, zeroshot.class_names)
-    calibrated.calibration = "sha256-of-a-calibration-file"
-    _interrupted_run(calibrated, paths, tmp_path / "out")
-    with pytest.raises(ResumeMismatchError, match="identity.calibration: requested None, earlier run has 'sha256-of-a-calibration-file'"):
-        predict_files(zeroshot, paths, tmp_path / "out", 0.5, resume=True, show_progress=False, meta=zeroshot.provenance())
+    entry = ClassCalibration("object", 0.1, 0.4, 0.6, [0.1, 0.2, 0.3], 0.25)
+    out = tmp_path / "out"
+    predict_files(zeroshot, paths[:1], out, 0.5, show_progress=False, meta=zeroshot.provenance(), calibration=entry)
+    recorded = json.loads((out / "scores.json").read_text())["meta"]["identity"]["calibration"]
+    assert recorded["image_threshold"] == 0.4 and len(recorded["sha256"]) == 64
+    other = ClassCalibration("object", 0.1, 0.4, 0.6, [0.1, 0.2, 0.35], 0.25)  # same thresholds, other normal scores
+    with pytest.raises(ResumeMismatchError, match="identity.calibration.sha256: requested"):
+        predict_files(zeroshot, paths, out, 0.5, resume=True, show_progress=False, meta=zeroshot.provenance(), calibration=other)
+    with pytest.raises(ResumeMismatchError, match="p_value"):  # without it: another kind of table
+        predict_files(zeroshot, paths, out, 0.4, resume=True, show_progress=False, meta=zeroshot.provenance())
 
 
 def test_resume_refuses_another_checkpoint_of_the_same_method(tmp_path):
@@ -126,17 +131,17 @@ def test_resume_with_another_method_lists_the_differences_one_per_line(tmp_path)
     )
     assert other.exit_code == 1
     lines = [line for line in other.output.splitlines() if line.strip().startswith("- ")]
-    assert any("identity.method: requested 'moeclip', earlier run has 'zeroshot'" in line for line in lines), other.output
+    assert any("identity.method: requested 'moeclip', the earlier run has 'zeroshot'" in line for line in lines), other.output
     assert 1 < len(lines) <= 12 and all(len(line) < 200 for line in lines)
 
 
 def test_describe_differences_caps_the_list_and_counts():
     requested = {f"field_{index:02d}": index for index in range(40)}
-    differences = config_differences(requested, {key: -1 for key in requested}, stored_name="earlier run")
+    differences = config_differences(requested, {key: -1 for key in requested}, stored_name="the earlier run")
     text = describe_differences("cannot resume", differences, limit=5)
     lines = text.splitlines()
     assert lines[0] == "cannot resume (40 differences):" and len(lines) == 7
-    assert lines[1] == "  - field_00: requested 0, earlier run has -1" and lines[-1] == "  ... and 35 more"
+    assert lines[1] == "  - field_00: requested 0, the earlier run has -1" and lines[-1] == "  ... and 35 more"
     assert describe_differences("x", ["a"]).splitlines()[0] == "x (1 difference):"
 
 

@@ -134,13 +134,13 @@ def config_differences(
     ignored: Iterable[str] = (),
     only_given: bool = False,
     prefix: str = "",
-    stored_name: str = "checkpoint",
+    stored_name: str = "the checkpoint",
 ) -> list[str]:
     """Human-readable list of the fields where a requested config and a stored one (a
     checkpoint's, an ONNX file's, an earlier run's) differ. Nested dicts compare field by
     field under dotted names; ``ignored`` names fields (dotted) that may differ; with
     ``only_given`` a field the request leaves out or sets to None is not compared;
-    ``stored_name`` says what holds the stored config."""
+    ``stored_name`` says where the stored config comes from."""
     ignored = frozenset(ignored)
     if isinstance(requested, dict) and isinstance(stored, dict):
         differences = []
@@ -150,9 +150,9 @@ def config_differences(
                 continue
             if key not in requested or (only_given and requested[key] is None):
                 if not only_given:
-                    differences.append(f"{name}: only in the {stored_name} ({stored[key]!r})")
+                    differences.append(f"{name}: only in {stored_name} ({stored[key]!r})")
             elif key not in stored:
-                differences.append(f"{name}: missing from the {stored_name} (requested {requested[key]!r})")
+                differences.append(f"{name}: missing from {stored_name} (requested {requested[key]!r})")
             else:
                 differences.extend(config_differences(requested[key], stored[key], ignored, only_given, name, stored_name))
         return differences
@@ -175,7 +175,7 @@ def check_config_fits(
     source: str,
     ignored: Iterable[str] = (),
     only_given: bool = False,
-    stored_name: str = "checkpoint",
+    stored_name: str = "the checkpoint",
 ) -> None:
     """The one test of "does this config fit this stored one", for loading, resuming and
     ONNX files: raise CheckpointError naming every difference (see ``config_differences``)."""

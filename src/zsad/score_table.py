@@ -12,8 +12,8 @@ once its identity and threshold equal the recorded ones (one comparator,
 
 Columns: ``path`` (as given), ``score`` (6 decimals, empty when unreadable),
 ``label`` (1 at or above the threshold), ``error``, ``overlay`` and ``map`` (the
-result files, relative to the output folder), then the provenance columns
-(method, backbone, weights).
+result files, relative to the output folder), any extra columns of the run (e.g.
+``p_value`` with a calibration), then the provenance columns (method, backbone, weights).
 """
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ class ScoreTable:
         meta: Mapping[str, Any],
         overwrite: bool,
         resume: bool = False,
+        extra_columns: Sequence[str] = (),
         identity: Mapping[str, Any] | None = None,
     ):
         self.out_dir = Path(out_dir)
@@ -68,7 +69,8 @@ class ScoreTable:
         self.provenance = dict(provenance)
         # As JSON stores it (tuples become lists), so that a resumed run compares like with like.
         self.meta = {**meta, "identity": json.loads(json.dumps(identity))}
-        self.columns = [*SCORE_COLUMNS, *self.provenance]
+        self.extra_columns = tuple(extra_columns)
+        self.columns = [*SCORE_COLUMNS, *self.extra_columns, *self.provenance]
         self.rows: list[dict[str, Any]] = self._previous_rows() if resume else []
         if resume and self.rows:
             self._handle = open(self.csv_path, "a", newline="", encoding="utf-8")
@@ -114,7 +116,7 @@ class ScoreTable:
             ) from None
         current = {"threshold": self.meta.get("threshold"), "identity": self.meta["identity"]}
         recorded = {key: earlier.get(key) for key in current}
-        differences = config_differences(current, recorded, stored_name="earlier run")
+        differences = config_differences(current, recorded, stored_name="the earlier run")
         if differences:
             raise ResumeMismatchError(
                 describe_differences(f"cannot resume in {self.out_dir}: its rows were scored with other settings", differences)
@@ -132,7 +134,7 @@ class ScoreTable:
     def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Append rows to scores.csv and push them to disk."""
         for row in rows:
-            full = {**{column: None for column in SCORE_COLUMNS}, **row, **self.provenance}
+            full = {**{column: None for column in (*SCORE_COLUMNS, *self.extra_columns)}, **row, **self.provenance}
             score = full["score"]
             cells = [("" if score is None else f"{score:.6f}") if column == "score" else ("" if full[column] is None else full[column]) for column in self.columns]
             self._writer.writerow(cells)

@@ -262,7 +262,7 @@ class OnnxPredictor(Scorer):
         if requested.get("weights") is not None:
             requested = {**requested, "weights": canonical_weights(requested["weights"])}
         try:
-            check_config_fits(requested, stored, str(self.path), only_given=True, stored_name="file")
+            check_config_fits(requested, stored, str(self.path), only_given=True, stored_name="the file")
         except CheckpointError as error:
             raise OnnxExportError(f"{error}\nRun `zsad export` again for these settings.") from None
 
@@ -281,7 +281,7 @@ class OnnxPredictor(Scorer):
             "onnx_sha256": self._file_digest,
             "class_words": words,
             "references": None,
-            "calibration": self.calibration,
+            "calibration": None,
         }
 
     def run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,14 +9,17 @@ written band by band (:mod:`zsad.map_files`).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from ..calibration import ClassCalibration
 from ..discovery import OUTPUT_MARKER, unique_paths
 from ..fileio import check_can_write
 from ..imageio import ImageReadError, read_image, read_image_reduced
@@ -75,6 +78,18 @@ def _full_image(path: Path, reduced: Image.Image, full_size: tuple[int, int]) ->
     return reduced if reduced.size == full_size else read_image(path)
 
 
+def calibration_identity(calibration: ClassCalibration | None) -> dict[str, Any] | None:
+    """What the scoring identity records of a calibration entry: its thresholds and a hash
+    of the whole entry (the normal scores behind its p-values included); None without one."""
+    if calibration is None:
+        return None
+    entry = json.dumps(asdict(calibration), sort_keys=True).encode()
+    return {
+        "class_words": calibration.class_words, "image_threshold": calibration.image_threshold,
+        "pixel_threshold": calibration.pixel_threshold, "sha256": hashlib.sha256(entry).hexdigest(),
+    }
+
+
 def predict_files(
     predictor: Scorer,
     paths: list[Path],
@@ -87,6 +102,7 @@ def predict_files(
     meta: dict[str, Any] | None = None,
     num_workers: int = 0,
     resume: bool = False,
+    calibration: ClassCalibration | None = None,
 ) -> PredictionSummary:
     """Score every image once with ``predictor`` (any :class:`~zsad.engine.scorer.Scorer`);
     write per image an overlay PNG (see :func:`zsad.map_files.write_overlay`)
@@ -95,8 +111,12 @@ def predict_files(
     Unreadable files get a row with their error; every other image is still processed.
     Nothing that exists is overwritten unless ``overwrite``. ``resume`` continues an
     interrupted run in ``out_dir``: images with a row are kept, the others are scored;
-    the scorer's identity (:meth:`~zsad.engine.scorer.Scorer.identity`, recorded in
-    scores.json from the start) and the threshold must be those of the earlier run.
+    the scoring identity (the scorer's :meth:`~zsad.engine.scorer.Scorer.identity` with
+    the calibration entry, recorded in scores.json from the start) and the threshold must
+    be those of the earlier run.
+    ``calibration`` (a `zsad calibrate` entry for this model): its image threshold labels
+    the images (it replaces ``threshold``), its pixel threshold draws the contours, and
+    scores.csv gets a ``p_value`` column (see :func:`zsad.calibration.p_values`).
     ``meta`` (method, backbone, weights...) is recorded in every file: scores.json, a
     column of scores.csv, and PNG text chunks. ``num_workers`` threads decode the images.
     The result folders are marked as results, so that a later run given a folder that
@@ -108,12 +128,17 @@ def predict_files(
         PredictionInterrupted: on Ctrl-C, after scores.json was written with what was done.
     """
     meta = meta or {}
+    if calibration is not None:
+        threshold = calibration.image_threshold
+    contour = None if calibration is None else calibration.pixel_threshold
     provenance = {key: meta[key] for key in ("method", "backbone", "weights") if key in meta}
     side = predictor.image_size
     paths = unique_paths(paths)
     names = dict(zip(paths, output_names(paths)))
-    identity = predictor.identity(class_name)
-    with claim_output_folder(out_dir), ScoreTable(out_dir, provenance, {**meta, "threshold": threshold}, overwrite, resume, identity) as table:
+    identity = {**predictor.identity(class_name), "calibration": calibration_identity(calibration)}
+    with claim_output_folder(out_dir), ScoreTable(
+        out_dir, provenance, {**meta, "threshold": threshold}, overwrite, resume, ("p_value",) if calibration else (), identity,
+    ) as table:
         todo = [path for path in paths if str(path) not in table.done_paths]
         replace = overwrite or resume  # an interrupted run's files for images without a row are its own
         if not replace:
@@ -142,12 +167,16 @@ def predict_files(
                     image, full_size = item
                     overlay = out_dir / OVERLAY_DIR / f"{names[path]}.png"
                     raw = out_dir / MAP_DIR / f"{names[path]}.png"
-                    write_overlay(overlay, _full_image(path, image, full_size), low, score, threshold, provenance, overwrite=replace)
+                    write_overlay(
+                        overlay, _full_image(path, image, full_size), low, score, threshold, provenance, overwrite=replace,
+                        contour_threshold=contour,
+                    )
                     write_raw_map(raw, low, full_size[::-1], provenance, overwrite=replace)
                     written += [overlay, raw]
                     rows.append({
                         "path": str(path), "score": score, "label": int(score >= threshold), "error": "",
                         "overlay": str(overlay.relative_to(out_dir)), "map": str(raw.relative_to(out_dir)),
+                        **({"p_value": round(float(calibration.p_values([score])[0]), 6)} if calibration else {}),
                     })
                 table.add(rows)
                 counter.update(len(batch))

@@ -76,7 +76,7 @@ class Predictor(Scorer):
             "precision": self.precision,
             "class_words": self.prompt_words(class_name),
             "references": None if self.references is None else self.references.to_dict(),
-            "calibration": self.calibration,
+            "calibration": None,
         }
 
     def refuse_compiled(self) -> None:
@@ -102,9 +102,7 @@ class Predictor(Scorer):
             described = References(state_digest({"references": references}), references.shape[0], settings.weight)
         detector = FewShotDetector(self.detector, settings)
         detector.add_references(references.to(self.device))
-        few_shot = Predictor(detector, self.device, self.class_names, self.precision, references=described)
-        few_shot.calibration = self.calibration
-        return few_shot
+        return Predictor(detector, self.device, self.class_names, self.precision, references=described)
 
     @torch.no_grad()
     def score_and_map(self, images: Sequence[Image.Image], class_name: str | None = None) -> tuple[list[float], np.ndarray]:

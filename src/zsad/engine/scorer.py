@@ -100,9 +100,6 @@ class Scorer(ABC):
     :meth:`prompt_words`, :meth:`provenance` and :meth:`identity`; the rest is shared."""
 
     image_size: int
-    # What a calibration applied to the scores is (e.g. the SHA-256 of its file), recorded as
-    # the identity's "calibration"; None: raw scores. Set by whatever calibrates a scorer.
-    calibration: str | None = None
 
     @abstractmethod
     def score_and_map(self, images: Sequence[Image.Image], class_name: str | None = None) -> tuple[list[float], np.ndarray]:
@@ -123,8 +120,9 @@ class Scorer(ABC):
     @abstractmethod
     def identity(self, class_name: str | None = None) -> dict[str, Any]:
         """Everything that decides the scores for ``class_name`` (JSON values): two scorers
-        with equal identities give the same scores. Its ``references`` and ``calibration``
-        entries are None when not used."""
+        with equal identities give the same scores. Its ``references`` entry is None when
+        not used; its ``calibration`` entry is None (a scorer gives raw scores: a run that
+        applies a calibration fills it, see :func:`zsad.engine.prediction.predict_files`)."""
 
     def reserve(self, batch_size: int) -> None:
         """Prepare for batches of up to ``batch_size`` images (a compiled model compiles
