@@ -180,9 +180,9 @@ def test_cli_export_then_predict_onnx_writes_what_the_torch_path_writes(tmp_path
     refused = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "x"), "--onnx", str(tmp_path / "m.onnx"), "--method", "moeclip"])
     assert refused.exit_code == 1 and "--onnx runs the exported model as it is" in refused.output
     wrong_words = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "y"), "--onnx", str(tmp_path / "m.onnx"), "--class-name", "screw"])
-    assert wrong_words.exit_code == 1 and "class_words: given 'screw', the file has 'tile'" in wrong_words.output
+    assert wrong_words.exit_code == 1 and "class_words: requested 'screw', the file has 'tile'" in wrong_words.output
     wrong_size = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "z"), "--onnx", str(tmp_path / "m.onnx"), "--image-size", "96"])
-    assert wrong_size.exit_code == 1 and "image_size: given 96, the file has 64" in wrong_size.output
+    assert wrong_size.exit_code == 1 and "image_size: requested 96, the file has 64" in wrong_size.output
     agreeing = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "a"), "--onnx", str(tmp_path / "m.onnx"), *TINY, "--quiet"])
     assert agreeing.exit_code == 0, agreeing.output
 

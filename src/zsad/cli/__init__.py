@@ -243,10 +243,11 @@ def predict(
 def _predict_sets(predictor, paths, out, threshold, model, set_size, reference, batch_size, overwrite, resume, quiet, meta):
     """`zsad predict` for a set method (musc): one set per --class-names category folder
     (else all the images), --reference images joining every set."""
+    from ..engine.fewshot import reference_paths
     from ..engine.set_scoring import group_by_class_folder, predict_sets
 
     groups = group_by_class_folder(paths, predictor.class_names.table if model.class_names else ())
-    references = fs.reference_paths(reference) if reference is not None else []
+    references = reference_paths(reference) if reference is not None else []
     return predict_sets(predictor, groups, out, threshold, set_size, references, batch_size, overwrite, resume, not quiet, meta)
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..backbone import ClipBackbone
+from ..checkpoints import own_state
 from ..errors import InvalidInputError
 from ..settings import DEFAULT_DOMAIN, DOMAINS, Settings
 
@@ -212,11 +213,7 @@ class AnomalyDetector(nn.Module):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The method's own state: every tensor outside the frozen backbone that is saved
         (trainable parameters and persistent buffers such as frozen FOFS projections)."""
-        return {
-            key: value
-            for key, value in self.state_dict().items()
-            if not key.startswith("backbone.")
-        }
+        return own_state(self.state_dict())
 
     def parameter_groups(self, settings: OptimiserSettings) -> list[dict[str, Any]]:
         """The optimiser's parameter groups (default: one group of every parameter that

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..backbone import DEFAULT_MODEL_NAME, BackboneConfig, create_backbone, quick_gelu_for
 from ..clip_weights import canonical_weights, is_random_weights
-from ..checkpoints import check_config_fits, load_method_state, read_checkpoint
+from ..checkpoints import check_config_fits, load_method_state, read_checkpoint, resolve_checkpoint
 from . import DEFAULT_INIT_SEED, build_method, method_class
 from .base import AnomalyDetector
 
@@ -38,7 +38,8 @@ def build_detector(
     the method's own modules (see :func:`zsad.methods.build_method`); random backbone
     weights take their seed from ``weights`` (``random:SEED``).
 
-    With a checkpoint (one file), its stored config decides the method, the backbone and
+    ``checkpoint`` names a file, a training run's folder or ``hf-hub:ORG/NAME[@REV]``
+    (see :func:`zsad.checkpoints.resolve_checkpoint`). Its stored config decides the method, the backbone and
     the image size; anything passed explicitly must agree with it (otherwise a
     CheckpointError names the differences). ``weights`` may point the checkpoint's
     backbone to a local file.
@@ -52,7 +53,7 @@ def build_detector(
         if method is None:
             raise ValueError("name a method (e.g. 'zeroshot') or give a checkpoint")
         return _fresh_detector(method, backbone, weights, image_size, method_config, cache_dir, for_training, seed, quick_gelu)
-    return _detector_from_checkpoint(Path(checkpoint), method, backbone, weights, image_size, method_config, cache_dir, seed, quick_gelu)
+    return _detector_from_checkpoint(resolve_checkpoint(checkpoint), method, backbone, weights, image_size, method_config, cache_dir, seed, quick_gelu)
 
 
 def _fresh_detector(

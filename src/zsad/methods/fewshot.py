@@ -78,6 +78,10 @@ class FewShotDetector(nn.Module):
         """The wrapped detector's provenance."""
         return self.detector.provenance()
 
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The wrapped detector's own state (the memory bank is data, not weights)."""
+        return self.detector.trainable_state_dict()
+
     def reference_count(self, category: str | None = ANY_CATEGORY) -> int:
         """Number of reference patches per block stored for ``category``."""
         bank = self.banks.get(category)
