@@ -153,7 +153,7 @@ def test_killed_run_resumes_with_nothing_lost_or_scored_twice_and_equals_zsad_pr
     assert plain.wait(timeout=600) == 2, plain.stdout.read()  # the broken file
 
     out = tmp_path / "many"
-    many = [str(tmp_path / "in"), "--out", str(out), *TINY, "--actors", "2", "--chunk-size", "10", "--batch-size", "5", "-q"]
+    many = [str(tmp_path / "in"), "--out", str(out), *TINY, "--actors", "2", "--chunk-size", "5", "--batch-size", "5", "-q"]
     first = _zsad("predict-many", *many)
     deadline = time.monotonic() + 600
     while len(done_chunks(out)) < 2 and first.poll() is None and time.monotonic() < deadline:
@@ -161,12 +161,12 @@ def test_killed_run_resumes_with_nothing_lost_or_scored_twice_and_equals_zsad_pr
     os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray processes it started
     first.wait()
     kept = {chunk: shard_path(out, chunk).stat().st_mtime_ns for chunk in done_chunks(out)}
-    assert 2 <= len(kept) < 21, "the kill came too late to test a resume"
+    assert 2 <= len(kept) < 41, "the kill came too late to test a resume"
 
     second = _zsad("predict-many", *many, "--resume")
     output = second.communicate(timeout=600)[0]
     assert second.returncode == 2, output  # the broken file is reported
-    assert f"{sum(10 for _ in kept)} kept from the earlier run" in output or "kept from the earlier run" in output
+    assert "kept from the earlier run" in output
     assert {chunk: shard_path(out, chunk).stat().st_mtime_ns for chunk in kept} == kept  # not redone
     rows = _shard_rows(out)
     paths = [row["path"] for row in rows]
