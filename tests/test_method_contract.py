@@ -52,12 +52,13 @@ def test_registry_key_is_the_class_name(name):
 def test_the_light_name_table_matches_the_registry():
     """zsad.method_names (read by the command line without importing torch) lists exactly
     the bundled methods, each with the registry's trainable flag."""
-    from zsad.method_names import BUILTIN_METHODS
+    from zsad.method_names import BUILTIN_METHODS, SET_METHODS
 
     bundled = {
         name: method_class(name).trainable for name in available_methods() if method_class(name).__module__.startswith("zsad.methods.")
     }
     assert BUILTIN_METHODS == bundled
+    assert set(SET_METHODS) == {name for name in bundled if getattr(method_class(name), "scores_sets", False)}
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -17,7 +17,7 @@ import toy_method  # noqa: F401,E402  (registers 'toy': a method written outside
 from zsad.cli import app  # noqa: E402
 from zsad.data.synth import generate_mvtec_like  # noqa: E402
 from zsad.engine.onnx_export import OnnxExportError, OnnxPredictor, export_onnx, torchscript_exporter_options  # noqa: E402
-from zsad.methods import available_methods, build_method  # noqa: E402
+from zsad.methods import available_methods, build_method, method_class  # noqa: E402
 from zsad.text import build_learned_prompts, encode_learned_prompts  # noqa: E402
 
 TINY = ["--backbone", "zsad-tiny", "--weights", "random", "--image-size", "64"]
@@ -64,7 +64,9 @@ def test_learned_prompts_with_empty_parts_convert(class_name, side, tiny_backbon
         assert (torch.from_numpy(onnx_feature) - module(tokens)).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("method", available_methods())
+@pytest.mark.parametrize(
+    "method", [name for name in available_methods() if not method_class(name).scores_sets]
+)  # set methods refuse export
 def test_onnxruntime_matches_torch_for_any_batch_size(method, tiny_backbone, tmp_path):
     model = _detector(method, tiny_backbone)
     path = tmp_path / f"{method}.onnx"
@@ -148,9 +150,12 @@ def test_files_that_are_not_zsad_exports_are_refused(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     onnx.save(helper.make_model(graph), str(tmp_path / "other.onnx"))
     with pytest.raises(OnnxExportError, match="not written by `zsad export`"):
         OnnxPredictor(tmp_path / "other.onnx")
@@ -187,11 +192,11 @@ def test_cli_export_then_predict_onnx_writes_what_the_torch_path_writes(tmp_path
     wrong_words = runner.invoke(
         app, ["predict", str(images), "--out", str(tmp_path / "y"), "--onnx", str(tmp_path / "m.onnx"), "--class-name", "screw"]
     )
-    assert wrong_words.exit_code == 1 and "class_words: given 'screw', the file has 'tile'" in wrong_words.output
+    assert wrong_words.exit_code == 1 and "class_words: requested 'screw', the file has 'tile'" in wrong_words.output
     wrong_size = runner.invoke(
         app, ["predict", str(images), "--out", str(tmp_path / "z"), "--onnx", str(tmp_path / "m.onnx"), "--image-size", "96"]
     )
-    assert wrong_size.exit_code == 1 and "image_size: given 96, the file has 64" in wrong_size.output
+    assert wrong_size.exit_code == 1 and "image_size: requested 96, the file has 64" in wrong_size.output
     agreeing = runner.invoke(
         app, ["predict", str(images), "--out", str(tmp_path / "a"), "--onnx", str(tmp_path / "m.onnx"), *TINY, "--quiet"]
     )

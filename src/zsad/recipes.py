@@ -10,7 +10,9 @@ import yaml
 
 from .errors import InvalidInputError, MissingInputError
 
-_RECIPE_KEYS = {"method", "method_config", "training", "description"}
+_RECIPE_KEYS = {"method", "method_config", "training", "description", "backbone"}
+# What a recipe may say about the backbone (the rest comes from the command line).
+_BACKBONE_KEYS = {"activation"}
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,7 @@ class Recipe:
     method_config: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    backbone: dict[str, Any] = field(default_factory=dict)
 
 
 def load_recipe(path: str | Path | None) -> Recipe:
@@ -39,7 +42,13 @@ def load_recipe(path: str | Path | None) -> Recipe:
     unknown = sorted(set(values) - _RECIPE_KEYS)
     if unknown:
         raise InvalidInputError(f"{path}: unknown keys {unknown}; allowed: {sorted(_RECIPE_KEYS)}")
+    backbone = dict(values.get("backbone") or {})
+    if set(backbone) - _BACKBONE_KEYS:
+        raise InvalidInputError(
+            f"{path}: unknown backbone keys {sorted(set(backbone) - _BACKBONE_KEYS)}; allowed: {sorted(_BACKBONE_KEYS)}"
+        )
     return Recipe(
+        backbone=backbone,
         method=values.get("method"),
         method_config=dict(values.get("method_config") or {}),
         training=dict(values.get("training") or {}),

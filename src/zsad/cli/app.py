@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from . import analysis, benchmark, calibrate, data, demo, export, predict, serve, testing, training
+from . import analysis, benchmark, calibrate, data, demo, export, predict, predict_many, serve, testing, training
 from .registration import add_command, new_group
 
 SUMMARY = "Zero-shot anomaly detection with CLIP: a score and a heat map per image, for categories never seen in training."
@@ -49,6 +49,7 @@ add_command(app, benchmark.benchmark)
 add_command(app, serve.serve)
 add_command(app, export.export)
 add_command(app, calibrate.calibrate)
+add_command(app, predict_many.predict_many, name="predict-many")
 
 analyze_app = new_group("Analyses of a trained model.")
 add_command(analyze_app, analysis.experts)

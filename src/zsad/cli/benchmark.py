@@ -13,7 +13,6 @@ from .tables import print_markdown
 
 
 def benchmark(
-    train: Annotated[str, typer.Option("--train", help="The auxiliary data set, KIND:PATH (the papers: visa:PATH). Kinds: {data_kinds}.")],
     test: Annotated[
         str,
         typer.Option(
@@ -23,6 +22,14 @@ def benchmark(
     ],
     out: opt.Out,
     training_options: opt.TrainingOptions,
+    train: Annotated[
+        Optional[str],
+        typer.Option(
+            "--train",
+            help="The auxiliary data set, KIND:PATH (the papers: visa:PATH); not for training-free methods "
+            "({training_free_methods}). Kinds: {data_kinds}.",
+        ),
+    ] = None,
     method: opt.Method = None,
     config: opt.ConfigFile = None,
     swap: Annotated[
@@ -35,15 +42,17 @@ def benchmark(
     backbone: opt.Backbone = None,
     weights: opt.Weights = None,
     image_size: opt.ImageSize = None,
+    activation: opt.Activation = None,
     cache_dir: opt.CacheDir = None,
     device: opt.Device = "auto",
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """The papers' protocol: train on --train, test on every --test set, and write
-    benchmark.md / benchmark.json with our numbers beside the published ones."""
+    """The papers' protocol: train on --train (training-free methods: no --train), test on
+    every --test set, and write benchmark.md / benchmark.json with our numbers beside
+    the published ones."""
     tests = [part.strip() for part in test.split(",") if part.strip()]
-    for spec in [train, *tests]:  # checked before torch is imported
+    for spec in [*([train] if train is not None else []), *tests]:  # checked before torch is imported
         check_data_spec(spec)
     from ..clip_weights import is_random_weights
     from ..engine.benchmark import BenchmarkPlan, run_benchmark
@@ -57,7 +66,7 @@ def benchmark(
     plan = BenchmarkPlan(
         method=chosen, method_config=recipe.method_config, backbone=backbone, weights=weights,
         image_size=image_size, cache_dir=str(cache_dir) if cache_dir else None, train=train,
-        tests=tests, training=training, swap=swap,
+        tests=tests, training=training, swap=swap, activation=activation or recipe.backbone.get("activation"),
     )
     warn_if_random(is_random_weights(weights or "openai"))
     summary = run_benchmark(plan, out, ClassNames.load(class_names), device=device, overwrite=overwrite,

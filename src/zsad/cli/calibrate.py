@@ -9,6 +9,8 @@ import typer
 
 from ..data.spec import check_data_spec
 from ..errors import InvalidInputError
+from ..settings import CALIBRATION_SPLITS
+from . import checks
 from . import options as opt
 from .console import EXIT_BAD_INPUT, console, err_console
 from .model_loading import load_predictor
@@ -100,10 +102,21 @@ def calibrate(
         str | None,
         typer.Option(
             "--data",
-            help="KIND:PATH of a data set whose normal training images (train/good) calibrate "
-            "each of its categories (one entry per category). Kinds: {data_kinds}.",
+            help="KIND:PATH of a data set whose normal images (see --split) calibrate each of its categories "
+            "(one entry per category). Kinds: {data_kinds}.",
         ),
     ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split",
+            callback=checks.one_of(*CALIBRATION_SPLITS),
+            help="Which normal images of --data calibrate: `auto` (default) takes the held-out normal images "
+            "(validation/good) where the layout has them (MVTec AD 2, MVTec LOCO: the intended calibration set, never "
+            "trained on), else the training ones (train/good); `train` or `validation` forces one. The file records "
+            "the split used.",
+        ),
+    ] = "auto",
     classes: opt.Classes = None,
     false_positive_rate: FalsePositiveRate = 0.01,
     batch_size: opt.BatchSize = 8,
@@ -118,11 +131,14 @@ def calibrate(
     from ..data.layouts.common import IMAGE_SUFFIXES
     from ..discovery import find_images
     from ..engine.calibrating import calibrate as run_calibration
+    from ..engine.calibrating import calibration_split
 
     if bool(normal_images) == (data is not None):
         raise InvalidInputError("give normal image folders (NORMAL_DIR...) or --data KIND:PATH, one of the two")
     if classes and data is None:
         raise InvalidInputError("--classes selects categories of --data; it does not apply to image folders")
+    if split != "auto" and data is None:
+        raise InvalidInputError("--split selects the normal images of --data; it does not apply to image folders")
     if out.exists() and not overwrite:
         raise InvalidInputError(f"{out} exists; pass --overwrite to replace it")
     if data is not None:
@@ -134,12 +150,15 @@ def calibrate(
         if not paths:
             raise InvalidInputError(f"no image files found in {', '.join(map(str, normal_images))}")
         require_normal_images(len(paths), false_positive_rate, "found")  # before the model loads
+    if data is not None:
+        split = calibration_split(data, split)  # before the model loads
+        console.print(f"calibrating on the normal images of the {split} split of {data}", highlight=False)
     needed = min_normal_images(false_positive_rate)
     console.print(f"false-positive rate {false_positive_rate}: needs at least {needed} normal images per category", highlight=False)
     predictor = load_predictor(model)
     calibration, errors = run_calibration(
         predictor, false_positive_rate, paths=paths, data_spec=data, classes=classes.split(",") if classes else None,
-        batch_size=batch_size, show_progress=not quiet,
+        batch_size=batch_size, show_progress=not quiet, split=split,
     )
     calibration.save(out, overwrite=overwrite)
     for key, entry in calibration.classes.items():

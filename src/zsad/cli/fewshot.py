@@ -6,8 +6,6 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ..errors import InvalidInputError
-
 Reference = Annotated[
     Optional[Path],
     typer.Option(help="Folder (or file) of a few normal images of the same category: adds a patch-feature memory bank (few-shot mode)."),
@@ -28,22 +26,19 @@ FusionWeight = Annotated[
 
 
 def reference_paths(reference: Path) -> list[Path]:
-    """The image files a --reference option names (a folder is searched recursively)."""
+    """The image files a --reference option names (a folder is searched recursively),
+    checked before torch is imported."""
     from ..data.layouts.common import IMAGE_SUFFIXES
-    from ..discovery import find_images
+    from ..discovery import reference_images
 
-    paths = find_images([reference], IMAGE_SUFFIXES).paths
-    if not paths:
-        raise InvalidInputError(f"no reference images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {reference}")
-    return paths
+    return reference_images(reference, IMAGE_SUFFIXES)
 
 
-def with_reference_images(predictor, paths: list[Path], weight: float, meta: dict):
-    """The predictor in few-shot mode with the images ``paths`` (see ``reference_paths``) in
-    its memory bank; records the number of references and the weight in ``meta``."""
-    from ..engine.fewshot import load_reference_images, with_references
-    from ..methods.fewshot import FewShotSettings
+def with_reference_folder(predictor, reference: Path, weight: float, meta: dict):
+    """The predictor in few-shot mode with every image under ``reference`` in its memory
+    bank; records the number of references and the weight in ``meta``."""
+    from ..engine.fewshot import with_reference_folder as few_shot
 
-    references = load_reference_images(paths, predictor.image_size)
-    meta.update(references=len(references), fusion_weight=weight)
-    return with_references(predictor, references, FewShotSettings(weight=weight))
+    scorer = few_shot(predictor, reference, weight)
+    meta.update(references=scorer.identity()["references"]["count"], fusion_weight=weight)
+    return scorer

@@ -3,8 +3,9 @@ filled in only when a help page is shown, so that the lists cannot go stale and 
 the command line imports nothing heavy.
 
 Placeholders: ``{methods}`` (every method, training-free ones marked),
-``{trainable_methods}``, ``{data_kinds}`` (the KIND names of ``--data``) and
-``{default:FIELD}`` (a TrainingConfig default).
+``{trainable_methods}``, ``{training_free_methods}``, ``{set_methods}``, ``{data_kinds}``
+(the KIND names of ``--data``), ``{unlabelled_splits}`` (the kinds' predict-only splits)
+and ``{default:FIELD}`` (a TrainingConfig default).
 """
 from __future__ import annotations
 
@@ -14,13 +15,19 @@ from typing import Any
 import typer
 from typer.core import TyperCommand
 
-PLACEHOLDER = re.compile(r"\{(methods|trainable_methods|data_kinds|default:\w+)\}")
+PLACEHOLDER = re.compile(r"\{(methods|trainable_methods|training_free_methods|set_methods|data_kinds|unlabelled_splits|default:\w+)\}")
 
 
 def _data_kinds() -> str:
     from ..data.layouts import LAYOUTS
 
     return ", ".join(LAYOUTS)
+
+
+def _unlabelled_splits() -> str:
+    from ..data.layouts import LAYOUTS
+
+    return "; ".join(f"{kind}: {', '.join(layout.predict_only_splits)}" for kind, layout in LAYOUTS.items() if layout.predict_only_splits)
 
 
 def _training_default(field: str) -> str:
@@ -31,7 +38,7 @@ def _training_default(field: str) -> str:
 
 def fill(text: str) -> str:
     """``text`` with every known placeholder replaced by its list or value."""
-    from ..method_names import methods_help, trainable_methods_help
+    from ..method_names import methods_help, set_methods_help, trainable_methods_help, training_free_methods_help
 
     def replacement(match: re.Match) -> str:
         key = match.group(1)
@@ -39,8 +46,14 @@ def fill(text: str) -> str:
             return methods_help()
         if key == "trainable_methods":
             return trainable_methods_help()
+        if key == "training_free_methods":
+            return training_free_methods_help()
+        if key == "set_methods":
+            return set_methods_help()
         if key == "data_kinds":
             return _data_kinds()
+        if key == "unlabelled_splits":
+            return _unlabelled_splits()
         return _training_default(key.removeprefix("default:"))
 
     return PLACEHOLDER.sub(replacement, text)

@@ -69,21 +69,31 @@ def check_model_options(options: opt.ModelOptions):
     return recipe, method, untrained
 
 
+def load_arguments(options: opt.ModelOptions, compile: str = "off") -> dict:
+    """The keyword arguments of :func:`zsad.api.load` that the shared model options
+    describe (method from the option, the recipe, or the checkpoint; the training-free
+    baseline when nothing names one), after :func:`check_model_options`. A picklable
+    description, so another process can build the same predictor."""
+    recipe, method, _ = check_model_options(options)
+    return dict(
+        method=method, checkpoint=options.checkpoint, backbone=options.backbone, weights=options.weights,
+        image_size=options.image_size, device=options.device, class_name=options.class_name,
+        class_names_file=options.class_names, precision=options.precision,
+        cache_dir=str(options.cache_dir) if options.cache_dir else None, method_config=recipe.method_config or None,
+        compile=compile, activation=options.activation or recipe.backbone.get("activation"), domain=options.domain,
+    )
+
+
 def load_predictor(options: opt.ModelOptions, compile: str = "off"):
-    """The predictor the shared model options describe (method from the option, the
-    recipe, or the checkpoint; the training-free baseline when nothing names one), its
+    """The predictor the shared model options describe (see :func:`load_arguments`), its
     inference call under ``--compile``."""
-    recipe, method, untrained = check_model_options(options)
+    _, method, untrained = check_model_options(options)
+    arguments = load_arguments(options, compile)
     from ..api import load
 
     with panel_replaces_random_warning(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedAdaptersWarning)  # the panel below says it
-        predictor = load(
-            method,
-            options.checkpoint, options.backbone, options.weights, options.image_size, options.device,
-            options.class_name, options.class_names, options.precision,
-            str(options.cache_dir) if options.cache_dir else None, recipe.method_config or None, compile,
-        )
+        predictor = load(**arguments)
     warn_if_random(predictor.detector.backbone.random_weights)
     if untrained:
         err_console.print(

@@ -7,6 +7,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from ..errors import InvalidInputError
+from ..method_names import set_methods_help
 from ..plurals import counted
 from . import calibrate as cal
 from . import fewshot as fs
@@ -33,6 +34,7 @@ def predict(
     num_workers: Annotated[int, typer.Option(min=0, help="Threads that decode images while the model runs (0 = none).")] = 0,
     reference: fs.Reference = None,
     fusion_weight: fs.FusionWeight = 0.5,
+    set_size: opt.SetSize = None,
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Run a model exported by `zsad export` with onnxruntime instead of "
                                                                 "torch (same outputs).")] = None,
     compile: opt.Compile = "off",
@@ -55,10 +57,14 @@ def predict(
         err_console.print(f"[yellow]skipped[/] {line}", highlight=False)
     if not found.paths:
         raise InvalidInputError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {', '.join(map(str, images))}")
-    references = None if reference is None or onnx is not None else fs.reference_paths(reference)
+    if set_size is not None and onnx is not None:
+        raise InvalidInputError("--set-size applies to methods that score sets of images, not to --onnx models")
+    if reference is not None and onnx is None:
+        fs.reference_paths(reference)
     if onnx is None:
         check_model_options(model)
     from ..engine.prediction import PredictionInterrupted, predict_files
+    from ..methods.base import scores_sets as method_scores_sets
 
     if onnx is not None:
         from .export import load_onnx_predictor
@@ -68,14 +74,29 @@ def predict(
     else:
         predictor = load_predictor(model, compile)
         meta = {**predictor.detector.provenance(), **compile_meta(compile)}
+    scores_sets = onnx is None and method_scores_sets(predictor.detector)
+    if set_size is not None and not scores_sets:
+        raise InvalidInputError(f"--set-size applies to methods that score sets of images ({set_methods_help()})")
+    if scores_sets and calibration is not None:
+        raise InvalidInputError(f"--method {predictor.detector.name} gives set-relative scores: --calibration does not apply")
     entry, threshold = cal.for_run(calibration, threshold, predictor, meta, predictor.meta if onnx is not None else None, reference)
-    if references is not None:
-        predictor = fs.with_reference_images(predictor, references, fusion_weight, meta)
+    if reference is not None and not scores_sets:
+        predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
+    if not scores_sets and onnx is None and model.method is None and model.checkpoint is None and model.config is None:
+        from ..engine.set_scoring import SET_METHOD_HINT, SUGGEST_SET_METHOD_FROM
+
+        if len(found.paths) >= SUGGEST_SET_METHOD_FROM:
+            err_console.print(SET_METHOD_HINT.format(n=len(found.paths)), highlight=False, soft_wrap=True)
     try:
-        summary = predict_files(
-            predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
-            show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume, calibration=entry,
-        )
+        if scores_sets:
+            summary = _predict_sets(
+                predictor, found.paths, out, threshold, model, set_size, reference, batch_size, overwrite, resume, quiet, meta
+            )
+        else:
+            summary = predict_files(
+                predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
+                show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume, calibration=entry,
+            )
     except PredictionInterrupted as stop:
         err_console.print(
             f"interrupted: {stop.done} of {counted(stop.total, 'image')} done; their rows are in {out / 'scores.csv'} and "
@@ -97,3 +118,13 @@ def predict(
         )
     if summary.n_errors:
         raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _predict_sets(predictor, paths, out, threshold, model, set_size, reference, batch_size, overwrite, resume, quiet, meta):
+    """`zsad predict` for a set method (musc): one set per --class-names category folder
+    (else all the images), --reference images joining every set."""
+    from ..engine.set_scoring import group_by_class_folder, predict_sets
+
+    groups = group_by_class_folder(paths, predictor.class_names.table if model.class_names else ())
+    references = fs.reference_paths(reference) if reference is not None else []
+    return predict_sets(predictor, groups, out, threshold, set_size, references, batch_size, overwrite, resume, not quiet, meta)

@@ -43,18 +43,21 @@ def serve(
     """Serve the detector over HTTP: POST /predict (multipart field `file`), GET /health,
     GET /info, and a web page at / to drop images on and see their overlays."""
     # Checked before torch is imported.
-    references = None if reference is None else fs.reference_paths(reference)
+    if reference is not None:
+        fs.reference_paths(reference)
     check_model_options(model)
     import uvicorn
 
+    from ..methods.base import refuse_set_method
     from ..serve import ServeSettings, create_app
 
     predictor = load_predictor(model, compile)
+    refuse_set_method(predictor.detector, "`zsad serve` (requests arrive one at a time)")
     meta = {**predictor.detector.provenance(), **compile_meta(compile)}
     entry, threshold = cal.for_run(calibration, threshold, predictor, meta, reference=reference)
-    if references is not None:
-        predictor = fs.with_reference_images(predictor, references, fusion_weight, meta)
-    predictor.inference.reserve(max_batch)  # compiled: every forward pass runs --max-batch images
+    if reference is not None:
+        predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
+    predictor.reserve(max_batch)  # compiled: every forward pass runs --max-batch images
     settings = ServeSettings(
         threshold=threshold, max_batch=max_batch, batch_window_ms=batch_window_ms, max_queue=max_queue,
         max_request_bytes=int(max_request_mb * 1024 * 1024), max_files=max_files,

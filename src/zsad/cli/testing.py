@@ -7,7 +7,7 @@ import typer
 
 from ..data.spec import check_data_spec
 from ..errors import InvalidInputError
-from ..settings import SCORE_NORMALISATIONS
+from ..settings import SAMPLE_SCORES, SCORE_NORMALISATIONS
 from . import calibrate as cal
 from . import checks
 from . import fewshot as fs
@@ -27,8 +27,18 @@ def test(
     score_normalisation: Annotated[str, typer.Option(callback=checks.one_of(*SCORE_NORMALISATIONS), help="`none`, or `per-class-minmax`: "
             "rescale scores over each class's whole test set (transductive, as the MoECLIP authors' "
             "code does; for comparison only).")] = "none",
+    sample_score: Annotated[
+        str,
+        typer.Option(
+            callback=checks.one_of(*SAMPLE_SCORES),
+            help="`image`: the image metrics score each image; `max-over-views`: each physical sample (Real-IAD's 5 "
+            "camera views) by the max over its views' scores, labelled anomalous when any view is. Pixel metrics stay "
+            "per image.",
+        ),
+    ] = "image",
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
+    set_size: opt.SetSize = None,
     shots: fs.Shots = 0,
     shot_seed: fs.ShotSeeds = None,
     fusion_weight: fs.FusionWeight = 0.5,
@@ -45,6 +55,8 @@ def test(
         raise InvalidInputError("--save-maps is not available with --shots (several seeds give several maps per image)")
     if shot_seed and not shots:
         raise InvalidInputError("--shot-seed needs --shots K (K >= 1)")
+    if shots and sample_score != "image":
+        raise InvalidInputError("--sample-score is not available with --shots")
     if calibration is not None and shots:
         raise InvalidInputError("--calibration applies to the zero-shot scores, not to --shots (references change the scores)")
     check_data_spec(data)
@@ -72,7 +84,8 @@ def test(
         predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
         overwrite=overwrite, show_progress=not quiet, meta={**predictor.detector.provenance(), **compile_meta(compile)},
-        calibration=calibrated, calibration_path=calibration,
+        calibration=calibrated, calibration_path=calibration, sample_score=sample_score, domain=model.domain,
+        set_size=set_size,
     )
     print_markdown(console, result.markdown)
     for error in result.errors:

@@ -55,6 +55,7 @@ class RunSettings:
     image_size: int | None
     data: list[str]
     training: TrainingConfig
+    activation: str | None = None
 
 
 def absolute_spec(spec: str) -> str:
@@ -74,6 +75,7 @@ def resolve_settings(
     weights: str | None,
     image_size: int | None,
     training_overrides: dict[str, Any],
+    activation: str | None = None,
 ) -> RunSettings:
     """Merge defaults < stored run config (resume) < recipe < command line. Command-line
     training values that are None were not given and do not override."""
@@ -100,7 +102,14 @@ def resolve_settings(
         image_size=image_size or stored_backbone.get("image_size"),
         data=specs,
         training=TrainingConfig.from_dict(training),
+        activation=activation or recipe.backbone.get("activation") or _stored_activation(stored_backbone),
     )
+
+
+def _stored_activation(backbone: dict[str, Any]) -> str | None:
+    """The activation a resumed run was started with (None: as the weights were trained)."""
+    quick_gelu = backbone.get("quick_gelu")
+    return None if quick_gelu is None else ("quick_gelu" if quick_gelu else "gelu")
 
 
 def train(
@@ -142,6 +151,7 @@ def train(
     backbone: opt.Backbone = None,
     weights: opt.Weights = None,
     image_size: opt.ImageSize = None,
+    activation: opt.Activation = None,
     cache_dir: opt.CacheDir = None,
     class_names: opt.ClassNamesFile = None,
     resume: Annotated[
@@ -194,6 +204,7 @@ def train(
             "cache_images": cache_images,
             "num_workers": num_workers,
         },
+        activation,
     )
     names = ClassNames.load(class_names)
     if stored is not None and class_names is None:
@@ -247,6 +258,7 @@ def _run(
             cache_dir=str(cache_dir) if cache_dir else None,
             for_training=True,
             seed=settings.training.seed,
+            activation=settings.activation,
         )
     if main:
         warn_if_random(detector.backbone.random_weights)

@@ -25,8 +25,10 @@ def parse_data_spec(spec: str) -> tuple[str, Path]:
 
 
 def check_data_spec(spec: str) -> tuple[str, Path]:
-    """:func:`parse_data_spec`, and the path must exist (MissingInputError otherwise)."""
+    """:func:`parse_data_spec`, and the paths it names must exist (MissingInputError
+    otherwise)."""
     kind, path = parse_data_spec(spec)
-    if not path.exists():
-        raise MissingInputError(f"data spec {spec!r}: {path} not found")
+    for named in LAYOUTS[kind].named_paths(path):
+        if not named.exists():
+            raise MissingInputError(f"data spec {spec!r}: {named} not found")
     return kind, path

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from ..clip_weights import canonical_weights, is_random_weights
 from ..data import parse_data_spec
+from ..errors import InvalidInputError
 from ..fileio import atomic_write_json, atomic_write_text, check_can_write
 from ..methods import method_class
 from ..methods.build import build_detector
@@ -26,8 +27,12 @@ from .testing import run_test
 from .train_config import TrainingConfig
 from .training import fit
 
+TRANSDUCTIVE_NOTE = (
+    "Note: a batch (transductive) method. Each category's test split is scored as one set, every image against "
+    "the other unlabeled test images; these numbers are not comparable one for one with per-image methods."
+)
 # Every metric some paper reports; a paper without one shows n/a (PromptMoE gives PRO, not pixel AP;
-# only WMoE-CLIP gives image F1-max).
+# only WMoE-CLIP and MuSc give image F1-max).
 COMPARED_METRICS = ["image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_aupro"]
 
 
@@ -39,7 +44,9 @@ def paper_results(method: str) -> dict[str, dict[str, float]]:
 
 @dataclass
 class BenchmarkPlan:
-    """method, its config and backbone; train: the auxiliary KIND:PATH; tests: KIND:PATH."""
+    """method, its config and backbone (activation: ``quick_gelu`` / ``gelu``, None = as
+    the weights were trained); train: the auxiliary KIND:PATH (None for a training-free
+    method); tests: KIND:PATH."""
 
     method: str
     method_config: dict[str, Any]
@@ -47,10 +54,11 @@ class BenchmarkPlan:
     weights: str | None
     image_size: int | None
     cache_dir: str | None
-    train: str
+    train: str | None
     tests: list[str]
     training: TrainingConfig
     swap: bool = False
+    activation: str | None = None
 
 
 def _dataset_keys(specs: list[str]) -> list[str]:
@@ -70,14 +78,14 @@ def _train_and_test(
     device: str, overwrite: bool, show_progress: bool, say: Callable[[str], None],
 ) -> dict[str, dict[str, Any]]:
     model = build_detector(plan.method, None, plan.backbone, plan.weights, plan.image_size, plan.method_config,
-                           plan.cache_dir, for_training=True, seed=plan.training.seed)
+                           plan.cache_dir, for_training=True, seed=plan.training.seed, activation=plan.activation)
     torch_device = resolve_device(device)
-    if method_class(plan.method).trainable:
+    if train_spec is not None and method_class(plan.method).trainable:
         say(f"training {plan.method} on {train_spec}")
         fit(model, [train_spec], run_dir / "train", plan.training, class_names, torch_device,
             overwrite=overwrite, show_progress=show_progress)
     predictor = Predictor(model, torch_device, class_names, plan.training.precision, plan.training.compile)
-    meta = {**model.provenance(), "trained_on": train_spec}
+    meta = {**model.provenance(), **({"trained_on": train_spec} if train_spec else {})}
     results = {}
     for key, spec in tests.items():
         say(f"testing on {spec}")
@@ -98,14 +106,24 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Run the plan; write benchmark.json and benchmark.md into out_dir; return the json."""
     check_can_write([out_dir / "benchmark.json", out_dir / "benchmark.md"], overwrite)
-    train_key, *test_keys = _dataset_keys([plan.train, *plan.tests])
+    cls = method_class(plan.method)
+    if plan.train is None and (cls.trainable or plan.swap):
+        raise InvalidInputError(
+            f"--method {plan.method} " + ("is trained: give --train KIND:PATH" if cls.trainable else "needs no training: drop --swap")
+        )
+    if plan.train is None:
+        train_key, test_keys = None, _dataset_keys(plan.tests)
+    else:
+        train_key, *test_keys = _dataset_keys([plan.train, *plan.tests])
     results = _train_and_test(
         plan, plan.train, dict(zip(test_keys, plan.tests)), out_dir / "main", class_names, device, overwrite, show_progress, say
     )
     if plan.swap:
-        results.update(_train_and_test(
-            plan, plan.tests[0], {train_key: plan.train}, out_dir / "swap", class_names, device, overwrite, show_progress, say
-        ))
+        results.update(
+            _train_and_test(
+                plan, plan.tests[0], {train_key: plan.train}, out_dir / "swap", class_names, device, overwrite, show_progress, say
+            )
+        )
     paper = paper_results(plan.method)
     random_weights = is_random_weights(plan.weights or "openai")
     summary = {
@@ -120,10 +138,16 @@ def run_benchmark(
         "results": results,
         "paper": {key: paper[key] for key in results if key in paper},
     }
-    title = f"{plan.method}: ours vs the paper (trained on {plan.train}" + (
-        f"; {train_key} row trained on {plan.tests[0]})" if plan.swap else ")"
-    )
+    if plan.train is None:
+        title = f"{plan.method}: ours vs the paper (training-free)"
+    else:
+        title = f"{plan.method}: ours vs the paper (trained on {plan.train}" + (
+            f"; {train_key} row trained on {plan.tests[0]})" if plan.swap else ")"
+        )
     markdown = comparison_markdown(results, summary["paper"], COMPARED_METRICS, title, pipeline_check=random_weights)
+    if cls.scores_sets:
+        summary["note"] = TRANSDUCTIVE_NOTE
+        markdown += f"\n{TRANSDUCTIVE_NOTE}\n"
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "benchmark.json", summary)
     atomic_write_text(out_dir / "benchmark.md", markdown)
