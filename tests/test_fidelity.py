@@ -15,6 +15,7 @@ from torch import nn
 
 import zsad.methods
 from zsad.data import DATASET_KINDS, kind_domain
+from zsad.errors import RandomWeightsWarning, UntrainedAdaptersWarning
 from zsad.methods.build import build_detector, full_config
 from zsad.recipes import load_recipe
 from zsad.settings import DOMAINS
@@ -37,7 +38,8 @@ def recipe_file(name: str) -> Path:
 
 def _tiny(method: str, **kwargs):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        warnings.simplefilter("ignore", UntrainedAdaptersWarning)
         torch.manual_seed(0)
         return build_detector(method, backbone="zsad-tiny", weights="random", image_size=64, for_training=True, **kwargs)
 
@@ -102,7 +104,8 @@ def test_a_predictor_scores_one_domain(tmp_path):
     import zsad
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        warnings.simplefilter("ignore", UntrainedAdaptersWarning)
         industrial = zsad.load("moeclip", backbone="zsad-tiny", weights="random", image_size=64)
         medical = zsad.load("moeclip", backbone="zsad-tiny", weights="random", image_size=64, domain="medical")
     assert (industrial.detector.domain, medical.detector.domain) == ("industrial", "medical")
