@@ -110,10 +110,16 @@ def load_predictor(options: opt.ModelOptions, compile: str = "off"):
     inference call under ``--compile``."""
     from ..api import load
     from ..methods import method_class
-    from ..recipes import load_recipe
+    from ..recipes import DEFAULT, load_recipe, resolve_settings
 
     recipe = load_recipe(options.config)
     method = options.method or recipe.method or ("zeroshot" if options.checkpoint is None else None)
+    method_config = None
+    if recipe.method is not None:  # the overlay laid over its method's recipe; only what they set
+        merged = resolve_settings(method, recipe)
+        method_config = {
+            key: value for key, value in merged.method_config.items() if merged.sources[f"method_config.{key}"] != DEFAULT
+        } or None
     untrained = options.checkpoint is None and method_class(method).trainable
     if untrained and not options.allow_untrained:
         raise ValueError(
@@ -127,7 +133,7 @@ def load_predictor(options: opt.ModelOptions, compile: str = "off"):
             method,
             options.checkpoint, options.backbone, options.weights, options.image_size, options.device,
             options.class_name, options.class_names, options.precision,
-            str(options.cache_dir) if options.cache_dir else None, recipe.method_config or None, compile,
+            str(options.cache_dir) if options.cache_dir else None, method_config, compile,
         )
     warn_if_random(predictor.detector.backbone.random_weights)
     if untrained:
@@ -284,9 +290,10 @@ def demo(
 
 
 def _register_commands() -> None:
-    from . import analysis, benchmark, export, serve, training
+    from . import analysis, benchmark, export, recipes, serve, training
 
     training.register(app)
+    recipes.register(app)
     benchmark.register(app)
     analysis.register(app)
     serve.register(app)
