@@ -19,7 +19,8 @@ def seed_statistics(
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """Per data set and metric, the mean and the sample standard deviation (n - 1; 0 for
     one run) of the runs' numbers. A metric a run lacks (NaN or absent) is left out of
-    that metric's statistics; ``n_errors`` is summed, not averaged."""
+    that metric's statistics; one no run has a number for (None: not measurable on that
+    set) stays None; ``n_errors`` is summed, not averaged."""
     mean: dict[str, dict[str, float]] = {}
     std: dict[str, dict[str, float]] = {}
     for key in runs[0]:
@@ -28,7 +29,8 @@ def seed_statistics(
             for metric, value in _numbers(run.get(key, {})).items():
                 if not math.isnan(value):
                     values.setdefault(metric, []).append(value)
-        mean[key], std[key] = {}, {}
+        mean[key] = {metric: None for run in runs for metric, value in run.get(key, {}).items() if value is None}
+        std[key] = {}
         for metric, series in values.items():
             if metric == "n_errors":
                 mean[key][metric] = sum(series)
