@@ -77,7 +77,7 @@ def test_a_checkpoint_storing_plain_random_rebuilds_the_seed_0_backbone(tmp_path
     assert rebuilt.backbone.weights_description == "random:0"
     for key, value in detector.backbone.state_dict().items():
         assert torch.equal(rebuilt.backbone.state_dict()[key], value), key
-    with pytest.raises(CheckpointError, match=r"backbone.weights: requested 'random:3', checkpoint has 'random'"):
+    with pytest.raises(CheckpointError, match=r"backbone.weights: requested 'random:3', the checkpoint has 'random'"):
         build_detector(checkpoint=path, weights="random:3")
 
 
@@ -97,9 +97,9 @@ def test_checkpoint_of_another_config_names_the_difference(tmp_path):
     detector = _moeclip(rank=4)
     path = tmp_path / "model.safetensors"
     save_checkpoint(path, detector.trainable_state_dict(), full_config(detector))
-    with pytest.raises(CheckpointError, match=r"method_config.rank: requested 8, checkpoint has 4"):
+    with pytest.raises(CheckpointError, match=r"method_config.rank: requested 8, the checkpoint has 4"):
         build_detector(checkpoint=path, method_config={"rank": 8})
-    with pytest.raises(CheckpointError, match=r"backbone.image_size: requested 96, checkpoint has 64"):
+    with pytest.raises(CheckpointError, match=r"backbone.image_size: requested 96, the checkpoint has 64"):
         build_detector(checkpoint=path, image_size=96)
     with pytest.raises(CheckpointError, match=r"method: requested 'zeroshot'"):
         build_detector(method="zeroshot", checkpoint=path)

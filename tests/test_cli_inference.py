@@ -217,4 +217,4 @@ def test_test_and_predict_accept_moeclip_checkpoints(tmp_path, mvtec_tree):
     assert predicted.exit_code == 0, predicted.output
     assert json.loads((tmp_path / "p" / "scores.json").read_text())["meta"]["method"] == "moeclip"
     mismatch = runner.invoke(app, ["test", "--checkpoint", str(run), "--image-size", "96", "--data", f"mvtec:{mvtec_tree}", "--out", str(tmp_path / "m"), *device])
-    assert mismatch.exit_code == 1 and "image_size: requested 96, checkpoint has 64" in mismatch.output
+    assert mismatch.exit_code == 1 and "image_size: requested 96, the checkpoint has 64" in mismatch.output

@@ -52,7 +52,9 @@ def mvtec_root(tmp_path_factory):
 
 def test_dataset_kinds_cover_the_protocol_table():
     expected = {"mvtec", "visa", "btad", "mpdd", "dtd", "rsdd", "ksdd2", "kvasir", "clinicdb",
-                "headct", "brainmri", "br35h", "folder", "manifest"}  # fmt: skip
+                "headct", "brainmri", "br35h", "folder", "manifest",
+                "ksdd", "dagm", "bmad-brainmri", "bmad-liverct", "bmad-retinaoct", "colondb", "cvc300", "endo",
+                "isic"}  # fmt: skip
     assert set(DATASET_KINDS) == expected
 
 

@@ -88,7 +88,7 @@ def test_hub_checkpoint_loads_like_a_run_folder_and_revisions_pin_versions(hub_c
 
 
 def test_hub_checkpoint_gets_the_same_config_checks(hub_cache):
-    with pytest.raises(CheckpointError, match="method: requested 'zeroshot', checkpoint has 'moeclip'"):
+    with pytest.raises(CheckpointError, match="method: requested 'zeroshot', the checkpoint has 'moeclip'"):
         load("zeroshot", checkpoint=f"hf-hub:{REPO}")
     with pytest.raises(CheckpointError, match="image_size: requested 128"):
         load(checkpoint=f"hf-hub:{REPO}", image_size=128)

@@ -103,12 +103,18 @@ def _example_data(root: Path) -> dict[str, str]:
         shutil.copy(path, root / "brain" / ("yes" if path.parent.name != "good" else "no") / path.name)
         shutil.copy(path, root / "images" / f"{index}.png")
     shutil.copy(test_images[0], root / "more.png")
+    # a line's good parts: enough for the README's --false-positive-rate 0.05 (19)
+    generate_mvtec_like(root / "line", categories=["disc"], size=64, n_train=20, n_good=1, n_defect_per_kind=1)
+    (root / "line" / "disc").rename(root / "line" / "metal_nut")
     return {
         "/data/mvtec_ad": str(root / "mvtec"), "/data/VisA": str(root / "visa"), "/data/BTAD": str(root / "btad"), "/data/MPDD": str(root / "mpdd"),
         "/data/Kvasir-SEG": str(root / "kvasir"), "/data/brain": str(root / "brain"),
         "path/to/images/": str(root / "images"), "images/": str(root / "images"), "more.png": str(root / "more.png"),
         "KIND:PATH": f"mvtec:{root / 'mvtec'}", "OUT": str(root / "synth-out"),
         "good-examples/": str(root / "mvtec" / "screw" / "train" / "good"),
+        "/data/line": str(root / "line"), "good-parts/": str(root / "line" / "metal_nut" / "train" / "good"),
+        "line-images/": str(root / "line" / "metal_nut" / "test"),
+        "calibration.json": str(root / "calibration.json"), "calibration-line.json": str(root / "calibration-line.json"),
     }
 
 

@@ -6,9 +6,10 @@ the files of a training run lie is the engine's business (``engine/run_folder.py
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import torch
 from safetensors import safe_open
@@ -29,6 +30,17 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], config: dict[s
     metadata = {CONFIG_METADATA_KEY: json.dumps(config, sort_keys=True)}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(path, lambda temporary: save_file(payload, str(temporary), metadata=metadata))
+
+
+def state_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of tensors by content: names, dtypes, shapes and values, in name order (the
+    same model gives the same digest wherever its file lies or however it was loaded)."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        value = tensors[key].detach().contiguous().cpu()
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -56,27 +68,35 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, config
 
 
-def config_differences(requested: Any, stored: Any, ignored: Iterable[str] = (), only_given: bool = False, prefix: str = "") -> list[str]:
-    """Human-readable list of the fields where a requested config and a checkpoint's
-    stored config differ. Nested dicts compare field by field under dotted names;
-    ``ignored`` names fields (dotted) that may differ; with ``only_given`` a field the
-    request leaves out or sets to None is not compared."""
+def config_differences(
+    requested: Any,
+    stored: Any,
+    ignored: Iterable[str] = (),
+    only_given: bool = False,
+    prefix: str = "",
+    stored_name: str = "the checkpoint",
+) -> list[str]:
+    """Human-readable list of the fields where a requested config and a stored one (a
+    checkpoint's, an ONNX file's, an earlier run's) differ. Nested dicts compare field by
+    field under dotted names; ``ignored`` names fields (dotted) that may differ; with
+    ``only_given`` a field the request leaves out or sets to None is not compared;
+    ``stored_name`` says where the stored config comes from."""
     ignored = frozenset(ignored)
     if isinstance(requested, dict) and isinstance(stored, dict):
         differences = []
-        for key in sorted(set(requested) | set(stored)):
+        for key in sorted(set(requested) | set(stored), key=str):
             name = f"{prefix}.{key}" if prefix else str(key)
             if name in ignored:
                 continue
             if key not in requested or (only_given and requested[key] is None):
                 if not only_given:
-                    differences.append(f"{name}: only in the checkpoint ({stored[key]!r})")
+                    differences.append(f"{name}: only in {stored_name} ({stored[key]!r})")
             elif key not in stored:
-                differences.append(f"{name}: missing from the checkpoint (requested {requested[key]!r})")
+                differences.append(f"{name}: missing from {stored_name} (requested {requested[key]!r})")
             else:
-                differences.extend(config_differences(requested[key], stored[key], ignored, only_given, name))
+                differences.extend(config_differences(requested[key], stored[key], ignored, only_given, name, stored_name))
         return differences
-    return [] if requested == stored else [f"{prefix}: requested {requested!r}, checkpoint has {stored!r}"]
+    return [] if requested == stored else [f"{prefix}: requested {requested!r}, {stored_name} has {stored!r}"]
 
 
 def check_config_fits(

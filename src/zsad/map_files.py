@@ -129,11 +129,12 @@ def _contour_band(low: np.ndarray, size_hw: tuple[int, int], start: int, stop: i
     return inner[keep], outer[keep]
 
 
-def _verdict(score: float, threshold: float) -> str:
+def _verdict(score: float, threshold: float, contour: float) -> str:
     """The caption: score, verdict at the threshold, and what the contour means."""
     verdict = "ANOMALOUS" if score >= threshold else "normal"
     relation = ">=" if score >= threshold else "<"
-    return f"score {score:.3f} {relation} {threshold:.2f}: {verdict}  (white line: map = {threshold:.2f})"
+    digits = 2 if threshold == contour else 3  # calibrated levels are not round numbers
+    return f"score {score:.3f} {relation} {threshold:.{digits}f}: {verdict}  (white line: map = {contour:.{digits}f})"
 
 
 def _draw_colour_bar(canvas: Image.Image, left: int, top: int, bar_w: int, bar_h: int, threshold: float, style: OverlayStyle, font, unit: int) -> None:
@@ -164,8 +165,12 @@ def write_overlay(
     metadata: dict[str, Any] | None = None,
     style: OverlayStyle | None = None,
     overwrite: bool = True,
+    contour_threshold: float | None = None,
 ) -> Path:
     """Write the readable overlay of ``image`` (RGB, full size) and its map ``low`` ``(h, w)``.
+
+    ``threshold`` decides the verdict; ``contour_threshold`` is the map level of the
+    contour and of the bar's mark (None = ``threshold``; a calibrated pixel threshold).
 
     The picture: a caption line (score, threshold, verdict) above the image with the
     heat blended in and the threshold contour, and a colour bar (0..1, threshold
@@ -177,7 +182,8 @@ def write_overlay(
     size_hw = (height, width)
     unit = max(12, min(width, height) // 32)  # font size in pixels
     font = text_font(unit)
-    caption = _verdict(score, threshold)
+    contour = threshold if contour_threshold is None else contour_threshold
+    caption = _verdict(score, threshold, contour)
     caption_h = unit * 2
     bar_w = unit
     gap = unit // 2
@@ -186,7 +192,7 @@ def write_overlay(
     ImageDraw.Draw(header).text((gap, caption_h // 2), caption, fill=(0, 0, 0), font=font, anchor="lm")
     legend = Image.new("RGB", (canvas_w - width, height), (255, 255, 255))
     bar_h = max(unit * 4, height - unit)
-    _draw_colour_bar(legend, gap, (height - bar_h) // 2, bar_w, bar_h, threshold, style, font, unit)
+    _draw_colour_bar(legend, gap, (height - bar_h) // 2, bar_w, bar_h, contour, style, font, unit)
     legend_rows = np.asarray(legend)
 
     colours, weights = _colour_tables(style)
@@ -200,7 +206,7 @@ def write_overlay(
             for start in range(0, height, step):
                 stop = min(height, start + step)
                 band = _blend_band(np.asarray(image.crop((0, start, width, stop))), upsample_rows(low, size_hw, start, stop), colours, weights)
-                inner, outer = _contour_band(low, size_hw, start, stop, threshold, contour_width)
+                inner, outer = _contour_band(low, size_hw, start, stop, contour, contour_width)
                 band[inner] = style.contour_color
                 band[outer] = style.edge_color
                 png.write(np.concatenate([band, legend_rows[start:stop]], axis=1))

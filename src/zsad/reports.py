@@ -163,7 +163,35 @@ def metrics_markdown(report: Mapping[str, Any]) -> str:
         "the mean is taken over the classes where the metric is defined.",
         "",
     ]
+    if report.get("calibrated"):
+        lines += _calibrated_section(report["calibrated"])
     return "\n".join(lines)
+
+
+def _calibrated_section(calibrated: Mapping[str, Any]) -> list[str]:
+    """The rates at the thresholds of a `zsad calibrate` file, one row per class."""
+    names = ("fpr", "recall", "pixel_fpr", "pixel_recall")
+    titles = ["class", "image threshold", "FPR", "recall", "pixel threshold", "pixel FPR", "pixel recall"]
+    rows = [
+        [_escape_cell(key), f"{row['image_threshold']:.4f}", format_percent(row["fpr"]), format_percent(row["recall"]),
+         f"{row['pixel_threshold']:.4f}", format_percent(row["pixel_fpr"]), format_percent(row["pixel_recall"])]
+        for key, row in calibrated["per_class"].items()
+    ]
+    mean = calibrated.get("mean", {})
+    rows.append(["**mean**", "", *[_bold(format_percent(mean.get(n))) for n in names[:2]], "", *[_bold(format_percent(mean.get(n))) for n in names[2:]]])
+    return [
+        f"## At the calibrated thresholds ({_escape_cell(calibrated.get('file', 'calibration file'))})",
+        "",
+        *_table(titles, rows, numeric_from=1),
+        "",
+        (
+            "FPR: normal test images labelled anomalous; recall: anomalous test images labelled anomalous; pixel FPR: "
+            "pixels of normal test images inside the contour; pixel recall: ground-truth defect pixels inside it. "
+            "The thresholds come from normal images only; FPR and pixel FPR are the rates the calibration bounds "
+            "(in expectation)."
+        ),
+        "",
+    ]
 
 
 def _bold(text: str) -> str:

@@ -9,8 +9,8 @@ rows back (:meth:`ScoreTable.resume`) and scores only the images without a row.
 
 Columns: ``path`` (as given), ``score`` (6 decimals, empty when unreadable),
 ``label`` (1 at or above the threshold), ``error``, ``overlay`` and ``map`` (the
-result files, relative to the output folder), then the provenance columns
-(method, backbone, weights).
+result files, relative to the output folder), any extra columns of the run (e.g.
+``p_value`` with a calibration), then the provenance columns (method, backbone, weights).
 """
 from __future__ import annotations
 
@@ -47,13 +47,17 @@ class ScoreTable:
     scores.json. Rows are dicts with the keys of :data:`SCORE_COLUMNS`.
     """
 
-    def __init__(self, out_dir: Path, provenance: Mapping[str, Any], meta: Mapping[str, Any], overwrite: bool, resume: bool = False):
+    def __init__(
+        self, out_dir: Path, provenance: Mapping[str, Any], meta: Mapping[str, Any], overwrite: bool, resume: bool = False,
+        extra_columns: Sequence[str] = (),
+    ):
         self.out_dir = Path(out_dir)
         self.csv_path = self.out_dir / CSV_NAME
         self.json_path = self.out_dir / JSON_NAME
         self.provenance = dict(provenance)
         self.meta = dict(meta)
-        self.columns = [*SCORE_COLUMNS, *self.provenance]
+        self.extra_columns = tuple(extra_columns)
+        self.columns = [*SCORE_COLUMNS, *self.extra_columns, *self.provenance]
         self.rows: list[dict[str, Any]] = self._previous_rows() if resume else []
         if resume and self.rows:
             self._handle = open(self.csv_path, "a", newline="", encoding="utf-8")
@@ -115,7 +119,7 @@ class ScoreTable:
     def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Append rows to scores.csv and push them to disk."""
         for row in rows:
-            full = {**{column: None for column in SCORE_COLUMNS}, **row, **self.provenance}
+            full = {**{column: None for column in (*SCORE_COLUMNS, *self.extra_columns)}, **row, **self.provenance}
             score = full["score"]
             cells = [("" if score is None else f"{score:.6f}") if column == "score" else ("" if full[column] is None else full[column]) for column in self.columns]
             self._writer.writerow(cells)

@@ -16,6 +16,7 @@ from rich.panel import Panel
 
 from ..data.cli import data_app
 from ..settings import SCORE_NORMALISATIONS
+from . import calibrate as cal
 from . import checks
 from . import fewshot as fs
 from . import options as opt
@@ -154,7 +155,8 @@ def predict(
     images: Annotated[List[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     out: opt.Out,
     model: opt.ModelOptions,
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the level of the contour drawn on the overlays.")] = 0.5,
+    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the level of the contour drawn on the overlays (default: 0.5, or the --calibration file's).")] = None,
+    calibration: cal.CalibrationFile = None,
     batch_size: opt.BatchSize = 8,
     num_workers: Annotated[int, typer.Option(min=0, help="Threads that decode images while the model runs (0 = none).")] = 0,
     reference: fs.Reference = None,
@@ -187,12 +189,13 @@ def predict(
     else:
         predictor = load_predictor(model, compile)
         meta = {**predictor.detector.provenance(), **compile_meta(compile)}
+    entry, threshold = cal.for_run(calibration, threshold, predictor, meta, predictor.meta if onnx is not None else None, reference)
     if reference is not None:
         predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
     try:
         summary = predict_files(
             predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
-            show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume,
+            show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume, calibration=entry,
         )
     except PredictionInterrupted as stop:
         err_console.print(
@@ -204,7 +207,7 @@ def predict(
     scored = [row for row in summary.rows if not row["error"]]
     flagged = sum(row["label"] for row in scored)
     kept = f" ({summary.n_previous} kept from the earlier run)" if summary.n_previous else ""
-    console.print(f"{len(scored)} images scored{kept}, {flagged} at or above {threshold}; results in {out}", highlight=False)
+    console.print(f"{len(scored)} images scored{kept}, {flagged} at or above {threshold:.6g}; results in {out}", highlight=False)
     for row in summary.rows:
         if row["error"]:
             err_console.print(f"[red]could not read[/] {row['path']}: {row['error']}", highlight=False)
@@ -230,14 +233,19 @@ def test(
     shot_seed: fs.ShotSeeds = None,
     fusion_weight: fs.FusionWeight = 0.5,
     compile: opt.Compile = "off",
+    calibration: cal.CalibrationFile = None,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
     """Evaluate on a labelled data set: metrics.json and metrics.md (per class and mean).
-    With --shots K, few-shot mode: K references per class, mean ± std over --shot-seed."""
+    With --shots K, few-shot mode: K references per class, mean ± std over --shot-seed.
+    With --calibration, also the false-positive rate and recall at the calibrated thresholds."""
     from ..engine.testing import run_test
 
     predictor = load_predictor(model, compile)
+    if calibration is not None and shots:
+        raise ValueError("--calibration applies to the zero-shot scores, not to --shots (references change the scores)")
+    calibrated = cal.load_for_model(calibration, cal.predictor_identity(predictor), None) if calibration else None
     if shots:
         from ..engine.fewshot import fewshot_markdown, run_fewshot_test
         from ..methods.fewshot import FewShotSettings
@@ -262,6 +270,7 @@ def test(
         predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
         overwrite=overwrite, show_progress=not quiet, meta={**predictor.detector.provenance(), **compile_meta(compile)},
+        calibration=calibrated, calibration_path=calibration,
     )
     console.print(Markdown(result.markdown))
     for error in result.errors:
@@ -298,6 +307,7 @@ def _register_commands() -> None:
     analysis.register(app)
     serve.register(app)
     export.register(app)
+    cal.register(app)
 
 
 _register_commands()

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from . import calibrate as cal
 from . import options as opt
 
 
@@ -19,13 +20,15 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write (weights over 2 GB go to external data files beside it).")],
         model: opt.ModelOptions,
         opset: Annotated[int, typer.Option(min=14, help="ONNX opset version.")] = 17,
+        calibration: cal.CalibrationFile = None,
         overwrite: opt.Overwrite = False,
     ) -> None:
         """Export the detector, backbone included, to ONNX: input `images` (B, 3, S, S)
         CLIP-normalised, outputs `anomaly_map` (B, S, S) and `score` (B,). The batch size is
         free (or 1 for a method that builds per-image prompts), the image size fixed; the text features of the prompt words (--class-name,
         default 'object') are stored in the file. Run it with `zsad predict --onnx FILE` or
-        any ONNX runtime."""
+        any ONNX runtime. With --calibration (made for this model and prompt words) the
+        file's metadata also carries the calibrated thresholds and normal scores."""
         from ..engine.onnx_export import export_onnx
 
         if out.exists() and not overwrite:
@@ -33,7 +36,11 @@ def register(app: typer.Typer) -> None:
         predictor = load_predictor(model)
         words = predictor.class_names.resolve(None)
         detector = predictor.detector
-        check = export_onnx(detector, words, out, meta=detector.provenance(), opset=opset)
+        meta = {**detector.provenance(), "scoring_identity": cal.predictor_identity(predictor)}
+        if calibration is not None:
+            entry = cal.load_for_model(calibration, meta["scoring_identity"], words)
+            meta.update(cal.calibration_meta(calibration, entry), calibration_scores=entry.scores)
+        check = export_onnx(detector, words, out, meta=meta, opset=opset)
         console.print(f"exported {detector.name} ({predictor.image_size} px, prompts for '{words}') to {out}")
         console.print(
             f"onnxruntime vs torch on {check.batch_size} random images: max |diff| map {check.map_difference:.2e}, "

@@ -117,7 +117,8 @@ DataSpec = Annotated[
     str,
     typer.Option(
         "--data",
-        help="KIND:PATH. Kinds: mvtec, visa, btad, mpdd, dtd, rsdd, ksdd2, kvasir, clinicdb, headct, brainmri, br35h, "
+        help="KIND:PATH. Kinds: mvtec, visa, btad, mpdd, dtd, rsdd, ksdd2, ksdd, dagm, kvasir, clinicdb, colondb, cvc300, endo, "
+        "isic, headct, brainmri, br35h, bmad-brainmri, bmad-liverct, bmad-retinaoct, "
         "folder (PATH/normal, PATH/abnormal, optional PATH/masks), manifest (a JSON-lines file).",
     ),
 ]

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from . import calibrate as cal
 from . import fewshot as fs
 from . import options as opt
 
@@ -21,7 +22,8 @@ def register(app: typer.Typer) -> None:
         model: opt.ModelOptions,
         host: Annotated[str, typer.Option(help="Address to bind. The default serves this machine only; another address (e.g. 0.0.0.0) exposes the service, which has no authentication, to the network.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
-        threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the overlays' contour level.")] = 0.5,
+        threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Score at or above which an image is labelled anomalous; also the overlays' contour level (default: 0.5, or the --calibration file's).")] = None,
+        calibration: cal.CalibrationFile = None,
         max_batch: Annotated[int, typer.Option(min=1, help="Most images in one forward pass (requests are batched together).")] = 8,
         batch_window_ms: Annotated[float, typer.Option(min=0.0, help="How long the first waiting image waits for others to share its forward pass.")] = 10.0,
         max_queue: Annotated[int, typer.Option(min=1, help="Most images waiting; beyond it requests get 503 with Retry-After.")] = 64,
@@ -40,6 +42,7 @@ def register(app: typer.Typer) -> None:
 
         predictor = load_predictor(model, compile)
         meta = {**predictor.detector.provenance(), **compile_meta(compile)}
+        entry, threshold = cal.for_run(calibration, threshold, predictor, meta, reference=reference)
         if reference is not None:
             predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
         predictor.inference.reserve(max_batch)  # compiled: every forward pass runs --max-batch images
@@ -50,4 +53,4 @@ def register(app: typer.Typer) -> None:
         )
         if host not in LOOPBACK_HOSTS:
             err_console.print(f"[bold yellow]warning:[/] binding {host}: the service is reachable from the network and has no authentication")
-        uvicorn.run(create_app(predictor, settings, meta), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(predictor, settings, meta, calibration=entry), host=host, port=port, log_level="info")

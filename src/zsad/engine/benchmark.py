@@ -31,8 +31,9 @@ from .testing import run_test
 from .train_config import TrainingConfig
 from .training import fit
 
-# Every metric some paper reports; a paper without one shows n/a (PromptMoE gives PRO, not pixel AP).
-COMPARED_METRICS = ["image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_aupro"]
+# Every metric some paper reports; a paper without one shows n/a (PromptMoE gives PRO, not pixel AP;
+# only WMoE-CLIP gives image F1-max).
+COMPARED_METRICS = ["image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_aupro"]
 
 
 def paper_results(method: str) -> dict[str, dict[str, float]]:

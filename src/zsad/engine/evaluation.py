@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..calibration import ClassCalibration, calibrated_rates
 from ..data import AnomalyDataset, collate
 from ..imageio import read_image
 from ..methods.base import AnomalyDetector
@@ -76,6 +77,7 @@ def evaluate(
     show_progress: bool = True,
     spill_dir: Path | None = None,
     inference: InferenceCall | None = None,
+    calibration: dict[str, ClassCalibration] | None = None,
 ) -> EvaluationResult:
     """Run ``detector`` over ``dataset`` and compute the protocol's metrics per class.
 
@@ -86,19 +88,22 @@ def evaluate(
     (None = the system's temporary folder), removed afterwards: memory does not grow
     with the number of images. ``inference``: the detector's call, e.g. compiled (None =
     the detector called eagerly); a compiled call pads every batch to ``batch_size``.
+    ``calibration``: per class key, the calibrated thresholds whose false-positive rate
+    and recall the report gives beside the threshold-free metrics (``report["calibrated"]``).
     """
     if score_normalisation not in SCORE_NORMALISATIONS:
         raise ValueError(f"score normalisation must be one of {SCORE_NORMALISATIONS}")
     with tempfile.TemporaryDirectory(prefix="zsad-maps-", dir=spill_dir) as folder:
         return _evaluate(
             detector, dataset, class_names, device, batch_size, num_workers, precision, save_maps, maps_dir,
-            score_normalisation, show_progress, Path(folder), inference,
+            score_normalisation, show_progress, Path(folder), inference, calibration,
         )
 
 
 def _evaluate(
     detector, dataset, class_names, device, batch_size, num_workers, precision, save_maps, maps_dir,
     score_normalisation, show_progress, spill_folder: Path, inference: InferenceCall | None,
+    calibration: dict[str, ClassCalibration] | None,
 ) -> EvaluationResult:
     detector.eval().to(device)
     inference = inference or InferenceCall(detector, device)
@@ -144,7 +149,22 @@ def _evaluate(
         "mean": mean_over_classes(metrics),
         "n_errors": len(errors),
     }
+    if calibration is not None:
+        report["calibrated"] = _calibrated_report(per_class, calibration)
     return EvaluationResult(report=report, errors=errors)
+
+
+def _calibrated_report(per_class: dict[str, ClassPredictions], calibration: dict[str, ClassCalibration]) -> dict[str, Any]:
+    """Per class, the rates at its calibrated thresholds, and their mean over the classes."""
+    rows = {
+        key: calibrated_rates(store.scores, store.labels, calibration[key], store.maps.chunks() if store.maps is not None else None)
+        for key, store in sorted(per_class.items())
+    }
+    mean = {}
+    for name in ("fpr", "recall", "pixel_fpr", "pixel_recall"):
+        values = [row[name] for row in rows.values() if row[name] is not None]
+        mean[name] = sum(values) / len(values) if values else None
+    return {"per_class": rows, "mean": mean}
 
 
 def _save_panel(maps_dir: Path, image_path: str, key: str, anomaly_map: np.ndarray, mask: np.ndarray | None, score: float) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..calibration import ClassCalibration
 from ..discovery import OUTPUT_MARKER
 from ..fileio import check_can_write
 from ..imageio import ImageReadError, read_image, read_image_reduced
@@ -87,6 +88,7 @@ def predict_files(
     meta: dict[str, Any] | None = None,
     num_workers: int = 0,
     resume: bool = False,
+    calibration: ClassCalibration | None = None,
 ) -> PredictionSummary:
     """Score every image; write per image an overlay PNG (see :func:`zsad.map_files.write_overlay`)
     and the raw map as 16-bit PNG, and a row of scores.csv; scores.json at the end.
@@ -94,6 +96,9 @@ def predict_files(
     Unreadable files get a row with their error; every other image is still processed.
     Nothing that exists is overwritten unless ``overwrite``. ``resume`` continues an
     interrupted run in ``out_dir``: images with a row are kept, the others are scored.
+    ``calibration`` (a `zsad calibrate` entry for this model): its image threshold labels
+    the images (it replaces ``threshold``), its pixel threshold draws the contours, and
+    scores.csv gets a ``p_value`` column (see :func:`zsad.calibration.p_values`).
     ``meta`` (method, backbone, weights...) is recorded in every file: scores.json, a
     column of scores.csv, and PNG text chunks. ``num_workers`` threads decode the images.
 
@@ -102,10 +107,15 @@ def predict_files(
         PredictionInterrupted: on Ctrl-C, after scores.json was written with what was done.
     """
     meta = meta or {}
+    if calibration is not None:
+        threshold = calibration.image_threshold
+    contour = None if calibration is None else calibration.pixel_threshold
     provenance = {key: meta[key] for key in ("method", "backbone", "weights") if key in meta}
     side = predictor.image_size
     names = dict(zip(paths, output_names(paths)))
-    with claim_output_folder(out_dir), ScoreTable(out_dir, provenance, {**meta, "threshold": threshold}, overwrite, resume) as table:
+    with claim_output_folder(out_dir), ScoreTable(
+        out_dir, provenance, {**meta, "threshold": threshold}, overwrite, resume, ("p_value",) if calibration else (),
+    ) as table:
         (out_dir / OUTPUT_MARKER).touch()
         todo = [path for path in paths if str(path) not in table.done_paths]
         replace = overwrite or resume  # an interrupted run's files for images without a row are its own
@@ -134,12 +144,16 @@ def predict_files(
                     image, full_size = item
                     overlay = out_dir / OVERLAY_DIR / f"{names[path]}.png"
                     raw = out_dir / MAP_DIR / f"{names[path]}.png"
-                    write_overlay(overlay, _full_image(path, image, full_size), low, score, threshold, provenance, overwrite=replace)
+                    write_overlay(
+                        overlay, _full_image(path, image, full_size), low, score, threshold, provenance, overwrite=replace,
+                        contour_threshold=contour,
+                    )
                     write_raw_map(raw, low, full_size[::-1], provenance, overwrite=replace)
                     written += [overlay, raw]
                     rows.append({
                         "path": str(path), "score": score, "label": int(score >= threshold), "error": "",
                         "overlay": str(overlay.relative_to(out_dir)), "map": str(raw.relative_to(out_dir)),
+                        **({"p_value": round(float(calibration.p_values([score])[0]), 6)} if calibration else {}),
                     })
                 table.add(rows)
                 counter.update(len(batch))

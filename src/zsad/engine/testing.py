@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from .predictor import Predictor
+from ..calibration import Calibration
+from ..errors import InvalidInputError
 from ..data import build_dataset
 from ..fileio import check_can_write
 from ..output_lock import claim_output_folder
@@ -35,12 +37,22 @@ def run_test(
     overwrite: bool = False,
     show_progress: bool = True,
     meta: dict[str, Any] | None = None,
+    calibration: Calibration | None = None,
+    calibration_path: Path | None = None,
 ) -> ReportedEvaluation:
     """Evaluate on ``data_spec`` (KIND:PATH) and write metrics.json / metrics.md to out_dir,
-    which the run holds for its whole duration (a second run into it is refused)."""
+    which the run holds for its whole duration (a second run into it is refused).
+    ``calibration`` (a `zsad calibrate` file, checked against the model by the caller)
+    adds the false-positive rate and recall at its thresholds for every class."""
+    if calibration is not None and score_normalisation != "none":
+        raise InvalidInputError("--calibration thresholds hold for raw scores: use --score-normalisation none with it")
     with claim_output_folder(out_dir):
         check_can_write([out_dir / "metrics.json", out_dir / "metrics.md"], overwrite)
         dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split="test")
+        per_class_calibration = None
+        if calibration is not None:
+            keys = sorted({sample.class_name for sample in dataset.samples})
+            per_class_calibration = calibration.for_classes(keys, calibration_path or "the calibration")
         result = evaluate(
             predictor.detector,
             dataset,
@@ -54,7 +66,10 @@ def run_test(
             score_normalisation=score_normalisation,
             show_progress=show_progress,
             inference=predictor.inference,
+            calibration=per_class_calibration,
         )
         report = {**(meta or {}), **result.report, "errors": result.errors}
+        if calibration is not None:
+            report["calibrated"]["file"] = str(calibration_path)
         written = write_metrics_report(report, out_dir, overwrite=overwrite)
     return ReportedEvaluation(report=report, markdown=metrics_markdown(report), errors=result.errors, written=written)

@@ -16,7 +16,7 @@ import base64
 import io
 import tempfile
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -101,11 +101,16 @@ def page_html() -> str:
     return (resources.files("zsad") / "serve" / "page.html").read_text(encoding="utf-8")
 
 
-def create_app(predictor, settings: ServeSettings | None = None, meta: dict[str, Any] | None = None):
+def create_app(predictor, settings: ServeSettings | None = None, meta: dict[str, Any] | None = None, calibration=None):
     """A FastAPI app serving ``predictor`` (a :class:`zsad.api.Predictor`). /info shows the
     detector's provenance (method, backbone, weights...), updated with ``meta`` (e.g.
-    few-shot references)."""
+    few-shot references). ``calibration`` (a :class:`zsad.calibration.ClassCalibration`
+    checked against the model): its image threshold labels the images, its pixel
+    threshold draws the contours, and every result gets a ``p_value``."""
     settings = settings or ServeSettings()
+    if calibration is not None:
+        settings = replace(settings, threshold=calibration.image_threshold)
+    contour = settings.threshold if calibration is None else calibration.pixel_threshold
     queue = BatchingQueue(
         lambda images: predictor.predict(images, batch_size=settings.max_batch),
         max_batch=settings.max_batch,
@@ -169,11 +174,12 @@ def create_app(predictor, settings: ServeSettings | None = None, meta: dict[str,
         except QueueFullError as error:
             return refuse(503, str(error), {"Retry-After": str(settings.retry_after_s)})
         overlays = await asyncio.to_thread(
-            lambda: [overlay_png_base64(i, p.anomaly_map, settings.threshold) if overlay else None for i, p in zip(images, predictions)]
+            lambda: [overlay_png_base64(i, p.anomaly_map, contour) if overlay else None for i, p in zip(images, predictions)]
         )
         results = [
             {"filename": name, "score": p.score, "label": int(p.score >= settings.threshold),
-             "width": image.width, "height": image.height, "overlay_png": png}
+             "width": image.width, "height": image.height, "overlay_png": png,
+             **({"p_value": float(calibration.p_values([p.score])[0])} if calibration is not None else {})}
             for (name, _), image, p, png in zip(blobs, images, predictions, overlays)
         ]
         return {"threshold": settings.threshold, "pipeline_check": bool(info.get("pipeline_check")), "results": results}

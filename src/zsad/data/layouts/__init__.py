@@ -6,7 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from zsad.data.layouts import folder, manifest, medical, mvtec, visa
+from zsad.data.layouts import (
+    bmad,
+    folder,
+    lesions,
+    manifest,
+    medical,
+    mvtec,
+    surface,
+    visa,
+)
 from zsad.data.layouts.common import DataLayoutError, LayoutSamples
 
 
@@ -31,6 +40,15 @@ LAYOUTS: dict[str, Layout] = {
     "headct": Layout(medical.read_headct, medical.HEADCT_LAYOUT),
     "brainmri": Layout(medical.read_brainmri, medical.YES_NO_LAYOUT),
     "br35h": Layout(medical.read_br35h, medical.YES_NO_LAYOUT),
+    "ksdd": Layout(surface.read_ksdd, surface.KSDD_LAYOUT),
+    "dagm": Layout(surface.read_dagm, surface.DAGM_LAYOUT),
+    "bmad-brainmri": Layout(bmad.read_bmad_brainmri, bmad.EXPECTED_LAYOUT),
+    "bmad-liverct": Layout(bmad.read_bmad_liverct, bmad.EXPECTED_LAYOUT),
+    "bmad-retinaoct": Layout(bmad.read_bmad_retinaoct, bmad.EXPECTED_LAYOUT),
+    "colondb": Layout(lesions.read_colondb, lesions.POLYP_LAYOUT),
+    "cvc300": Layout(lesions.read_cvc300, lesions.POLYP_LAYOUT),
+    "endo": Layout(lesions.read_endo, lesions.POLYP_LAYOUT),
+    "isic": Layout(lesions.read_isic, lesions.ISIC_LAYOUT),
     "folder": Layout(folder.read_folder, folder.EXPECTED_LAYOUT),
     "manifest": Layout(manifest.read_manifest, manifest.EXPECTED_LAYOUT),
 }

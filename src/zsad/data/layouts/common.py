@@ -9,8 +9,9 @@ from pathlib import Path
 from zsad.data.sample import Sample
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
-# Mask file names seen in MVTec-like sets: "000_mask.png", "000.png", "000_GT.png".
-MASK_STEM_SUFFIXES = ("_mask", "", "_GT", "_gt")
+# Mask file names seen in MVTec-like sets: "000_mask.png", "000.png", "000_GT.png"; DAGM and
+# KolektorSDD name theirs "0001_label.PNG" / "Part0_label.bmp", ISIC "ISIC_0000003_Segmentation.png".
+MASK_STEM_SUFFIXES = ("_mask", "", "_GT", "_gt", "_label", "_Segmentation")
 
 
 class DataLayoutError(ValueError):
@@ -81,7 +82,7 @@ def index_by_stem(directory: Path) -> dict[str, Path]:
 
 
 def find_mask(mask_index: dict[str, Path], image_stem: str) -> Path | None:
-    """The mask for an image stem, trying ``STEM_mask``, ``STEM``, ``STEM_GT``, ``STEM_gt``."""
+    """The mask for an image stem, trying ``STEM`` + each of :data:`MASK_STEM_SUFFIXES` in turn."""
     for suffix in MASK_STEM_SUFFIXES:
         match = mask_index.get(image_stem + suffix)
         if match is not None:

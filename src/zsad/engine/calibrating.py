@@ -1,0 +1,102 @@
+"""`zsad calibrate`: score normal images exactly as `zsad predict` does and set the
+thresholds of :mod:`zsad.calibration`; the identity that ties a calibration file to
+the model that made it."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..calibration import (
+    Calibration,
+    ClassCalibration,
+    PixelTail,
+    calibrate_class,
+    require_normal_images,
+)
+from ..checkpoints import state_digest
+from ..data import build_dataset
+from ..imageio import ImageReadError, read_image_reduced
+from ..methods.build import full_config
+from .predictor import Predictor
+from .runtime import image_counter
+
+
+def scoring_identity(predictor: Predictor) -> dict[str, Any]:
+    """What decides a predictor's scores apart from the prompt words: method, method
+    config, backbone (name, CLIP weights, image size), a digest of the method's own
+    tensors (a trained checkpoint's adapters) and the precision. Compile mode and device
+    are not part of it (the same numbers to float rounding)."""
+    detector = predictor.detector
+    return {
+        **full_config(detector),
+        "method_state": state_digest(detector.trainable_state_dict()),
+        "precision": predictor.precision,
+    }
+
+
+def _score_normal_images(
+    predictor: Predictor, paths: list[Path], alpha: float, class_key: str | None, batch_size: int, show_progress: bool,
+    errors: list[dict[str, str]],
+) -> ClassCalibration:
+    """Score ``paths`` (reduced decode, as `zsad predict`) and calibrate one category;
+    unreadable files are listed in ``errors`` and left out of n."""
+    side = predictor.image_size
+    scores: list[float] = []
+    tail = PixelTail(len(paths), alpha, side * side)
+    label = f"calibrate {class_key}" if class_key else "calibrate"
+    counter = image_counter(len(paths), label, enabled=show_progress)
+    try:
+        for start in range(0, len(paths), batch_size):
+            images = []
+            for path in paths[start : start + batch_size]:
+                try:
+                    images.append(read_image_reduced(path, side)[0])
+                except ImageReadError as error:
+                    errors.append({"path": str(path), "error": error.reason})
+            if images:
+                batch_scores, maps = predictor.score_and_map(images, class_name=class_key)
+                scores += batch_scores
+                tail.add(maps)
+            counter.update(len(paths[start : start + batch_size]))
+    finally:
+        counter.close()
+    words = predictor.class_names.resolve(class_key)
+    return calibrate_class(words, np.asarray(scores), tail, alpha)
+
+
+def calibrate(
+    predictor: Predictor,
+    alpha: float,
+    paths: list[Path] | None = None,
+    data_spec: str | None = None,
+    classes: list[str] | None = None,
+    batch_size: int = 8,
+    show_progress: bool = True,
+) -> tuple[Calibration, list[dict[str, str]]]:
+    """Calibrate ``predictor`` at false-positive rate ``alpha`` on normal images: the
+    files ``paths`` (one entry, for the predictor's prompt words), or the normal
+    training images (train/good) of ``data_spec`` (one entry per category, scored with
+    that category's words). -> (calibration, unreadable files)."""
+    if (paths is None) == (data_spec is None):
+        raise ValueError("calibrate on image paths or on a data set, not both or neither")
+    if data_spec is not None:
+        dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split="train")
+        groups: dict[str | None, list[Path]] = defaultdict(list)
+        for sample in dataset.samples:
+            if sample.label == 0:
+                groups[sample.class_name].append(Path(sample.image_path))
+        source = data_spec
+    else:
+        groups = {None: list(paths)}
+        source = ", ".join(sorted({str(Path(p).parent) for p in paths}))
+    for key, group in groups.items():
+        require_normal_images(len(group), alpha, f"found for {key}:" if key else "found")
+    errors: list[dict[str, str]] = []
+    entries = {}
+    for key, group in sorted(groups.items(), key=lambda item: str(item[0])):
+        entry = _score_normal_images(predictor, group, alpha, key, batch_size, show_progress, errors)
+        entries[key if key is not None else entry.class_words] = entry
+    return Calibration(identity=scoring_identity(predictor), classes=entries, source=source), errors
