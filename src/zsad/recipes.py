@@ -175,7 +175,7 @@ def load_recipe(config: str | Path | None) -> Recipe:
     path = Path(config)
     if not path.is_file():
         known = ", ".join(sorted(bundled))
-        raise MissingInputError(f"--config {text}: neither a file nor a bundled recipe; bundled: {known} (see `zsad recipes`)")
+        raise MissingInputError(f"{text}: neither a recipe file nor a bundled recipe; bundled: {known} (see `zsad recipes`)")
     return _parse(path.read_text(encoding="utf-8"), str(path), path.suffix.lower(), str(path))
 
 
