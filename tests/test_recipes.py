@@ -16,7 +16,16 @@ from zsad.cli.training import resolve_settings as train_settings
 from zsad.engine.train_config import TrainingConfig
 from zsad.errors import InvalidInputError, MissingInputError
 from zsad.methods import available_methods, build_method, method_class
-from zsad.recipes import COMMAND_LINE, DEFAULT, RESUMED, Recipe, bundled_recipes, load_recipe, method_recipe, resolve_settings
+from zsad.recipes import (
+    COMMAND_LINE,
+    DEFAULT,
+    RESUMED,
+    Recipe,
+    bundled_recipes,
+    load_recipe,
+    method_recipe,
+    resolve_settings,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = bundled_recipes()

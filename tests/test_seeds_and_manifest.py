@@ -9,10 +9,10 @@ import math
 from typer.testing import CliRunner
 
 from zsad.cli import app
+from zsad.data import build_dataset
 from zsad.data.synth import generate_mvtec_like
 from zsad.engine.benchmark_tables import seed_statistics
 from zsad.engine.manifest import file_list_hash
-from zsad.data import build_dataset
 
 runner = CliRunner()
 TINY = ["--backbone", "zsad-tiny", "--weights", "random", "--image-size", "64", "--device", "cpu", "--quiet"]

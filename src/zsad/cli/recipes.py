@@ -1,7 +1,7 @@
 """`zsad recipes`: the recipes bundled with the methods, and what one resolves to."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -9,7 +9,7 @@ from . import options as opt
 
 
 def list_recipes(
-    method: Annotated[Optional[str], typer.Option("--method", "-m", help="Only this method's recipes.")] = None,
+    method: Annotated[str | None, typer.Option("--method", "-m", help="Only this method's recipes.")] = None,
 ) -> None:
     """List the bundled recipes: each method's paper recipe and its ablation overlays, with
     the published row each reproduces. Use one with `--config NAME`."""
@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
     recipes_app = typer.Typer(help="The bundled paper recipes and ablation overlays.", invoke_without_command=True, rich_markup_mode=None)
 
     @recipes_app.callback(invoke_without_command=True)
-    def default(context: typer.Context, method: Annotated[Optional[str], typer.Option("--method", "-m", help="Only this method's recipes.")] = None) -> None:
+    def default(context: typer.Context, method: Annotated[str | None, typer.Option("--method", "-m", help="Only this method's recipes.")] = None) -> None:
         """List the bundled recipes (`zsad recipes`), or show one (`zsad recipes show NAME`)."""
         if context.invoked_subcommand is None:
             friendly_errors(list_recipes)(method=method)

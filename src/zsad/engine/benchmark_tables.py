@@ -3,7 +3,8 @@ beside the paper's per-category tables (e.g. PromptMoE Tabs. 8-12)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..reports import METRIC_LABELS, PIPELINE_CHECK_WARNING, format_percent
 

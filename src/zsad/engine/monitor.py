@@ -7,8 +7,8 @@ test set would leak it), and the run's summary says so.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
