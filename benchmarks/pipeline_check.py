@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -48,7 +49,9 @@ def compare(name, train_spec, test_spec, out, args):
         torch.manual_seed(0)
         model = build_detector(method, **common, method_config=method_configs.get(method), for_training=True, seed=args.seed)
         start = time.perf_counter()
-        fit(model, [train_spec], out / method / "train", config, ClassNames.load(), torch.device("cpu"),
+        # Augmentation is MoECLIP's recipe alone (PromptMoE and WMoE-CLIP name none).
+        method_training = replace(config, augment=method == "moeclip")
+        fit(model, [train_spec], out / method / "train", method_training, ClassNames.load(), torch.device("cpu"),
             overwrite=True, show_progress=False)
         seconds[method] = time.perf_counter() - start
         results[method] = evaluate(model.eval(), test_spec, out / method / "test")

@@ -2,6 +2,7 @@
 modules, the V-V path, freezing and the hub-failure message."""
 from __future__ import annotations
 
+from types import SimpleNamespace
 
 import open_clip
 import pytest
@@ -94,6 +95,19 @@ def test_interpolated_position_embedding_is_identity_at_the_original_grid():
     resized = interpolate_pos_embed(pos, (12, 12))
     assert resized.shape == (1 + 144, 16)
     assert torch.equal(resized[0], pos[0])  # class position untouched
+
+
+@pytest.mark.parametrize("old, new", [(24, 37), (8, 12), (12, 8)])
+def test_position_embedding_resize_is_openclips_own(old, new):
+    # OpenCLIP resizes a state dict's grid with its resize_pos_embed (bicubic, antialias);
+    # zsad must give the same embedding, to the last bit, when enlarging and shrinking.
+    from open_clip.model import resize_pos_embed
+
+    pos = torch.randn(1 + old * old, 16, generator=torch.Generator().manual_seed(old))
+    target = SimpleNamespace(visual=SimpleNamespace(grid_size=(new, new)))
+    state = {"visual.positional_embedding": pos.clone()}
+    resize_pos_embed(state, target)
+    assert torch.equal(interpolate_pos_embed(pos, (new, new)), state["visual.positional_embedding"])
 
 
 def test_image_size_resizes_the_grid_and_default_is_518_for_vit_l(tiny_backbone):

@@ -92,6 +92,7 @@ def test_label_free_evaluation_reports_fpr_and_recall_at_the_calibrated_threshol
     result = runner.invoke(app, ["calibrate", "--data", spec, "--out", str(calibration), "--false-positive-rate", str(RATE), *TINY])
     assert result.exit_code == 0, result.output
     assert set(load_calibration(calibration).classes) == {"checker"}
+    assert load_calibration(calibration).split == "train"  # auto: MVTec AD has no validation split
     out = tmp_path / "eval"
     result = runner.invoke(app, ["test", "--data", spec, "--out", str(out), "--calibration", str(calibration), *TINY])
     assert result.exit_code == 0, result.output

@@ -55,7 +55,7 @@ def test_dataset_kinds_cover_the_protocol_table():
                 "headct", "brainmri", "br35h", "folder", "manifest",
                 "ksdd", "dagm", "bmad-brainmri", "bmad-liverct", "bmad-retinaoct", "colondb", "cvc300", "endo",
                 "isic"}  # fmt: skip
-    assert set(DATASET_KINDS) == expected
+    assert expected <= set(DATASET_KINDS)  # test_new_layouts covers the kinds of issue 17
 
 
 def test_parse_data_spec(tmp_path):

@@ -87,6 +87,16 @@ def test_hub_checkpoint_loads_like_a_run_folder_and_revisions_pin_versions(hub_c
     assert not _same_state(latest, tagged)
 
 
+def test_build_detector_itself_resolves_hub_names_and_run_folders(hub_cache, tmp_path):
+    """Issue 18 §3: checkpoints are resolved where they are read, below the engine."""
+    detector = build_detector(checkpoint=f"hf-hub:{REPO}@v1")
+    assert _same_state(detector, hub_cache[OLD_COMMIT])
+    run = tmp_path / "run"
+    save_checkpoint(run / "model.safetensors", hub_cache[NEW_COMMIT].trainable_state_dict(), full_config(hub_cache[NEW_COMMIT]))
+    assert _same_state(build_detector(checkpoint=run), hub_cache[NEW_COMMIT])
+    assert _same_state(build_detector(checkpoint=str(run)), hub_cache[NEW_COMMIT])
+
+
 def test_hub_checkpoint_gets_the_same_config_checks(hub_cache):
     with pytest.raises(CheckpointError, match="method: requested 'zeroshot', the checkpoint has 'moeclip'"):
         load("zeroshot", checkpoint=f"hf-hub:{REPO}")

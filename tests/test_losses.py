@@ -123,3 +123,33 @@ def test_segmentation_loss_of_stacked_maps_equals_the_sum_over_maps():
     expected = segmentation_loss([maps[:, index] for index in range(4)], masks)
     assert torch.allclose(segmentation_loss(maps, masks), expected, atol=1e-5)
     assert float(segmentation_loss(maps, torch.full_like(masks, -1.0))) == 0.0
+
+
+def _released_binary_dice(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The released MoECLIP code's binary Dice, written out: 1 - the batch mean of
+    (2 sum(p y) + 1) / (sum p + sum y + 1) per image."""
+    per_image = [
+        (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1) for p, y in zip(prob.flatten(1), target.flatten(1))
+    ]
+    return 1 - torch.stack(per_image).mean()
+
+
+def test_two_term_dice_adds_the_normal_channel_against_the_complement():
+    # MoECLIP's released loss: Dice(normal channel, 1 - mask) + Dice(abnormal channel, mask).
+    torch.manual_seed(1)
+    anomalous = torch.rand(3, 4, 8, 8)
+    maps = torch.stack((1 - anomalous, anomalous), dim=2)  # (B, M, 2, H, W)
+    masks = (torch.rand(3, 1, 8, 8) > 0.7).float()
+    masks[1] = -1
+    known, target = [0, 2], masks[[0, 2], 0]
+    expected = sum(
+        focal_loss(maps[known, m], target.long())
+        + _released_binary_dice(maps[known, m, 0], 1 - target)
+        + _released_binary_dice(maps[known, m, 1], target)
+        for m in range(4)
+    )
+    listed = [maps[:, m] for m in range(4)]
+    assert torch.allclose(segmentation_loss(listed, masks, dice_normal_channel=True), expected, atol=1e-5)
+    assert torch.allclose(segmentation_loss(maps, masks, dice_normal_channel=True), expected, atol=1e-5)
+    one_term = expected - sum(_released_binary_dice(maps[known, m, 0], 1 - target) for m in range(4))
+    assert torch.allclose(segmentation_loss(maps, masks), one_term, atol=1e-5)

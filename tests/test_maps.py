@@ -1,9 +1,17 @@
 """The map kit every method uses: smoothing given at the reference size, score fusion."""
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
-from zsad.maps import REFERENCE_SIZE, fuse_scores, gaussian_smooth, smooth_at_reference
+from zsad.maps import (
+    REFERENCE_SIZE,
+    fuse_scores,
+    gaussian_blur_window,
+    gaussian_smooth,
+    smooth_at_reference,
+)
 
 
 def test_smoothing_width_scales_with_the_map_side():
@@ -21,3 +29,19 @@ def test_fused_score_is_the_mean_of_map_maximum_and_global_probability():
     maps[1, 3, 3] = 0.2
     fused = fuse_scores(maps, torch.tensor([0.4, 1.0]))
     assert torch.allclose(fused, torch.tensor([0.6, 0.6]))
+
+
+@pytest.mark.parametrize("window, sigma", [(7, 1.0), (9, 1.5), (3, 0.5)])
+def test_window_blur_matches_scipys_truncated_gaussian(window, sigma):
+    """A window x window Gaussian, weights normalised over the window, reflected borders
+    (kornia's gaussian_blur2d): scipy's gaussian_filter truncated at window // 2 cells with
+    its `mirror` border is the same filter."""
+    from scipy.ndimage import gaussian_filter
+
+    maps = torch.randn(2, 11, 13, generator=torch.Generator().manual_seed(window))
+    expected = np.stack([gaussian_filter(m.numpy(), sigma, mode="mirror", truncate=(window // 2) / sigma) for m in maps])
+    assert np.allclose(gaussian_blur_window(maps, window, sigma).numpy(), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="odd"):
+        gaussian_blur_window(maps, 4, 1.0)
+    with pytest.raises(ValueError, match="too small"):
+        gaussian_blur_window(maps[:, :3, :3], 9, 1.5)

@@ -198,14 +198,15 @@ class _VitLShapes(nn.Module):
 
 
 def test_trainable_parameter_count_matches_the_paper_scale():
-    model = MoEClipDetector(_VitLShapes(), MoEClipConfig())
+    model = MoEClipDetector(_VitLShapes(), MoEClipConfig(text_adapter=False))
     count = model.trainable_parameter_count()
     # 4 x (router 1024*4 + B 4*1024*8) + 4 x 1024*768 projections + adapter (LN, depth-wise, point-wise)
     expected = 4 * (4096 + 32768) + 4 * 1024 * 768 + (2 * 1024 + 1024 * 3 + 1024 * 768 + 768)
     assert count == expected
     assert 4.0e6 < count < 4.2e6  # paper: about 4.1 M
-    with_text = MoEClipDetector(_VitLShapes(), MoEClipConfig(text_adapter=True)).trainable_parameter_count()
-    assert with_text - count == 768 * 768  # ~4.7 M with the text adapter
+    # The paper recipe (the default) trains the text adapter too: ~4.7 M.
+    with_text = MoEClipDetector(_VitLShapes(), MoEClipConfig()).trainable_parameter_count()
+    assert with_text - count == 768 * 768
 
 
 def _spec_probability_maps(model, backbone, images, text, size):
@@ -230,10 +231,10 @@ def _spec_probability_maps(model, backbone, images, text, size):
 
 def test_map_equals_the_spec_composition_of_the_twelve_maps(tiny_backbone):
     """The detector's map (logit gaps, one upsampling, sigmoid) against the plain path: mean
-    of the 12 anomalous-class maps, Gaussian smoothing, clamp."""
+    of the 12 anomalous-class maps, Gaussian smoothing, clamp (``map_smoothing: pixel``)."""
     from zsad.maps import gaussian_smooth
 
-    model = _model(tiny_backbone).eval()
+    model = _model(tiny_backbone, map_smoothing="pixel").eval()
     _randomise_b(model)
     images, _, _ = _batch()
     words = ["bottle"] * 2
@@ -246,7 +247,8 @@ def test_map_equals_the_spec_composition_of_the_twelve_maps(tiny_backbone):
 
 
 def test_segmentation_loss_is_the_sum_over_the_twelve_maps(tiny_backbone):
-    """Eq. 15: seg = sum over the 12 spec maps of Focal + Dice (one stacked call in the model)."""
+    """Eq. 15: seg = sum over the 12 spec maps of Focal + Dice (one stacked call in the model);
+    Dice with the released code's two terms: normal channel vs 1 - mask, anomalous vs mask."""
     from zsad.losses import dice_loss, focal_loss
 
     model = _model(tiny_backbone, lora_dropout=0.0).train()
@@ -258,5 +260,73 @@ def test_segmentation_loss_is_the_sum_over_the_twelve_maps(tiny_backbone):
         output = model(images, words, masks=masks, labels=labels)
         maps = _spec_probability_maps(model, tiny_backbone, images, model.text_features(words, images.device), 64)
     target = masks[:1, 0].long()
-    expected = sum(focal_loss(probs[:1], target) + dice_loss(probs[:1, 1], target.float()) for probs in maps)
+    dice = [dice_loss(probs[:1, 0], 1.0 - target.float()) + dice_loss(probs[:1, 1], target.float()) for probs in maps]
+    expected = sum(focal_loss(probs[:1], target) + two_terms for probs, two_terms in zip(maps, dice))
     assert torch.allclose(output.losses["seg"], expected, atol=1e-5)
+    one_term = _model(tiny_backbone, lora_dropout=0.0, two_term_dice=False).train()
+    one_term.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        seg = one_term(images, words, masks=masks, labels=labels).losses["seg"]
+    expected = sum(focal_loss(probs[:1], target) + dice_loss(probs[:1, 1], target.float()) for probs in maps)
+    assert torch.allclose(seg, expected, atol=1e-5)
+
+
+def _released_map(model, backbone, images, text, size, window, sigma):
+    """The released test path (forward_utils.calculate_similarity_map, test=True), written
+    out with scipy: per map (100 cos_A + 1 - 100 cos_N) / 2 on the patch grid, a Gaussian
+    of ``window`` cells (reflected borders, scipy's ``mirror``), bilinear upsampling with
+    align_corners, summed over the 12 maps. -> (B, S, S) numpy."""
+    import numpy as np
+    import torch.nn.functional as F
+    from scipy.ndimage import gaussian_filter
+
+    from zsad.methods.moeclip.heads import anomaly_logits, project_patch_averages
+
+    features = backbone.forward_visual(images, taps=model.blocks, stream_modules=dict(zip(model.blocks, model.moe_layers)))
+    total = 0
+    for layer, block in enumerate(model.blocks):
+        projection = model.projections.projections[layer]
+        for projected in project_patch_averages(features.hidden[block][:, 1:], model.config.paa_scales, backbone.clip.visual.ln_post, projection):
+            logits = anomaly_logits(projected, text, model.config.logit_scale).numpy()  # (B, 2, h, h)
+            grid = (logits[:, 1] + 1 - logits[:, 0]) / 2
+            blurred = np.stack([gaussian_filter(g, sigma, mode="mirror", truncate=(window // 2) / sigma) for g in grid])
+            up = F.interpolate(torch.from_numpy(blurred).unsqueeze(1), size=(size, size), mode="bilinear", align_corners=True)
+            total = total + up[:, 0].numpy()
+    return total
+
+
+@pytest.mark.parametrize("domain, window, sigma", [("industrial", 7, 1.0), ("medical", 9, 1.5)])
+def test_grid_smoothing_and_score_follow_the_released_test_path(tiny_backbone, domain, window, sigma):
+    """Default recipe: the map is the released code's summed map up to a monotone map
+    (R = 6 (1 + up(blur(mean gap))), ours = sigmoid(R / 6 - 1)), so every pixel metric is
+    the released code's; the score is fused on industrial images and the map's maximum
+    alone on medical ones."""
+    model = _model(tiny_backbone).eval()
+    _randomise_b(model)
+    images, _, _ = _batch()
+    words = ["bottle"] * 2
+    with torch.no_grad(), model.scoring_domain(domain):
+        output = model(images, words)
+        released = _released_map(model, tiny_backbone, images, model.text_features(words, images.device), 64, window, sigma)
+    assert model.domain == "industrial"  # restored after the context
+    expected = torch.from_numpy(released / 6 - 1).float().sigmoid()
+    assert torch.allclose(output.anomaly_map, expected, atol=1e-5)
+    peak = output.anomaly_map.flatten(1).amax(dim=1)
+    if domain == "medical":
+        assert torch.allclose(output.pred_score, peak)
+    else:
+        with torch.no_grad():
+            det = (2 * output.pred_score - peak)
+        assert not torch.allclose(output.pred_score, peak) and bool(((det >= 0) & (det <= 1)).all())
+
+
+def test_the_domain_changes_only_the_smoothing_and_the_score(tiny_backbone):
+    model = _model(tiny_backbone).eval()
+    images, _, _ = _batch()
+    with torch.no_grad():
+        industrial = model(images, ["bottle"] * 2)
+        with model.scoring_domain("medical"):
+            medical = model(images, ["bottle"] * 2)
+    assert not torch.allclose(industrial.anomaly_map, medical.anomaly_map)
+    with pytest.raises(ValueError, match="domain"), model.scoring_domain("satellite"):
+        pass

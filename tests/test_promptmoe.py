@@ -163,10 +163,19 @@ def test_map_and_score_follow_eq_6_and_7(tiny_backbone):
             up = F.interpolate(similarity, size=64, mode="bilinear", align_corners=False)
             maps.append((up / 0.07).softmax(dim=1)[:, 1])
         expected_map = torch.stack(maps).mean(0)
-        global_prob = (torch.einsum("bd,bcd->bc", global_feature, text[-1]) / 0.07).softmax(-1)[:, 1]
+        global_prob = (torch.einsum("bd,bcd->bc", global_feature, text[-1]) / 0.01).softmax(-1)[:, 1]
     assert torch.allclose(output.anomaly_map, expected_map, atol=1e-5)
     assert torch.allclose(output.pred_score, 0.5 * (expected_map.flatten(1).amax(1) + global_prob), atol=1e-5)
     assert output.losses == {}
+
+
+def test_image_temperature_is_the_papers_tau_prime():
+    # App. A: tau = 0.07 for the maps, tau' = 0.01 for the image branch; a cosine gap of
+    # 0.02 is then an image probability of 0.88 (0.57 at 0.07).
+    config = PromptMoEConfig()
+    assert (config.map_temperature, config.score_temperature) == (0.07, 0.01)
+    gap = torch.tensor([0.0, 0.02])
+    assert float((gap / config.score_temperature).softmax(-1)[1]) == pytest.approx(0.881, abs=1e-3)
 
 
 def test_training_losses_are_named_finite_and_skip_unknown_targets(tiny_backbone):

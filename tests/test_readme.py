@@ -28,6 +28,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from data_factories import make_btad_tree, make_mvtec_like_tree
+from new_layout_factories import (
+    make_mvtec_ad2_tree,
+    make_mvtec_loco_tree,
+    make_realiad_tree,
+    write_aaclip_jsonl_for,
+    write_anomalyclip_meta_for,
+)
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like, generate_visa_like
 
@@ -106,7 +113,14 @@ def _example_data(root: Path) -> dict[str, str]:
     # a line's good parts: enough for the README's --false-positive-rate 0.05 (19)
     generate_mvtec_like(root / "line", categories=["disc"], size=64, n_train=20, n_good=1, n_defect_per_kind=1)
     (root / "line" / "disc").rename(root / "line" / "metal_nut")
+    make_mvtec_ad2_tree(root / "ad2", categories=("can",), n_validation=20)  # calibrates at 0.05 (19)
+    make_realiad_tree(root / "realiad")
+    make_mvtec_loco_tree(root / "loco")
+    write_anomalyclip_meta_for(root / "mvtec")
+    write_aaclip_jsonl_for(root / "mvtec", root / "AA-CLIP" / "dataset" / "metadata" / "MVTec" / "full-shot.jsonl")
     return {
+        "/data/MVTec-AD-2": str(root / "ad2"), "/data/Real-IAD": str(root / "realiad"),
+        "/data/MVTec-LOCO": str(root / "loco"), "/data/AA-CLIP": str(root / "AA-CLIP"),
         "/data/mvtec_ad": str(root / "mvtec"), "/data/VisA": str(root / "visa"), "/data/BTAD": str(root / "btad"), "/data/MPDD": str(root / "mpdd"),
         "/data/Kvasir-SEG": str(root / "kvasir"), "/data/brain": str(root / "brain"),
         "path/to/images/": str(root / "images"), "images/": str(root / "images"), "more.png": str(root / "more.png"),
@@ -115,6 +129,7 @@ def _example_data(root: Path) -> dict[str, str]:
         "/data/line": str(root / "line"), "good-parts/": str(root / "line" / "metal_nut" / "train" / "good"),
         "line-images/": str(root / "line" / "metal_nut" / "test"),
         "calibration.json": str(root / "calibration.json"), "calibration-line.json": str(root / "calibration-line.json"),
+        "calibration-ad2.json": str(root / "calibration-ad2.json"),
     }
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from zsad.checkpoints import read_checkpoint, save_checkpoint
+from zsad.losses import dice_loss, focal_loss
 from zsad.methods import build_method
 from zsad.methods.build import build_detector, full_config
 from zsad.methods.wmoeclip.config import WMoEClipConfig
@@ -88,6 +89,23 @@ def test_every_loss_is_returned_finite_and_weighted(tiny_backbone):
     for name in ("kl", "rec", "focal"):
         assert torch.allclose(twice[name], 2 * losses[name], rtol=1e-5), name
     assert torch.allclose(twice["dice"], losses["dice"], rtol=1e-5)
+
+
+def test_focal_and_dice_read_the_final_map_once(tiny_backbone):
+    # spec Losses: focal + Dice on the final map (the mean over the taps), not one term per
+    # tap (which weighs segmentation 4x against BCE, KL and rec); the per-tap sum is a setting.
+    images, masks, labels = _batch()
+    model = _model(tiny_backbone, ctds=False, smoothing_sigma=0.0).train()
+    output = model(images, ["bottle"] * 4, masks=masks, labels=labels)
+    final = output.anomaly_map  # the mean abnormal probability over the taps, unsmoothed
+    target = masks[:, 0].long()
+    expected_focal = focal_loss(torch.stack((1 - final, final), dim=1), target)
+    assert torch.allclose(output.losses["focal"], expected_focal, atol=1e-5)
+    assert torch.allclose(output.losses["dice"], dice_loss(final, target.float()), atol=1e-5)
+    assert WMoEClipConfig().per_tap_segmentation_loss is False
+    per_tap = _model(tiny_backbone, ctds=False, smoothing_sigma=0.0, per_tap_segmentation_loss=True).train()
+    summed = per_tap(images, ["bottle"] * 4, masks=masks, labels=labels).losses
+    assert summed["dice"].item() > 2 * output.losses["dice"].item()  # 4 taps, each about the final map's
 
 
 def test_classification_loss_is_the_bce_of_the_abnormal_probability(tiny_backbone):

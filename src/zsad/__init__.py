@@ -7,13 +7,13 @@
 >>> prediction.score, prediction.anomaly_map.shape
 """
 __version__ = "0.1.0"
-__all__ = ["Predictor", "Prediction", "load", "__version__"]
+__all__ = ["Predictor", "Prediction", "Scorer", "ScorerSpec", "load", "__version__"]
 
 
 def __getattr__(name: str):
     """``zsad.load`` and friends import torch on first use only, so that ``import zsad``
     (and the command line's help) stays fast."""
-    if name in ("Predictor", "Prediction", "load"):
+    if name in ("Predictor", "Prediction", "Scorer", "ScorerSpec", "load"):
         from . import api
 
         return getattr(api, name)

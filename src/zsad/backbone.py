@@ -30,6 +30,7 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from .clip_weights import WeightsUnavailableError, build_clip, canonical_weights, is_random_weights
 from .maps import REFERENCE_SIZE
+from .settings import ACTIVATION_NAMES
 from .tracing import is_compiling
 from .vit_blocks import run_block, supports_fused_attention
 
@@ -67,8 +68,25 @@ class BackboneConfig:
         }
 
 
+# The MLP activation of the transformer blocks, as the command line names it, and
+# BackboneConfig.quick_gelu's value for it. OpenAI's CLIP was trained with QuickGELU.
+ACTIVATIONS = dict(zip(ACTIVATION_NAMES, (True, False)))
+
+
+def quick_gelu_for(activation: str | None) -> bool | None:
+    """``quick_gelu`` / ``gelu`` -> True / False; None -> None (as the weights were trained)."""
+    if activation is None:
+        return None
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+    return ACTIVATIONS[activation]
+
+
 def interpolate_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int]) -> torch.Tensor:
-    """Bicubically resample a ViT positional embedding to another patch grid.
+    """Bicubically resample a ViT positional embedding to another patch grid, as OpenCLIP's
+    own ``resize_pos_embed`` (and the MoECLIP authors' code) does: bicubic WITH antialias.
+    Without antialias PyTorch's bicubic kernel differs also when enlarging (24 -> 37 moved
+    the grid maps of a ViT by up to 0.1), so the backbone would match neither.
 
     pos_embed: (1 + g*g, d) with the class position first and a square g x g grid.
     Returns (1 + h*w, d) for new_grid = (h, w). At the original grid the result equals
@@ -79,7 +97,7 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int]) ->
     if old * old != grid_pos.shape[0]:
         raise ValueError(f"positional embedding of {grid_pos.shape[0]} patches is not a square grid")
     grid = grid_pos.reshape(1, old, old, -1).permute(0, 3, 1, 2).float()
-    resized = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False)
+    resized = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False, antialias=True)
     resized = resized.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], -1).to(pos_embed.dtype)
     return torch.cat([cls_pos, resized], dim=0)
 

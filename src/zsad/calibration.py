@@ -222,9 +222,10 @@ class Calibration:
     identity: dict[str, Any]
     classes: dict[str, ClassCalibration] = field(default_factory=dict)
     source: str = ""  # where the normal images came from (for the record)
+    split: str | None = None  # the data set's split they were (train / validation); None for folders
 
     def save(self, path: Path, overwrite: bool = False) -> Path:
-        body = {"format": FORMAT, "identity": self.identity, "source": self.source,
+        body = {"format": FORMAT, "identity": self.identity, "source": self.source, "split": self.split,
                 "classes": {key: {**asdict(entry), "n_images": entry.n_images} for key, entry in self.classes.items()}}
         return atomic_write_json(Path(path), body, overwrite=overwrite)
 
@@ -274,7 +275,9 @@ def load_calibration(path: str | Path) -> Calibration:
         for key, entry in body["classes"].items():
             entry = {name: value for name, value in entry.items() if name != "n_images"}
             classes[key] = ClassCalibration(**entry)
-        return Calibration(identity=body["identity"], classes=classes, source=body.get("source", ""))
+        return Calibration(
+            identity=body["identity"], classes=classes, source=body.get("source", ""), split=body.get("split")
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise InvalidInputError(f"{path} is not a zsad calibration file ({error}); make one with `zsad calibrate`") from error
 

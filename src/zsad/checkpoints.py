@@ -1,13 +1,24 @@
 """Model checkpoint files: the method's own tensors (safetensors) plus the full config (JSON).
 
 A checkpoint file is self-contained: its safetensors metadata carries the full config
-(method, method config, backbone config), so the file alone rebuilds its model. Where
-the files of a training run lie is the engine's business (``engine/run_folder.py``).
+(method, method config, backbone config), so the file alone rebuilds its model.
+
+A checkpoint is named where it is read (:func:`resolve_checkpoint`): a file, a training
+run's folder (its final model, or the newest epoch of an unfinished run), or a run folder
+published on the Hugging Face Hub (``hf-hub:ORG/NAME[@REV]``, see :mod:`zsad.hub`). How
+a run writes its folder is the engine's business (``engine/run_folder.py``); the names
+it reads back are defined here, once.
+
+A method's own state is every tensor of its ``state_dict`` outside the frozen backbone
+(:func:`own_state`); that is what a checkpoint stores and what a scoring identity hashes.
+Configs are compared by one comparator (:func:`config_differences`), whose differences
+are shown one per line (:func:`describe_differences`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -16,8 +27,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .fileio import atomic_save
+from .hub import HubReferenceError, hub_run_folder, is_hub_reference
 
 CONFIG_METADATA_KEY = "zsad_config"
+FINAL_CHECKPOINT_NAME = "model.safetensors"
+CHECKPOINT_DIR_NAME = "checkpoints"
+BACKBONE_PREFIX = "backbone."  # state_dict keys of the frozen backbone: never in a checkpoint
+MAX_DIFFERENCES_SHOWN = 12
+_EPOCH_PATTERN = re.compile(r"epoch_(\d+)\.safetensors$")
 
 
 class CheckpointError(ValueError):
@@ -30,6 +47,49 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], config: dict[s
     metadata = {CONFIG_METADATA_KEY: json.dumps(config, sort_keys=True)}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(path, lambda temporary: save_file(payload, str(temporary), metadata=metadata))
+
+
+def epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of every per-epoch checkpoint in a run directory, oldest first."""
+    found = []
+    for path in (Path(run_dir) / CHECKPOINT_DIR_NAME).glob("epoch_*.safetensors"):
+        match = _EPOCH_PATTERN.search(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file that ``path`` names: a file as it is; a training run's folder
+    means its final checkpoint (or, for an unfinished run, its newest epoch checkpoint);
+    ``hf-hub:ORG/NAME[@REV]`` a run folder published on the Hugging Face Hub.
+
+    Raises:
+        CheckpointError: nothing usable there (or the Hub reference cannot be resolved).
+    """
+    if is_hub_reference(path):
+        try:
+            path = hub_run_folder(str(path))
+        except HubReferenceError as error:
+            raise CheckpointError(str(error)) from error
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        final = path / FINAL_CHECKPOINT_NAME
+        if final.is_file():
+            return final
+        epochs = epoch_checkpoints(path)
+        if epochs:
+            return epochs[-1][1]
+        raise CheckpointError(f"{path} holds no {FINAL_CHECKPOINT_NAME} and no {CHECKPOINT_DIR_NAME}/epoch_*.safetensors")
+    raise CheckpointError(f"checkpoint not found: {path}")
+
+
+def own_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The method's own tensors of a full ``state_dict``: everything outside the frozen
+    backbone (trainable parameters and persistent buffers). The one place of that rule."""
+    return {key: value for key, value in state.items() if not key.startswith(BACKBONE_PREFIX)}
 
 
 def state_digest(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -99,19 +159,34 @@ def config_differences(
     return [] if requested == stored else [f"{prefix}: requested {requested!r}, {stored_name} has {stored!r}"]
 
 
+def describe_differences(headline: str, differences: list[str], limit: int = MAX_DIFFERENCES_SHOWN) -> str:
+    """``headline`` with a count, then one difference per line (at most ``limit``, then
+    how many more): readable even when a whole method config differs."""
+    shown = [f"  - {difference}" for difference in differences[:limit]]
+    if len(differences) > limit:
+        shown.append(f"  ... and {len(differences) - limit} more")
+    count = f"{len(differences)} difference{'s' if len(differences) != 1 else ''}"
+    return "\n".join([f"{headline} ({count}):", *shown])
+
+
 def check_config_fits(
-    requested: dict[str, Any], stored: dict[str, Any], source: str, ignored: Iterable[str] = (), only_given: bool = False
+    requested: dict[str, Any],
+    stored: dict[str, Any],
+    source: str,
+    ignored: Iterable[str] = (),
+    only_given: bool = False,
+    stored_name: str = "the checkpoint",
 ) -> None:
-    """The one test of "does this config fit this checkpoint", for loading and resuming:
-    raise CheckpointError naming every difference (see ``config_differences``)."""
-    differences = config_differences(requested, stored, ignored, only_given)
+    """The one test of "does this config fit this stored one", for loading, resuming and
+    ONNX files: raise CheckpointError naming every difference (see ``config_differences``)."""
+    differences = config_differences(requested, stored, ignored, only_given, stored_name=stored_name)
     if differences:
-        raise CheckpointError(f"{source} was made with another config: " + "; ".join(differences))
+        raise CheckpointError(describe_differences(f"{source} was made with another config", differences))
 
 
 def load_method_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Load a method's own tensors (everything but the frozen backbone), strictly."""
-    own = {key: value for key, value in module.state_dict().items() if not key.startswith("backbone.")}
+    own = own_state(module.state_dict())
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     shapes = [f"{k}: {tuple(tensors[k].shape)} vs {tuple(own[k].shape)}" for k in set(own) & set(tensors) if tensors[k].shape != own[k].shape]

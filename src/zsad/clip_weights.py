@@ -70,6 +70,9 @@ def _is_torchscript_archive(path: Path) -> bool:
         return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
+WEIGHT_FILE_KINDS = "an OpenAI JIT archive, a PyTorch state dict .pt/.bin/.pth of plain tensors, or a .safetensors file"
+
+
 def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
     """Read a CLIP state dict from an OpenAI JIT archive, a .pt/.bin/.pth state dict or
     a .safetensors file. Returns CPU tensors keyed as OpenCLIP's ``CLIP`` expects."""
@@ -90,7 +93,12 @@ def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
     except WeightsUnavailableError:
         raise
     except Exception as error:  # corrupt archive, pickle refused, truncated file...
-        raise WeightsUnavailableError(f"cannot read CLIP weights from {path}: {error}") from error
+        # The loaders' own messages say little (a bare byte value, a page on weights_only):
+        # say what the file should be; the cause stays chained for a traceback.
+        raise WeightsUnavailableError(
+            f"cannot read CLIP weights from {path}: it is not a weight file zsad reads ({WEIGHT_FILE_KINDS}), "
+            f"or it is damaged or truncated ({type(error).__name__}). Check the file, or pass --weights openai."
+        ) from error
     if not isinstance(state_dict, dict) or not state_dict:
         raise WeightsUnavailableError(f"{path} does not contain a state dict")
     return {key.removeprefix("module."): value for key, value in state_dict.items()}

@@ -8,7 +8,10 @@ with a reason the summary lists:
 * the output folder of the run, and any folder holding zsad results (so a second run
   never scores the first run's overlays);
 * hidden files and folders (``._x.jpg`` from macOS, ``.ipynb_checkpoints/``...);
-* broken symbolic links, unreadable folders, and a folder reached twice through links;
+* broken symbolic links, links in a cycle (``a -> b -> a``, ``self -> self``), unreadable
+  folders, and a folder reached twice through links;
+* a file named twice (on its own and within its folder, or in two spellings): it is kept
+  once, where it first appears;
 * files whose extension is not an image extension (counted, not listed one by one).
 
 A file named explicitly is always kept whatever its extension, so that a wrong file
@@ -16,12 +19,15 @@ is reported by the reader instead of being dropped.
 """
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
-__all__ = ["Discovery", "OUTPUT_MARKER", "find_images"]
+from .errors import MissingInputError
+
+__all__ = ["Discovery", "NOT_AN_IMAGE", "OUTPUT_MARKER", "find_images", "iter_folder_images", "unique_paths"]
 
 # Written into every output folder of `zsad predict`; a folder holding it is results, not inputs.
 OUTPUT_MARKER = ".zsad-output"
@@ -58,7 +64,26 @@ def _same_place(path: Path, others: Sequence[Path]) -> bool:
         return False
 
 
-def _walk(folder: Path, suffixes: Sequence[str], exclude: Sequence[Path], found: Discovery) -> None:
+def _link_loop(path: Path) -> str | None:
+    """The reason to skip a symbolic link that never reaches a file (a cycle of links),
+    or None for anything else."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"symbolic link in a cycle (to {os.readlink(path)})"
+    return None
+
+
+def iter_folder_images(
+    folder: Path, suffixes: Sequence[str], exclude: Sequence[Path], skip: Callable[[Path, str], None], in_name_order: bool = True,
+) -> Iterator[Path]:
+    """The image files under ``folder``, depth first, one at a time; each entry left out is
+    reported to ``skip(path, reason)``. ``in_name_order`` sorts each folder's entries, which
+    holds one folder's listing in memory; without it the walk keeps the file system's order
+    and holds only the folders still to visit (for folders of millions of files)."""
     visited: set[str] = set()
 
     def skip_folder(path: Path) -> str | None:
@@ -77,30 +102,34 @@ def _walk(folder: Path, suffixes: Sequence[str], exclude: Sequence[Path], found:
     while pending:
         current = pending.pop()
         try:
-            entries = sorted(os.scandir(current), key=lambda entry: entry.name)
+            listing = os.scandir(current)
+            entries = sorted(listing, key=lambda entry: entry.name) if in_name_order else listing
         except OSError as error:
-            found.skipped.append((current, f"cannot list the folder ({error.strerror or error})"))
+            skip(current, f"cannot list the folder ({error.strerror or error})")
             continue
         subfolders = []
         for entry in entries:
             path = current / entry.name
-            if _is_hidden(entry.name):
-                found.skipped.append((path, "hidden folder" if entry.is_dir() else "hidden file"))
+            loop = _link_loop(path)
+            if loop:
+                skip(path, loop)
+            elif _is_hidden(entry.name):
+                skip(path, "hidden folder" if entry.is_dir() else "hidden file")
             elif entry.is_dir():  # follows links to folders
                 reason = skip_folder(path)
                 if reason:
-                    found.skipped.append((path, reason))
+                    skip(path, reason)
                 else:
                     subfolders.append(path)
             elif entry.is_file():
                 if path.suffix.lower() in suffixes:
-                    found.paths.append(path)
+                    yield path
                 else:
-                    found.skipped.append((path, NOT_AN_IMAGE))
+                    skip(path, NOT_AN_IMAGE)
             elif entry.is_symlink():
-                found.skipped.append((path, f"broken symbolic link (to {os.readlink(path)})"))
+                skip(path, f"broken symbolic link (to {os.readlink(path)})")
             else:
-                found.skipped.append((path, "not a regular file"))
+                skip(path, "not a regular file")
         pending.extend(reversed(subfolders))  # depth first, in name order
 
 
@@ -108,20 +137,39 @@ def find_images(inputs: Iterable[str | Path], suffixes: Sequence[str], exclude: 
     """Expand ``inputs`` (files and folders) into image paths; see the module docstring.
 
     Raises:
-        FileNotFoundError: an input does not exist (a broken link given by name included).
+        MissingInputError: an input does not exist (a broken link given by name included;
+            a link in a cycle is a skipped entry).
     """
     found = Discovery()
     exclude = [Path(path) for path in exclude]
     for item in inputs:
         path = Path(item).expanduser()
-        if path.is_dir():
+        loop = _link_loop(path)
+        if loop:
+            found.skipped.append((path, loop))
+        elif path.is_dir():
             before = len(found.paths)
-            _walk(path, suffixes, exclude, found)
+            found.paths.extend(iter_folder_images(path, suffixes, exclude, lambda *entry: found.skipped.append(entry)))
             found.paths[before:] = sorted(found.paths[before:])
         elif path.exists():
             found.paths.append(path)
         elif path.is_symlink():
-            raise FileNotFoundError(f"input {path} is a broken symbolic link (to {os.readlink(path)})")
+            raise MissingInputError(f"input {path} is a broken symbolic link (to {os.readlink(path)})")
         else:
-            raise FileNotFoundError(f"input not found: {path}")
+            raise MissingInputError(f"input not found: {path}")
+    found.paths = unique_paths(found.paths)
     return found
+
+
+def unique_paths(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` with each file once, where it first appears: two spellings of one path
+    (``ov/good.jpg``, ``ov/./good.jpg``), or a file named on its own and within its
+    folder, are one file. Symbolic links are not resolved (two links are two entries)."""
+    seen: set[str] = set()
+    unique = []
+    for path in paths:
+        key = os.path.normpath(os.path.abspath(path))
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique

@@ -33,3 +33,7 @@ class RandomWeightsWarning(ZsadWarning):
 
 class UntrainedAdaptersWarning(ZsadWarning):
     """A trainable method runs without a checkpoint: its adapters are untrained."""
+
+
+class SmallSetWarning(ZsadWarning):
+    """A transductive method scores a set of few images: its scores are less reliable."""

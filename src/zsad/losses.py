@@ -85,8 +85,12 @@ def known_masks(masks: Tensor) -> Tensor:
     return masks.flatten(1)[:, 0] >= 0
 
 
-def segmentation_loss(maps: Sequence[Tensor] | Tensor, masks: Tensor) -> Tensor:
+def segmentation_loss(maps: Sequence[Tensor] | Tensor, masks: Tensor, dice_normal_channel: bool = False) -> Tensor:
     """Sum over ``maps`` of focal + Dice loss, on the images with a known mask.
+
+    The Dice term compares the anomalous channel with the mask; with
+    ``dice_normal_channel`` it also compares the normal channel with 1 - mask (the
+    MoECLIP authors' released loss: two Dice terms per map).
 
     Args:
         maps: (B, 2, H, W) probabilities over {normal, anomalous}, one per map; or all M
@@ -106,13 +110,21 @@ def segmentation_loss(maps: Sequence[Tensor] | Tensor, masks: Tensor) -> Tensor:
         count = maps.shape[1]
         stacked = maps[known].flatten(0, 1)  # (B' M, 2, H, W), image b's maps consecutive
         target = masks[known, 0].round().long().repeat_interleave(count, dim=0)  # (B' M, H, W)
-        return count * (focal_loss(stacked, target) + dice_loss(stacked[:, 1], target.float()))
+        return count * (focal_loss(stacked, target) + _dice_terms(stacked, target, dice_normal_channel))
     total = maps[0].new_zeros(())
     if known.any():
         target = masks[known, 0].round().long()
         for probs in maps:
-            total = total + focal_loss(probs[known], target) + dice_loss(probs[known, 1], target.float())
+            total = total + focal_loss(probs[known], target) + _dice_terms(probs[known], target, dice_normal_channel)
     return total
+
+
+def _dice_terms(probs: Tensor, target: Tensor, normal_channel: bool) -> Tensor:
+    """Dice of the anomalous channel of (B, 2, H, W) ``probs`` against the (B, H, W) class
+    map ``target``, plus, with ``normal_channel``, Dice of the normal channel against its
+    complement."""
+    anomalous = dice_loss(probs[:, 1], target.float())
+    return anomalous + dice_loss(probs[:, 0], 1.0 - target.float()) if normal_channel else anomalous
 
 
 def image_classification_loss(logits: Tensor, labels: Tensor) -> Tensor:

@@ -14,11 +14,31 @@ from .precision import float32_region
 REFERENCE_SIZE = 518
 
 
-def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of (B, C, h, w) maps to size (align_corners False). A size read
-    from a tensor's shape while tracing (ONNX export) is a 0-d tensor: it counts as an int."""
+def upsample(maps: torch.Tensor, size: int | tuple[int, int], align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resize of (B, C, h, w) maps to size. A size read from a tensor's shape
+    while tracing (ONNX export) is a 0-d tensor: it counts as an int."""
     size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=align_corners)
+
+
+def gaussian_blur_window(maps: Tensor, kernel_size: int, sigma: float) -> Tensor:
+    """Gaussian blur of (B, H, W) maps with a ``kernel_size`` x ``kernel_size`` window
+    (odd), standard deviation ``sigma`` in map cells, the weights normalised over the
+    window and the borders reflected (the edge cell not repeated): kornia's
+    ``gaussian_blur2d`` as MoECLIP's released code applies it to the patch grid. Runs as
+    two 1-D passes in float32; returns float32 (B, H, W). Needs H, W > kernel_size // 2."""
+    if kernel_size < 1 or kernel_size % 2 == 0 or sigma <= 0:
+        raise ValueError(f"need an odd kernel_size >= 1 and sigma > 0, got {kernel_size} and {sigma}")
+    half = kernel_size // 2
+    if min(maps.shape[-2:]) <= half:
+        raise ValueError(f"a {tuple(maps.shape[-2:])} map is too small for a {kernel_size}-wide reflected window")
+    with float32_region(maps.device):
+        offsets = torch.arange(-half, half + 1, dtype=torch.float32, device=maps.device)
+        kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        x = F.pad(maps.float().unsqueeze(1), (half, half, half, half), mode="reflect")
+        x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+        return F.conv2d(x, kernel.view(1, 1, 1, -1)).squeeze(1)
 
 
 def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:

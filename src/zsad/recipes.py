@@ -41,7 +41,9 @@ from .errors import InvalidInputError, MissingInputError
 from .methods import available_methods, method_class
 
 RECIPE_DIR = "recipes"
-_RECIPE_KEYS = {"method", "method_config", "training", "description", "paper"}
+_RECIPE_KEYS = {"method", "method_config", "training", "description", "paper", "backbone"}
+# What a recipe may say about the backbone (the rest comes from the command line).
+_BACKBONE_KEYS = {"activation"}
 # The sections whose values merge key by key; the others are replaced whole.
 SECTIONS = ("method_config", "training", "backbone")
 DEFAULT = "default"
@@ -75,6 +77,7 @@ class Recipe:
     training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     paper: PaperRow | None = None
+    backbone: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_method_recipe(self) -> bool:
@@ -82,7 +85,7 @@ class Recipe:
 
     def named_keys(self) -> list[str]:
         """The dotted keys this file sets (``method_config.fofs``, ``training.lr``)."""
-        return [f"{section}.{key}" for section in ("method_config", "training") for key in getattr(self, section)]
+        return [f"{section}.{key}" for section in SECTIONS for key in getattr(self, section)]
 
 
 # ---------------------------------------------------------------- reading files
@@ -99,11 +102,16 @@ def _parse(text: str, origin: str, suffix: str, name: str) -> Recipe:
     unknown = sorted(set(values) - _RECIPE_KEYS)
     if unknown:
         raise InvalidInputError(f"{origin}: unknown keys {unknown}; allowed: {sorted(_RECIPE_KEYS)}")
-    for section in ("method_config", "training"):
+    for section in SECTIONS:
         if not isinstance(values.get(section) or {}, dict):
             raise InvalidInputError(f"{origin}: `{section}` must be a mapping of settings")
+    backbone = dict(values.get("backbone") or {})
+    if set(backbone) - _BACKBONE_KEYS:
+        unknown_backbone = sorted(set(backbone) - _BACKBONE_KEYS)
+        raise InvalidInputError(f"{origin}: unknown backbone keys {unknown_backbone}; allowed: {sorted(_BACKBONE_KEYS)}")
     return Recipe(
         name=name,
+        backbone=backbone,
         method=values.get("method"),
         method_config=dict(values.get("method_config") or {}),
         training=dict(values.get("training") or {}),
@@ -113,13 +121,14 @@ def _parse(text: str, origin: str, suffix: str, name: str) -> Recipe:
 
 
 def _paper_row(values: Any, method: str | None, name: str, origin: str) -> PaperRow | None:
-    """The ``paper:`` block; a method recipe's missing results are its Tab. 1."""
+    """The ``paper:`` block; missing results of a method recipe, or of a recipe whose table
+    is the method's Tab. 1, are that table's numbers (``paper_results.json``)."""
     if values is None:
         return None
     if not isinstance(values, dict) or "table" not in values:
         raise InvalidInputError(f"{origin}: `paper` must be a mapping with `table` and `results`")
     results = values.get("results")
-    if results is None and method is not None and name == method:
+    if results is None and method is not None and (name == method or str(values["table"]).endswith("Tab. 1")):
         results = paper_results(method)
     if not isinstance(results, dict):
         raise InvalidInputError(f"{origin}: `paper.results` must map data kinds to {{metric: fraction}}")
@@ -212,6 +221,7 @@ class ResolvedSettings:
             "paper": None if self.paper is None else self.paper.to_dict(),
             "method_config": self.method_config,
             "training": self.training,
+            "backbone": self.backbone,
             "sources": self.sources,
         }
 
@@ -233,6 +243,16 @@ def _label(recipe: Recipe) -> str:
     if recipe.is_method_recipe:
         return f"recipe {recipe.name}"
     return f"overlay {recipe.name}" if recipe.name in bundled_recipes() else f"config {recipe.name}"
+
+
+def _stored_backbone(backbone: dict[str, Any]) -> dict[str, Any]:
+    """A run's stored backbone as merge keys: a run config records the activation as
+    ``quick_gelu`` (True / False; None = as the weights were trained)."""
+    values = {key: backbone[key] for key in ("model_name", "weights", "image_size") if key in backbone}
+    quick_gelu = backbone.get("quick_gelu")
+    if quick_gelu is not None:
+        values["activation"] = "quick_gelu" if quick_gelu else "gelu"
+    return values
 
 
 def resolve_settings(
@@ -264,17 +284,18 @@ def resolve_settings(
     merge = _Merge()
     merge.apply("training", TrainingConfig().to_dict(), DEFAULT)
     merge.apply("method_config", cls.config_class().to_dict(), DEFAULT)
-    merge.apply("backbone", {"model_name": None, "weights": None, "image_size": None}, DEFAULT)
+    merge.apply("backbone", {"model_name": None, "weights": None, "image_size": None, "activation": None}, DEFAULT)
     for layer in (base, config) if not config.is_method_recipe else (config,):
         if layer.method is None and layer.name is None:
             continue  # no --config
         merge.apply("method_config", layer.method_config, _label(layer))
         merge.apply("training", layer.training, _label(layer))
+        merge.apply("backbone", layer.backbone, _label(layer))
     if stored and stored.get("method") == chosen:
         merge.apply("method_config", stored.get("method_config", {}), RESUMED)
     if stored:
         merge.apply("training", stored.get("training", {}), RESUMED)
-        merge.apply("backbone", {k: v for k, v in stored.get("backbone", {}).items() if k in merge.values["backbone"]}, RESUMED)
+        merge.apply("backbone", _stored_backbone(stored.get("backbone", {})), RESUMED)
     for section in SECTIONS:
         merge.apply(section, command_line.get(section, {}), COMMAND_LINE, skip_none=True)
     specs = list(data) if data else list(stored.get("data", []))

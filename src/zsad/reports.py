@@ -120,8 +120,8 @@ def metrics_markdown(report: Mapping[str, Any]) -> str:
     per_class: Mapping[str, Mapping[str, Any]] = report.get("per_class", {})
     mean = report.get("mean") or mean_over_classes(per_class)
     metrics = [m for m in METRIC_ORDER if any(_is_available(row.get(m)) for row in per_class.values())]
-    count_keys = [k for k in ("n_images", "n_anomalous") if any(k in row for row in per_class.values())]
-    count_titles = {"n_images": "images", "n_anomalous": "anomalous"}
+    count_keys = [k for k in ("n_images", "n_anomalous", "n_samples") if any(k in row for row in per_class.values())]
+    count_titles = {"n_images": "images", "n_anomalous": "anomalous", "n_samples": "samples"}
 
     lines = [f"# Anomaly detection results: {_escape_cell(report.get('dataset', 'unknown data set'))}", ""]
     header = [f"**{key}** {_escape_cell(report[key])}" for key in _HEADER_KEYS if key in report]
@@ -163,6 +163,7 @@ def metrics_markdown(report: Mapping[str, Any]) -> str:
         "the mean is taken over the classes where the metric is defined.",
         "",
     ]
+    lines += _anomaly_type_lines(report)
     if report.get("calibrated"):
         lines += _calibrated_section(report["calibrated"])
     return "\n".join(lines)
@@ -179,8 +180,9 @@ def _calibrated_section(calibrated: Mapping[str, Any]) -> list[str]:
     ]
     mean = calibrated.get("mean", {})
     rows.append(["**mean**", "", *[_bold(format_percent(mean.get(n))) for n in names[:2]], "", *[_bold(format_percent(mean.get(n))) for n in names[2:]]])
+    made_on = f", calibrated on the {calibrated['split']} split's normal images" if calibrated.get("split") else ""
     return [
-        f"## At the calibrated thresholds ({_escape_cell(calibrated.get('file', 'calibration file'))})",
+        f"## At the calibrated thresholds ({_escape_cell(calibrated.get('file', 'calibration file'))}{made_on})",
         "",
         *_table(titles, rows, numeric_from=1),
         "",
@@ -192,6 +194,28 @@ def _calibrated_section(calibrated: Mapping[str, Any]) -> list[str]:
         ),
         "",
     ]
+
+
+def _anomaly_type_lines(report: Mapping[str, Any]) -> list[str]:
+    """One table per anomaly type (MVTec LOCO's logical / structural): each type's images
+    against all normal images of the class, and the mean over classes."""
+    by_class: Mapping[str, Mapping[str, Mapping[str, Any]]] = report.get("per_anomaly_type") or {}
+    means: Mapping[str, Mapping[str, Any]] = report.get("mean_per_anomaly_type") or {}
+    lines: list[str] = []
+    for anomaly_type in sorted({t for per_type in by_class.values() for t in per_type}):
+        rows_by_class = {c: per_type[anomaly_type] for c, per_type in by_class.items() if anomaly_type in per_type}
+        metrics = [m for m in METRIC_ORDER if any(_is_available(r.get(m)) for r in rows_by_class.values())]
+        header = ["class", "images", "anomalous"] + [METRIC_LABELS[m] for m in metrics]
+        rows = [
+            [_escape_cell(c), str(r.get("n_images", "")), str(r.get("n_anomalous", ""))]
+            + [format_percent(r.get(m)) for m in metrics]
+            for c, r in rows_by_class.items()
+        ]
+        mean = means.get(anomaly_type) or mean_over_classes(rows_by_class)
+        rows.append(["**mean**", "", ""] + [_bold(format_percent(mean.get(m))) for m in metrics])
+        lines += [f"## {_escape_cell(anomaly_type)} anomalies (against all normal images)", ""]
+        lines += _table(header, rows, numeric_from=1) + [""]
+    return lines
 
 
 def _bold(text: str) -> str:

@@ -3,9 +3,12 @@
 Each image's row is appended to ``scores.csv`` and flushed to disk the moment it is
 known, so an interrupted run (Ctrl-C, a crash, ``kill -9``) keeps every score it
 produced. ``scores.json`` (the same rows plus the run's metadata, full-precision
-scores, and ``"complete"``) is written at the end, or on an interrupt with
-``"complete": false``. A later run can continue an interrupted one: it reads the
-rows back (:meth:`ScoreTable.resume`) and scores only the images without a row.
+scores, and ``"complete"``) is first written when the run starts (``"complete": false``, with the
+run's scoring identity: model content, method config, prompt words, references,
+calibration), and again at the end or on an interrupt. A later run can continue an
+interrupted one: it reads the rows back and scores only the images without a row,
+once its identity and threshold equal the recorded ones (one comparator,
+:func:`zsad.checkpoints.config_differences`, names every difference).
 
 Columns: ``path`` (as given), ``score`` (6 decimals, empty when unreadable),
 ``label`` (1 at or above the threshold), ``error``, ``overlay`` and ``map`` (the
@@ -20,6 +23,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .checkpoints import config_differences, describe_differences
+from .errors import InvalidInputError
 from .fileio import OutputExistsError, atomic_write_json
 
 __all__ = ["SCORE_COLUMNS", "ResumeMismatchError", "ScoreTable"]
@@ -29,7 +34,7 @@ CSV_NAME = "scores.csv"
 JSON_NAME = "scores.json"
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(InvalidInputError):
     """The rows already in scores.csv come from another model or threshold."""
 
 
@@ -44,18 +49,26 @@ class ScoreTable:
     """The score files of one run in ``out_dir``; use as a context manager.
 
     ``provenance`` (method, backbone, weights) becomes columns; ``meta`` goes into
-    scores.json. Rows are dicts with the keys of :data:`SCORE_COLUMNS`.
+    scores.json, with ``identity`` (everything that decides the scores) under
+    ``"identity"``. Rows are dicts with the keys of :data:`SCORE_COLUMNS`.
     """
 
     def __init__(
-        self, out_dir: Path, provenance: Mapping[str, Any], meta: Mapping[str, Any], overwrite: bool, resume: bool = False,
+        self,
+        out_dir: Path,
+        provenance: Mapping[str, Any],
+        meta: Mapping[str, Any],
+        overwrite: bool,
+        resume: bool = False,
         extra_columns: Sequence[str] = (),
+        identity: Mapping[str, Any] | None = None,
     ):
         self.out_dir = Path(out_dir)
         self.csv_path = self.out_dir / CSV_NAME
         self.json_path = self.out_dir / JSON_NAME
         self.provenance = dict(provenance)
-        self.meta = dict(meta)
+        # As JSON stores it (tuples become lists), so that a resumed run compares like with like.
+        self.meta = {**meta, "identity": json.loads(json.dumps(identity))}
         self.extra_columns = tuple(extra_columns)
         self.columns = [*SCORE_COLUMNS, *self.extra_columns, *self.provenance]
         self.rows: list[dict[str, Any]] = self._previous_rows() if resume else []
@@ -66,6 +79,7 @@ class ScoreTable:
                 for path in (self.csv_path, self.json_path):
                     if path.exists():
                         raise OutputExistsError(path)
+            self._write_json(complete=False, n_total=None)  # the identity is on disk before any row
             # "x" refuses a file that appeared after the check; with --overwrite, replace it.
             self._handle = open(self.csv_path, "w" if overwrite or resume else "x", newline="", encoding="utf-8")
             csv.writer(self._handle, lineterminator="\n").writerow(self.columns)
@@ -87,26 +101,27 @@ class ScoreTable:
                     f"({', '.join(self.columns)}); it was not written by this kind of run. Use another --out."
                 )
             rows = [_parse_row(row) for row in reader if row.get("path")]
-        earlier_threshold = self._previous_threshold()
-        if earlier_threshold is not None and earlier_threshold != self.meta.get("threshold"):
-            raise ResumeMismatchError(
-                f"{self.json_path} was written with --threshold {earlier_threshold}, this run uses "
-                f"{self.meta.get('threshold')}; resume with the same threshold, or use another --out."
-            )
-        for row in rows[:1]:
-            differing = [f"{key} {row[key]!r} (now {value!r})" for key, value in self.provenance.items() if row[key] != str(value)]
-            if differing:
-                raise ResumeMismatchError(
-                    f"{self.csv_path} was written with another model: {'; '.join(differing)}. "
-                    "Resume with the same options, or use another --out."
-                )
+        if rows:
+            self._check_same_scorer()
         return rows
 
-    def _previous_threshold(self) -> float | None:
+    def _check_same_scorer(self) -> None:
+        """Refuse to add rows to those of another scorer or threshold, naming every difference."""
         try:
-            return json.loads(self.json_path.read_text())["meta"]["threshold"]
+            earlier = json.loads(self.json_path.read_text(encoding="utf-8"))["meta"]
         except (OSError, ValueError, KeyError, TypeError):
-            return None  # killed before scores.json was written: the CSV alone decides
+            raise ResumeMismatchError(
+                f"{self.json_path} is missing or damaged, so it cannot be told which model wrote the rows of "
+                f"{self.csv_path}; start again with --overwrite, or use another --out."
+            ) from None
+        current = {"threshold": self.meta.get("threshold"), "identity": self.meta["identity"]}
+        recorded = {key: earlier.get(key) for key in current}
+        differences = config_differences(current, recorded, stored_name="the earlier run")
+        if differences:
+            raise ResumeMismatchError(
+                describe_differences(f"cannot resume in {self.out_dir}: its rows were scored with other settings", differences)
+                + "\nResume with the same options (--threshold included), start again with --overwrite, or use another --out."
+            )
 
     @property
     def done_paths(self) -> set[str]:
@@ -126,11 +141,14 @@ class ScoreTable:
             self.rows.append(full)
         self._sync()
 
+    def _write_json(self, complete: bool, n_total: int | None) -> Path:
+        meta = {**self.meta, "complete": complete, "n_images": n_total, "n_done": len(self.rows)}
+        return atomic_write_json(self.json_path, {"meta": meta, "images": self.rows})
+
     def finish(self, complete: bool, n_total: int) -> Path:
         """Close scores.csv and write scores.json (``complete``: every input has a row)."""
         self._handle.close()
-        meta = {**self.meta, "complete": complete, "n_images": n_total, "n_done": len(self.rows)}
-        return atomic_write_json(self.json_path, {"meta": meta, "images": self.rows})
+        return self._write_json(complete, n_total)
 
     def __enter__(self) -> "ScoreTable":
         return self

@@ -10,9 +10,23 @@ PRECISIONS = ("fp32", "bf16")
 # How image scores may be rescaled before the image metrics: not at all, or over each
 # class's whole test set (transductive, for comparison with the MoECLIP authors' code).
 SCORE_NORMALISATIONS = ("none", "per-class-minmax")
+# What the image metrics score: each image, or each physical sample by the max over its
+# views (multi-view sets such as Real-IAD; an image without a sample is its own sample).
+SAMPLE_SCORES = ("image", "max-over-views")
+# Which normal images of a data set `zsad calibrate --data` uses: "auto" takes the
+# held-out normal images (validation/good) where the layout has them, else train/good.
+CALIBRATION_SPLITS = ("auto", "train", "validation")
 # torch.compile settings of the inference and training calls (engine/compilation.py):
 # eager, or inductor's default, max-autotune or reduce-overhead (CUDA graphs) mode.
 COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")
+# What kind of images a data set holds. A method may score them differently (MoECLIP's
+# released code smooths and scores medical images otherwise); a data-set kind declares its
+# domain, and images of unknown origin are industrial unless the user says otherwise.
+INDUSTRIAL, MEDICAL = "industrial", "medical"
+DOMAINS = (INDUSTRIAL, MEDICAL)
+DEFAULT_DOMAIN = INDUSTRIAL
+# The CLIP blocks' MLP activation, as the command line names it (backbone.ACTIVATIONS).
+ACTIVATION_NAMES = ("quick_gelu", "gelu")
 
 SettingsT = TypeVar("SettingsT", bound="Settings")
 

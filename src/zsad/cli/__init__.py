@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from ..data.cli import data_app
-from ..settings import SCORE_NORMALISATIONS
+from ..settings import SAMPLE_SCORES, SCORE_NORMALISATIONS
 from . import calibrate as cal
 from . import checks
 from . import fewshot as fs
@@ -105,22 +105,25 @@ def panel_replaces_random_warning() -> Iterator[None]:
         yield
 
 
-def load_predictor(options: opt.ModelOptions, compile: str = "off"):
-    """The predictor the shared model options describe (method from the option, the
-    recipe, or the checkpoint; the training-free baseline when nothing names one), its
-    inference call under ``--compile``."""
-    from ..api import load
+def load_arguments(options: opt.ModelOptions, compile: str = "off") -> dict:
+    """The keyword arguments of :func:`zsad.api.load` that the shared model options
+    describe (method from the option, the recipe, or the checkpoint; the training-free
+    baseline when nothing names one). Refuses an untrained trainable method unless
+    --allow-untrained; a picklable description, so another process can build the same
+    predictor."""
     from ..methods import method_class
     from ..recipes import DEFAULT, load_recipe, resolve_settings
 
     recipe = load_recipe(options.config)
     method = options.method or recipe.method or ("zeroshot" if options.checkpoint is None else None)
     method_config = None
+    activation = options.activation
     if recipe.method is not None:  # the overlay laid over its method's recipe; only what they set
         merged = resolve_settings(method, recipe)
         method_config = {
             key: value for key, value in merged.method_config.items() if merged.sources[f"method_config.{key}"] != DEFAULT
         } or None
+        activation = activation or merged.backbone["activation"]
     untrained = options.checkpoint is None and method_class(method).trainable
     if untrained and not options.allow_untrained:
         raise ValueError(
@@ -128,17 +131,29 @@ def load_predictor(options: opt.ModelOptions, compile: str = "off"):
             "one of its .safetensors files). To run it with untrained adapters anyway (a pipeline check, its "
             "scores mean nothing), add --allow-untrained."
         )
+    return dict(
+        method=method, checkpoint=options.checkpoint, backbone=options.backbone, weights=options.weights,
+        image_size=options.image_size, device=options.device, class_name=options.class_name,
+        class_names_file=options.class_names, precision=options.precision,
+        cache_dir=str(options.cache_dir) if options.cache_dir else None, method_config=method_config,
+        compile=compile, activation=activation, domain=options.domain,
+    )
+
+
+def load_predictor(options: opt.ModelOptions, compile: str = "off"):
+    """The predictor the shared model options describe (see :func:`load_arguments`), its
+    inference call under ``--compile``."""
+    from ..api import load
+    from ..methods import method_class
+
+    arguments = load_arguments(options, compile)
+    untrained = options.checkpoint is None and method_class(arguments["method"]).trainable
     with panel_replaces_random_warning(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is trainable but no checkpoint was given")  # the panel below says it
-        predictor = load(
-            method,
-            options.checkpoint, options.backbone, options.weights, options.image_size, options.device,
-            options.class_name, options.class_names, options.precision,
-            str(options.cache_dir) if options.cache_dir else None, method_config, compile,
-        )
+        predictor = load(**arguments)
     warn_if_random(predictor.detector.backbone.random_weights)
     if untrained:
-        err_console.print(Panel(f"--method {method} runs with UNTRAINED adapters (--allow-untrained): a pipeline check, not a result.", title="UNTRAINED", style="bold yellow"))
+        err_console.print(Panel(f"--method {arguments['method']} runs with UNTRAINED adapters (--allow-untrained): a pipeline check, not a result.", title="UNTRAINED", style="bold yellow"))
     return predictor
 
 
@@ -161,6 +176,7 @@ def predict(
     num_workers: Annotated[int, typer.Option(min=0, help="Threads that decode images while the model runs (0 = none).")] = 0,
     reference: fs.Reference = None,
     fusion_weight: fs.FusionWeight = 0.5,
+    set_size: opt.SetSize = None,
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Run a model exported by `zsad export` with onnxruntime instead of torch (same outputs).")] = None,
     compile: opt.Compile = "off",
     overwrite: opt.Overwrite = False,
@@ -189,14 +205,29 @@ def predict(
     else:
         predictor = load_predictor(model, compile)
         meta = {**predictor.detector.provenance(), **compile_meta(compile)}
+    from ..methods.base import scores_sets as method_scores_sets
+
+    scores_sets = onnx is None and method_scores_sets(predictor.detector)
+    if set_size is not None and not scores_sets:
+        raise ValueError("--set-size applies to methods that score sets of images (--method musc)")
+    if scores_sets and calibration is not None:
+        raise ValueError(f"--method {predictor.detector.name} gives set-relative scores: --calibration does not apply")
     entry, threshold = cal.for_run(calibration, threshold, predictor, meta, predictor.meta if onnx is not None else None, reference)
-    if reference is not None:
+    if reference is not None and not scores_sets:
         predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
+    if not scores_sets and onnx is None and model.method is None and model.checkpoint is None and model.config is None:
+        from ..engine.set_scoring import SET_METHOD_HINT, SUGGEST_SET_METHOD_FROM
+
+        if len(found.paths) >= SUGGEST_SET_METHOD_FROM:
+            err_console.print(SET_METHOD_HINT.format(n=len(found.paths)), highlight=False, soft_wrap=True)
     try:
-        summary = predict_files(
-            predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
-            show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume, calibration=entry,
-        )
+        if scores_sets:
+            summary = _predict_sets(predictor, found.paths, out, threshold, model, set_size, reference, batch_size, overwrite, resume, quiet, meta)
+        else:
+            summary = predict_files(
+                predictor, found.paths, out, threshold, class_name=None, batch_size=batch_size, overwrite=overwrite,
+                show_progress=not quiet, meta=meta, num_workers=num_workers, resume=resume, calibration=entry,
+            )
     except PredictionInterrupted as stop:
         err_console.print(
             f"interrupted: {stop.done} of {stop.total} images done; their rows are in {out / 'scores.csv'} and "
@@ -217,6 +248,17 @@ def predict(
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def _predict_sets(predictor, paths, out, threshold, model, set_size, reference, batch_size, overwrite, resume, quiet, meta):
+    """`zsad predict` for a set method (musc): one set per --class-names category folder
+    (else all the images), --reference images joining every set."""
+    from ..engine.fewshot import reference_paths
+    from ..engine.set_scoring import group_by_class_folder, predict_sets
+
+    groups = group_by_class_folder(paths, predictor.class_names.table if model.class_names else ())
+    references = reference_paths(reference) if reference is not None else []
+    return predict_sets(predictor, groups, out, threshold, set_size, references, batch_size, overwrite, resume, not quiet, meta)
+
+
 @app.command(cls=opt.LazyHelpCommand)
 @friendly_errors
 @opt.option_group("model", opt.ModelOptions)
@@ -227,8 +269,10 @@ def test(
     classes: opt.Classes = None,
     save_maps: Annotated[int, typer.Option(min=0, help="Write this many comparison panels (image | overlay | ground truth) per class into OUT/maps.")] = 0,
     score_normalisation: Annotated[str, typer.Option(callback=checks.one_of(*SCORE_NORMALISATIONS), help="`none`, or `per-class-minmax`: rescale scores over each class's whole test set (transductive, as the MoECLIP authors' code does; for comparison only).")] = "none",
+    sample_score: Annotated[str, typer.Option(callback=checks.one_of(*SAMPLE_SCORES), help="`image`: the image metrics score each image; `max-over-views`: each physical sample (Real-IAD's 5 camera views) by the max over its views' scores, labelled anomalous when any view is. Pixel metrics stay per image.")] = "image",
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
+    set_size: opt.SetSize = None,
     shots: fs.Shots = 0,
     shot_seed: fs.ShotSeeds = None,
     fusion_weight: fs.FusionWeight = 0.5,
@@ -252,6 +296,8 @@ def test(
 
         if save_maps:
             raise ValueError("--save-maps is not available with --shots (several seeds give several maps per image)")
+        if sample_score != "image":
+            raise ValueError("--sample-score is not available with --shots")
         report = run_fewshot_test(
             predictor, data, out, shots, shot_seed or [0], FewShotSettings(weight=fusion_weight),
             classes=classes.split(",") if classes else None, batch_size=batch_size, num_workers=num_workers,
@@ -270,7 +316,8 @@ def test(
         predictor, data, out, classes=classes.split(",") if classes else None, batch_size=batch_size,
         num_workers=num_workers, save_maps=save_maps, score_normalisation=score_normalisation,
         overwrite=overwrite, show_progress=not quiet, meta={**predictor.detector.provenance(), **compile_meta(compile)},
-        calibration=calibrated, calibration_path=calibration,
+        calibration=calibrated, calibration_path=calibration, sample_score=sample_score, domain=model.domain,
+        set_size=set_size,
     )
     console.print(Markdown(result.markdown))
     for error in result.errors:
@@ -299,7 +346,7 @@ def demo(
 
 
 def _register_commands() -> None:
-    from . import analysis, benchmark, export, recipes, serve, training
+    from . import analysis, benchmark, export, predict_many, recipes, serve, training
 
     training.register(app)
     recipes.register(app)
@@ -308,6 +355,7 @@ def _register_commands() -> None:
     serve.register(app)
     export.register(app)
     cal.register(app)
+    predict_many.register(app)
 
 
 _register_commands()

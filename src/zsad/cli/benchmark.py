@@ -18,10 +18,10 @@ def register(app: typer.Typer) -> None:
     @friendly_errors
     @opt.option_group("training_options", opt.TrainingOptions)
     def benchmark(
-        train: Annotated[str, typer.Option("--train", help="The auxiliary data set, KIND:PATH (the papers: visa:PATH).")],
         test: Annotated[str, typer.Option("--test", help="KIND:PATH[,KIND:PATH...]: the data sets to evaluate on (e.g. mvtec:...,btad:...,kvasir:...).")],
         out: opt.Out,
         training_options: opt.TrainingOptions,
+        train: Annotated[Optional[str], typer.Option("--train", help="The auxiliary data set, KIND:PATH (the papers: visa:PATH); not for training-free methods (zeroshot, musc).")] = None,
         method: opt.Method = None,
         config: opt.ConfigFile = None,
         seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated training seeds, e.g. 0,1,2: train and test once per seed (OUT/seed-N/) and report mean ± std beside the paper (default: --seed, one run).")] = None,
@@ -30,14 +30,16 @@ def register(app: typer.Typer) -> None:
         backbone: opt.Backbone = None,
         weights: opt.Weights = None,
         image_size: opt.ImageSize = None,
+        activation: opt.Activation = None,
         cache_dir: opt.CacheDir = None,
         device: opt.Device = "auto",
         overwrite: opt.Overwrite = False,
         quiet: opt.Quiet = False,
     ) -> None:
-        """The papers' protocol: train on --train, test on every --test set, and write
-        benchmark.md / benchmark.json with our numbers beside the published ones: the row
-        of the --config overlay (an ablation's own row), else the method's Tab. 1."""
+        """The papers' protocol: train on --train (training-free methods: no --train), test on
+        every --test set, and write benchmark.md / benchmark.json with our numbers beside the
+        published ones: the row of the --config overlay (an ablation's own row), else the
+        method's Tab. 1."""
         from ..clip_weights import is_random_weights
         from ..engine.benchmark import BenchmarkPlan, run_benchmark
         from ..recipes import load_recipe, resolve_settings
@@ -45,14 +47,14 @@ def register(app: typer.Typer) -> None:
 
         recipe = load_recipe(config)
         settings = resolve_settings(method or (None if recipe.method else "moeclip"), recipe,
-                                    command_line={"training": training_options.given()})
+                                    command_line={"training": training_options.given(), "backbone": {"activation": activation}})
         row = settings.paper
         plan = BenchmarkPlan(
             method=settings.method, method_config=settings.method_config, backbone=backbone, weights=weights,
             image_size=image_size, cache_dir=str(cache_dir) if cache_dir else None, train=train,
             tests=[part.strip() for part in test.split(",") if part.strip()], training=settings.training_config(),
             swap=swap, paper=None if row is None else row.to_dict(), recipe=settings.recipe.name,
-            seeds=checks.seed_list(seeds),
+            seeds=checks.seed_list(seeds), activation=settings.backbone["activation"],
         )
         if row is None:
             plan.paper = {"table": "no published row", "results": {}}

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ..settings import CALIBRATION_SPLITS
+from . import checks
 from . import options as opt
 
 CalibrationFile = Annotated[
@@ -93,7 +95,8 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="The calibration JSON file to write.")],
         model: opt.ModelOptions,
         normal_images: Annotated[list[Path] | None, typer.Argument(metavar="NORMAL_DIR...", help="Folders and/or files of NORMAL images only (searched recursively); or use --data.")] = None,
-        data: Annotated[str | None, typer.Option("--data", help="KIND:PATH of a data set whose normal training images (train/good) calibrate each of its categories (one entry per category).")] = None,
+        data: Annotated[str | None, typer.Option("--data", help="KIND:PATH of a data set whose normal images (see --split) calibrate each of its categories (one entry per category).")] = None,
+        split: Annotated[str, typer.Option("--split", callback=checks.one_of(*CALIBRATION_SPLITS), help="Which normal images of --data calibrate: `auto` (default) takes the held-out normal images (validation/good) where the layout has them (MVTec AD 2, MVTec LOCO: the intended calibration set, never trained on), else the training ones (train/good); `train` or `validation` forces one. The file records the split used.")] = "auto",
         classes: opt.Classes = None,
         false_positive_rate: FalsePositiveRate = 0.01,
         batch_size: opt.BatchSize = 8,
@@ -108,11 +111,14 @@ def register(app: typer.Typer) -> None:
         from ..data.layouts.common import IMAGE_SUFFIXES
         from ..discovery import find_images
         from ..engine.calibrating import calibrate as run_calibration
+        from ..engine.calibrating import calibration_split
 
         if bool(normal_images) == (data is not None):
             raise ValueError("give normal image folders (NORMAL_DIR...) or --data KIND:PATH, one of the two")
         if classes and data is None:
             raise ValueError("--classes selects categories of --data; it does not apply to image folders")
+        if split != "auto" and data is None:
+            raise ValueError("--split selects the normal images of --data; it does not apply to image folders")
         if out.exists() and not overwrite:
             raise ValueError(f"{out} exists; pass --overwrite to replace it")
         paths = None
@@ -122,12 +128,15 @@ def register(app: typer.Typer) -> None:
             if not paths:
                 raise ValueError(f"no image files found in {', '.join(map(str, normal_images))}")
             require_normal_images(len(paths), false_positive_rate, "found")  # before the model loads
+        if data is not None:
+            split = calibration_split(data, split)  # before the model loads
+            console.print(f"calibrating on the normal images of the {split} split of {data}", highlight=False)
         needed = min_normal_images(false_positive_rate)
         console.print(f"false-positive rate {false_positive_rate}: needs at least {needed} normal images per category", highlight=False)
         predictor = load_predictor(model)
         calibration, errors = run_calibration(
             predictor, false_positive_rate, paths=paths, data_spec=data, classes=classes.split(",") if classes else None,
-            batch_size=batch_size, show_progress=not quiet,
+            batch_size=batch_size, show_progress=not quiet, split=split,
         )
         calibration.save(out, overwrite=overwrite)
         for key, entry in calibration.classes.items():

@@ -50,28 +50,18 @@ def register(app: typer.Typer) -> None:
 
 
 def load_onnx_predictor(onnx: Path, model: opt.ModelOptions, reference: Path | None):
-    """`zsad predict --onnx`: the onnxruntime predictor and the metadata its outputs record.
+    """`zsad predict --onnx`: the onnxruntime scorer and the metadata its outputs record.
     The model was fixed by `zsad export`: --method/--checkpoint/--config/--reference are
     refused, and --backbone/--weights/--image-size/--class-name must agree with the file."""
-    from ..clip_weights import canonical_weights
-    from ..engine.onnx_export import OnnxPredictor
-    from ..text import ClassNames
+    from ..engine.scorer_spec import ScorerSpec
 
-    if any(option is not None for option in (model.method, model.checkpoint, model.config, reference)):
-        raise ValueError(
-            "--onnx runs the exported model as it is: drop --method/--checkpoint/--config/--reference "
-            "(they were fixed by `zsad export`)"
-        )
-    predictor = OnnxPredictor(onnx)
-    meta = predictor.meta
-    given = {
-        "backbone": (model.backbone, meta.get("backbone")),
-        "weights": (None if model.weights is None else canonical_weights(model.weights), canonical_weights(str(meta.get("weights")))),
-        "image_size": (model.image_size, meta.get("image_size")),
-        "class_words": (None if model.class_name is None else ClassNames.load(model.class_names, model.class_name).resolve(None), meta["class_words"]),
-    }
-    conflicts = [f"{key}: given {mine!r}, the file has {theirs!r}" for key, (mine, theirs) in given.items() if mine is not None and mine != theirs]
-    if conflicts:
-        raise ValueError(f"{onnx} was exported with other settings ({'; '.join(conflicts)}); run `zsad export` again for these")
-    keys = ("method", "backbone", "weights", "image_size", "pipeline_check")
-    return predictor, {**{key: meta[key] for key in keys if key in meta}, "onnx": str(onnx), "class_words": meta["class_words"]}
+    if model.config is not None:
+        raise ValueError("--onnx runs the exported model as it is: drop --config (it was fixed by `zsad export`)")
+    spec = ScorerSpec(
+        method=model.method, checkpoint=None if model.checkpoint is None else str(model.checkpoint), backbone=model.backbone,
+        weights=model.weights, image_size=model.image_size, class_name=model.class_name,
+        class_names_file=None if model.class_names is None else str(model.class_names), onnx=str(onnx),
+        reference=None if reference is None else str(reference),
+    )
+    predictor = spec.build()
+    return predictor, {**predictor.provenance(), "onnx": str(onnx), "class_words": predictor.meta["class_words"]}

@@ -24,23 +24,11 @@ FusionWeight = Annotated[
 ]
 
 
-def reference_paths(reference: Path) -> list[Path]:
-    """The image files a --reference option names (a folder is searched recursively)."""
-    from ..data.layouts.common import IMAGE_SUFFIXES
-    from ..discovery import find_images
-
-    paths = find_images([reference], IMAGE_SUFFIXES).paths
-    if not paths:
-        raise ValueError(f"no reference images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {reference}")
-    return paths
-
-
 def with_reference_folder(predictor, reference: Path, weight: float, meta: dict):
     """The predictor in few-shot mode with every image under ``reference`` in its memory
     bank; records the number of references and the weight in ``meta``."""
-    from ..engine.fewshot import load_reference_images, with_references
-    from ..methods.fewshot import FewShotSettings
+    from ..engine.fewshot import with_reference_folder as few_shot
 
-    references = load_reference_images(reference_paths(reference), predictor.image_size)
-    meta.update(references=len(references), fusion_weight=weight)
-    return with_references(predictor, references, FewShotSettings(weight=weight))
+    scorer = few_shot(predictor, reference, weight)
+    meta.update(references=scorer.identity()["references"]["count"], fusion_weight=weight)
+    return scorer

@@ -12,7 +12,7 @@ import click
 import typer
 from typer.core import TyperCommand
 
-from ..settings import COMPILE_MODES, PRECISIONS
+from ..settings import ACTIVATION_NAMES, COMPILE_MODES, DOMAINS, PRECISIONS
 from . import checks
 
 
@@ -70,6 +70,24 @@ ImageSize = Annotated[
     Optional[int],
     typer.Option(min=MIN_IMAGE_SIZE, help="Input side in pixels; the patch grid is side // patch and positional embeddings are interpolated to it (default: 518 for ViT-L-14-336, else the model's own, or the checkpoint's)."),
 ]
+Activation = Annotated[
+    Optional[str],
+    typer.Option(
+        callback=checks.one_of(*ACTIVATION_NAMES),
+        help="MLP activation of the CLIP blocks: `quick_gelu` (how OpenAI's CLIP was trained) or `gelu` (what the "
+        "MoECLIP authors' released code ran by mistake; the `moeclip-authors-gelu` recipe). Default: as the weights "
+        "were trained, or the checkpoint's.",
+    ),
+]
+Domain = Annotated[
+    Optional[str],
+    typer.Option(
+        callback=checks.one_of(*DOMAINS),
+        help="The kind of images: `industrial` or `medical`. MoECLIP smooths its map and scores images per domain, "
+        "as its authors' code (medical: the map's maximum alone). Default: the data-set kind's domain (`zsad test`), "
+        "else industrial.",
+    ),
+]
 CacheDir = Annotated[Optional[Path], typer.Option(help="Folder for OpenCLIP's weight downloads (default: OpenCLIP's cache).")]
 Device = Annotated[str, typer.Option(callback=checks.device_name, help="`auto` (GPU when available), `cpu`, `cuda`, `cuda:1`, `mps`.")]
 Precision = Annotated[str, typer.Option(callback=checks.one_of(*PRECISIONS), help="fp32, or bf16 autocast (on GPUs, or on CPUs with fast bf16: faster, maps within ~1%).")]
@@ -97,6 +115,10 @@ TrainCompile = Annotated[
     ),
 ]
 BatchSize = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
+SetSize = Annotated[
+    Optional[int],
+    typer.Option(min=2, help="Set methods (musc) only: cut each set of images into label-free subsets of about this many images (seeded shuffle of the paths), each scored on its own, for memory and time (default: one set).")
+]
 NumWorkers = Annotated[int, typer.Option(min=0, help="Data-loading worker processes (0 = in the main process).")]
 ClassName = Annotated[
     Optional[str],
@@ -146,6 +168,8 @@ class ModelOptions:
     backbone: Backbone = None
     weights: Weights = None
     image_size: ImageSize = None
+    activation: Activation = None
+    domain: Domain = None
     cache_dir: CacheDir = None
     device: Device = "auto"
     precision: Precision = "fp32"

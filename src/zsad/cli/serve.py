@@ -40,12 +40,15 @@ def register(app: typer.Typer) -> None:
 
         from ..serve import ServeSettings, create_app
 
+        from ..methods.base import refuse_set_method
+
         predictor = load_predictor(model, compile)
+        refuse_set_method(predictor.detector, "`zsad serve` (requests arrive one at a time)")
         meta = {**predictor.detector.provenance(), **compile_meta(compile)}
         entry, threshold = cal.for_run(calibration, threshold, predictor, meta, reference=reference)
         if reference is not None:
             predictor = fs.with_reference_folder(predictor, reference, fusion_weight, meta)
-        predictor.inference.reserve(max_batch)  # compiled: every forward pass runs --max-batch images
+        predictor.reserve(max_batch)  # compiled: every forward pass runs --max-batch images
         settings = ServeSettings(
             threshold=threshold, max_batch=max_batch, batch_window_ms=batch_window_ms, max_queue=max_queue,
             max_request_bytes=int(max_request_mb * 1024 * 1024), max_files=max_files,

@@ -57,6 +57,7 @@ class RunSettings:
     data: list[str]
     training: TrainingConfig
     sources: dict[str, str] = field(default_factory=dict)
+    activation: str | None = None
 
 
 def absolute_spec(spec: str) -> str:
@@ -76,6 +77,7 @@ def resolve_settings(
     weights: str | None,
     image_size: int | None,
     training_overrides: dict[str, Any],
+    activation: str | None = None,
 ) -> RunSettings:
     """The run's settings by ``zsad.recipes.resolve_settings`` (engine defaults < method
     recipe < --config < resumed run < command line). Command-line values that are None
@@ -85,7 +87,10 @@ def resolve_settings(
     specs = [absolute_spec(part) for part in data.split(",") if part.strip()] if data else None
     resolved = merge(
         method, recipe, stored,
-        {"training": training_overrides, "backbone": {"model_name": model_name, "weights": weights, "image_size": image_size}},
+        {
+            "training": training_overrides,
+            "backbone": {"model_name": model_name, "weights": weights, "image_size": image_size, "activation": activation},
+        },
         specs,
     )
     if not resolved.data:
@@ -99,6 +104,7 @@ def resolve_settings(
         data=resolved.data,
         training=resolved.training_config(),
         sources=resolved.sources,
+        activation=resolved.backbone["activation"],
     )
 
 
@@ -116,6 +122,7 @@ def train(
     backbone: opt.Backbone = None,
     weights: opt.Weights = None,
     image_size: opt.ImageSize = None,
+    activation: opt.Activation = None,
     cache_dir: opt.CacheDir = None,
     class_names: opt.ClassNamesFile = None,
     monitor: Annotated[Optional[str], typer.Option("--monitor", help="KIND:PATH: evaluate on this data set after each epoch and draw its image AUROC per epoch (monitor.csv, monitor_curve.png; PromptMoE Fig. 7). For the curve only: it selects nothing, the model stays the last epoch's.")] = None,
@@ -148,6 +155,7 @@ def train(
             "cache_images": cache_images,
             "num_workers": num_workers,
         },
+        activation,
     )
     names = ClassNames.load(class_names)
     if stored is not None and class_names is None:
@@ -191,6 +199,7 @@ def _run(
             cache_dir=str(cache_dir) if cache_dir else None,
             for_training=True,
             seed=settings.training.seed,
+            activation=settings.activation,
         )
     if main:
         warn_if_random(detector.backbone.random_weights)

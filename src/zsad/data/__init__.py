@@ -10,7 +10,8 @@ from importlib import import_module
 _HOMES = {
     "AnomalyDataset": "dataset", "Batch": "dataset", "collate": "dataset",
     "find_duplicate_files": "duplicates",
-    "DATASET_KINDS": "factory", "SPLITS": "sample", "build_dataset": "factory", "parse_data_spec": "factory",
+    "DATASET_KINDS": "factory", "SPLITS": "sample", "available_splits": "factory", "build_dataset": "factory", "parse_data_spec": "factory",
+    "kind_domain": "factory",
     "DataLayoutError": "layouts",
     "Sample": "sample",
 }
@@ -19,12 +20,14 @@ __all__ = [
     "DATASET_KINDS",
     "SPLITS",
     "AnomalyDataset",
+    "Batch",
     "DataLayoutError",
     "Sample",
+    "available_splits",
     "build_dataset",
-    "Batch",
     "collate",
     "find_duplicate_files",
+    "kind_domain",
     "parse_data_spec",
 ]
 

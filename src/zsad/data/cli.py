@@ -78,7 +78,13 @@ def info(
     spec: Annotated[
         str, typer.Argument(help="Data set as KIND:PATH, e.g. mvtec:/data/mvtec_ad or manifest:list.jsonl.")
     ],
-    split: Annotated[str, typer.Option(help=f"Which split to count: {', '.join(SPLITS)}.")] = "test",
+    split: Annotated[
+        str,
+        typer.Option(
+            help=f"Which split to count: {', '.join(SPLITS)}; mvtec-ad2 also has the unlabelled "
+            "test_private and test_private_mixed."
+        ),
+    ] = "test",
     duplicates: Annotated[
         bool, typer.Option(help="Also hash the image files and report byte-identical duplicates.")
     ] = False,
@@ -100,9 +106,44 @@ def info(
     for class_name in dataset.classes:
         labels = Counter(s.label for s in dataset.samples if s.class_name == class_name)
         typer.echo(f"{class_name:<24}{labels[0]:>8}{labels[1]:>11}{labels[None]:>9}")
+    _echo_details(dataset.samples)
+    _echo_splits(spec)
     if duplicates:
         groups = find_duplicate_files(s.image_path for s in dataset.samples)
         extra = sum(len(group) - 1 for group in groups)
         typer.echo(f"duplicates: {len(groups)} groups of byte-identical images ({extra} extra copies)")
         for group in groups:
             typer.echo("  " + " = ".join(str(p) for p in group))
+
+
+def _echo_details(samples) -> None:
+    """Defect types, anomaly types and multi-view samples, where the set has them."""
+    defects = Counter((s.class_name, s.defect_type) for s in samples if s.defect_type)
+    if defects:
+        typer.echo(f"{'class':<24}{'defect type':<24}{'images':>8}")
+        for (class_name, defect), count in sorted(defects.items()):
+            typer.echo(f"{class_name:<24}{defect:<24}{count:>8}")
+    anomaly_types = Counter(s.anomaly_type for s in samples if s.anomaly_type)
+    if anomaly_types:
+        typer.echo("anomaly types (reported apart by zsad test): " + ", ".join(f"{t} {n}" for t, n in sorted(anomaly_types.items())))
+    views = Counter(s.group for s in samples if s.group)
+    if views:
+        per_sample = Counter(views.values())
+        typer.echo(
+            f"multi-view: {len(views)} samples; views per sample: "
+            + ", ".join(f"{n} views x {count}" for n, count in sorted(per_sample.items()))
+            + " (zsad test --sample-score max-over-views scores each sample)"
+        )
+
+
+def _echo_splits(spec: str) -> None:
+    """Every split the layout offers with its size, the unlabelled (predict-only) ones marked."""
+    from zsad.data import parse_data_spec
+    from zsad.data.layouts import LAYOUTS
+
+    kind, root = parse_data_spec(spec)
+    found = LAYOUTS[kind].read(root)
+    splits = {"test": found.test, "train": found.train, "validation": found.validation}
+    listed = [f"{name} {len(samples)}" for name, samples in splits.items() if samples is not None]
+    listed += [f"{name} {len(samples)} (no labels: predict only)" for name, samples in found.predict_only.items()]
+    typer.echo("splits: " + ", ".join(listed))

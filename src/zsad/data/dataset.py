@@ -12,9 +12,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from zsad.data.augment import AugmentParams
+from zsad.data.masks import read_sample_mask
 from zsad.data.sample import Sample
 from zsad.data.transforms import EvalTransform, resize_image, resize_mask
-from zsad.imageio import ImageReadError, MaskSizeError, read_image, read_mask
+from zsad.imageio import ImageReadError, MaskSizeError, read_image
 from zsad.maps import REFERENCE_SIZE
 
 Transform = Callable[[Image.Image, np.ndarray | None], tuple[torch.Tensor, torch.Tensor]]
@@ -74,7 +75,7 @@ class AnomalyDataset(Dataset):
                 pil_image = read_image(sample.image_path)
                 mask_array = None
                 if sample.mask_path is not None:
-                    mask_array = read_mask(sample.mask_path, pil_image.size, sample.image_path)
+                    mask_array = read_sample_mask(sample.mask_path, pil_image.size, sample.image_path)
             except (ImageReadError, MaskSizeError):
                 continue
             resized = Image.fromarray(resize_image(pil_image, self.image_size).permute(1, 2, 0).numpy())
@@ -106,7 +107,7 @@ class AnomalyDataset(Dataset):
             original_size = torch.tensor([pil_image.height, pil_image.width], dtype=torch.int64)
             mask_array = None
             if sample.mask_path is not None:
-                mask_array = read_mask(sample.mask_path, pil_image.size, sample.image_path)
+                mask_array = read_sample_mask(sample.mask_path, pil_image.size, sample.image_path)
             image, mask = self.transform(pil_image, mask_array)
         except (ImageReadError, MaskSizeError) as read_error:
             error = str(read_error)

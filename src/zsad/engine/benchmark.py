@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from ..clip_weights import canonical_weights, is_random_weights
 from ..data import build_dataset, parse_data_spec
+from ..errors import InvalidInputError
 from ..fileio import atomic_write_json, atomic_write_text, check_can_write
 from ..methods import method_class
 from ..methods.build import build_detector
@@ -31,8 +32,12 @@ from .testing import run_test
 from .train_config import TrainingConfig
 from .training import fit
 
+TRANSDUCTIVE_NOTE = (
+    "Note: a batch (transductive) method. Each category's test split is scored as one set, every image against "
+    "the other unlabeled test images; these numbers are not comparable one for one with per-image methods."
+)
 # Every metric some paper reports; a paper without one shows n/a (PromptMoE gives PRO, not pixel AP;
-# only WMoE-CLIP gives image F1-max).
+# only WMoE-CLIP and MuSc give image F1-max).
 COMPARED_METRICS = ["image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_aupro"]
 
 
@@ -50,7 +55,9 @@ def paper_categories(method: str) -> dict[str, dict[str, dict[str, float]]]:
 
 @dataclass
 class BenchmarkPlan:
-    """method, its config and backbone; train: the auxiliary KIND:PATH; tests: KIND:PATH."""
+    """method, its config and backbone (activation: ``quick_gelu`` / ``gelu``, None = as
+    the weights were trained); train: the auxiliary KIND:PATH (None for a training-free
+    method); tests: KIND:PATH."""
 
     method: str
     method_config: dict[str, Any]
@@ -58,7 +65,7 @@ class BenchmarkPlan:
     weights: str | None
     image_size: int | None
     cache_dir: str | None
-    train: str
+    train: str | None
     tests: list[str]
     training: TrainingConfig
     swap: bool = False
@@ -67,6 +74,7 @@ class BenchmarkPlan:
     paper: dict[str, Any] | None = None
     seeds: list[int] | None = None
     recipe: str | None = None
+    activation: str | None = None
 
     def paper_row(self) -> dict[str, Any]:
         return self.paper if self.paper is not None else {"table": "Tab. 1", "results": paper_results(self.method)}
@@ -99,15 +107,15 @@ def _train_and_test(
     manifest: list[dict[str, Any]],
 ) -> dict[str, dict[str, Any]]:
     model = build_detector(plan.method, None, plan.backbone, plan.weights, plan.image_size, plan.method_config,
-                           plan.cache_dir, for_training=True, seed=training.seed)
+                           plan.cache_dir, for_training=True, seed=training.seed, activation=plan.activation)
     torch_device = resolve_device(device)
-    if method_class(plan.method).trainable:
+    if train_spec is not None and method_class(plan.method).trainable:
         say(f"training {plan.method} on {train_spec} (seed {training.seed})")
         fit(model, [train_spec], run_dir / "train", training, class_names, torch_device,
             overwrite=overwrite, show_progress=show_progress, sources={"recipe": plan.recipe or plan.method})
-    manifest.append(_test_entry(train_spec) | {"split": training.split(), "role": "train"})
+        manifest.append(_test_entry(train_spec) | {"split": training.split(), "role": "train"})
     predictor = Predictor(model, torch_device, class_names, training.precision, training.compile)
-    meta = {**model.provenance(), "trained_on": train_spec}
+    meta = {**model.provenance(), **({"trained_on": train_spec} if train_spec else {})}
     results = {}
     for key, spec in tests.items():
         say(f"testing on {spec}")
@@ -124,7 +132,10 @@ def _seed_runs(
 ) -> dict[int, dict[str, dict[str, Any]]]:
     """{seed: {data key: metrics}}: the plan trained and tested once per seed (one seed:
     the run folders OUT/main and OUT/swap; several: OUT/seed-N/main, OUT/seed-N/swap)."""
-    train_key, *test_keys = _dataset_keys([plan.train, *plan.tests])
+    if plan.train is None:
+        train_key, test_keys = None, _dataset_keys(plan.tests)
+    else:
+        train_key, *test_keys = _dataset_keys([plan.train, *plan.tests])
     seeds = plan.seeds or [plan.training.seed]
     runs = {}
     for seed in seeds:
@@ -155,7 +166,14 @@ def run_benchmark(
     With several seeds the results are the means over seeds, ``results_std`` their
     standard deviations (n - 1) and ``results_per_seed`` every run's numbers."""
     check_can_write([out_dir / "benchmark.json", out_dir / "benchmark.md"], overwrite)
-    train_key = _dataset_keys([plan.train, *plan.tests])[0]
+    cls = method_class(plan.method)
+    if plan.train is None and (cls.trainable or plan.swap):
+        raise InvalidInputError(
+            f"--method {plan.method} " + ("is trained: give --train KIND:PATH" if cls.trainable else "needs no training: drop --swap")
+        )
+    if plan.train is None and plan.seeds and len(plan.seeds) > 1:
+        raise InvalidInputError(f"--method {plan.method} trains nothing: every seed gives the same run; drop --seeds")
+    train_key = _dataset_keys([plan.train, *plan.tests])[0] if plan.train is not None else None
     manifest_entries: list[dict[str, Any]] = []
     runs = _seed_runs(plan, out_dir, class_names, device, overwrite, show_progress, say, manifest_entries)
     per_class = {seed: {key: row.pop("per_class") for key, row in results.items()} for seed, results in runs.items()}
@@ -182,7 +200,10 @@ def run_benchmark(
         "paper": {key: paper[key] for key in mean if key in paper},
         "reproducibility": reproducibility_manifest(seeds if len(seeds) > 1 else seeds[0], resolve_device(device), manifest_entries),
     }
-    direction = f"trained on {plan.train}" + (f"; {train_key} row trained on {plan.tests[0]}" if plan.swap else "")
+    if plan.train is None:
+        direction = "training-free"
+    else:
+        direction = f"trained on {plan.train}" + (f"; {train_key} row trained on {plan.tests[0]}" if plan.swap else "")
     title = f"{plan.recipe or plan.method}: ours vs {row['table']} ({direction})"
     markdown = comparison_markdown(mean, summary["paper"], COMPARED_METRICS, title, pipeline_check=random_weights)
     if not paper:
@@ -191,11 +212,16 @@ def run_benchmark(
         markdown += "\n" + seed_table(mean, std, summary["paper"], COMPARED_METRICS, seeds)
     if plan.compares_with_table_1():
         published = paper_categories(plan.method)
+        specs = [spec for spec in (plan.train, *plan.tests) if spec is not None]
+        spec_of = dict(zip(_dataset_keys(specs), specs))
         for key in mean:
-            kind = parse_data_spec(dict(zip(_dataset_keys([plan.train, *plan.tests]), [plan.train, *plan.tests]))[key])[0]
+            kind = parse_data_spec(spec_of[key])[0]
             if kind in published:
                 ours = category_means([per_class[seed][key] for seed in seeds])
                 markdown += "\n" + category_table(key, ours, published[kind], pipeline_check=random_weights)
+    if cls.scores_sets:
+        summary["note"] = TRANSDUCTIVE_NOTE
+        markdown += f"\n{TRANSDUCTIVE_NOTE}\n"
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "benchmark.json", summary)
     atomic_write_text(out_dir / "benchmark.md", markdown)

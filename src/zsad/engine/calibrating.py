@@ -17,11 +17,32 @@ from ..calibration import (
     require_normal_images,
 )
 from ..checkpoints import state_digest
-from ..data import build_dataset
+from ..data import available_splits, build_dataset
+from ..errors import InvalidInputError
 from ..imageio import ImageReadError, read_image_reduced
 from ..methods.build import full_config
+from ..settings import CALIBRATION_SPLITS
 from .predictor import Predictor
 from .runtime import image_counter
+
+
+def calibration_split(data_spec: str, split: str = "auto") -> str:
+    """The split of ``data_spec`` whose normal images calibrate it: ``split`` itself
+    ("train" / "validation"), or for "auto" "validation" when the tree has one (MVTec
+    AD 2, MVTec LOCO: normal images held out of training, the intended calibration set),
+    else "train". A split the tree lacks is refused, naming the ones it has."""
+    if split not in CALIBRATION_SPLITS:
+        raise InvalidInputError(f"calibration split {split!r}: choose one of {', '.join(CALIBRATION_SPLITS)}")
+    present = available_splits(data_spec)
+    chosen = split if split != "auto" else ("validation" if "validation" in present else "train")
+    if chosen not in present:
+        normal = [name for name in ("train", "validation") if name in present]
+        raise InvalidInputError(
+            f"{data_spec} has no {chosen} split to calibrate on; it has "
+            f"{', '.join(normal) or 'no normal-image split'}"
+            + (f": use --split {normal[0]} or --split auto" if normal else ": pass folders of normal images instead")
+        )
+    return chosen
 
 
 def scoring_identity(predictor: Predictor) -> dict[str, Any]:
@@ -75,15 +96,19 @@ def calibrate(
     classes: list[str] | None = None,
     batch_size: int = 8,
     show_progress: bool = True,
+    split: str = "auto",
 ) -> tuple[Calibration, list[dict[str, str]]]:
     """Calibrate ``predictor`` at false-positive rate ``alpha`` on normal images: the
-    files ``paths`` (one entry, for the predictor's prompt words), or the normal
-    training images (train/good) of ``data_spec`` (one entry per category, scored with
-    that category's words). -> (calibration, unreadable files)."""
+    files ``paths`` (one entry, for the predictor's prompt words), or the normal images
+    of ``data_spec``'s ``split`` (see :func:`calibration_split`; one entry per category,
+    scored with that category's words), recorded in the calibration's ``split``.
+    -> (calibration, unreadable files)."""
     if (paths is None) == (data_spec is None):
         raise ValueError("calibrate on image paths or on a data set, not both or neither")
+    used_split = None
     if data_spec is not None:
-        dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split="train")
+        used_split = calibration_split(data_spec, split)
+        dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split=used_split)
         groups: dict[str | None, list[Path]] = defaultdict(list)
         for sample in dataset.samples:
             if sample.label == 0:
@@ -99,4 +124,5 @@ def calibrate(
     for key, group in sorted(groups.items(), key=lambda item: str(item[0])):
         entry = _score_normal_images(predictor, group, alpha, key, batch_size, show_progress, errors)
         entries[key if key is not None else entry.class_words] = entry
-    return Calibration(identity=scoring_identity(predictor), classes=entries, source=source), errors
+    calibration = Calibration(identity=scoring_identity(predictor), classes=entries, source=source, split=used_split)
+    return calibration, errors

@@ -15,13 +15,17 @@ from typing import Any, Sequence
 import torch
 
 from ..data import build_dataset
+from ..data.layouts.common import IMAGE_SUFFIXES
 from ..data.transforms import EvalTransform
+from ..discovery import find_images
+from ..errors import InvalidInputError
 from ..fileio import atomic_write_text, check_can_write
 from ..imageio import read_image
-from ..methods.fewshot import ANY_CATEGORY, FewShotDetector, FewShotSettings
+from ..methods.fewshot import FewShotDetector, FewShotSettings
 from ..reports import METRIC_LABELS, METRIC_ORDER, format_percent, mean_over_classes, metrics_markdown, write_metrics_report
 from .evaluation import evaluate
 from .predictor import Predictor
+from .scorer import References, Scorer, files_digest
 
 COUNT_KEYS = ("n_images", "n_anomalous")  # the same for every seed
 
@@ -47,23 +51,22 @@ def draw_reference_paths(data_spec: str, class_key: str, shots: int, seed: int) 
     return sorted(random.Random(f"{seed}:{class_key}").sample(normal, shots))
 
 
-def refuse_compiled(predictor: Predictor) -> None:
-    """Few-shot mode runs eagerly: its memory-bank lookup is per category, in Python."""
-    if predictor.compile != "off":
-        raise ValueError(
-            f"--compile {predictor.compile} does not apply to few-shot mode (--reference, --shots): the memory bank "
-            "is searched per category in Python; use --compile off"
-        )
+def reference_paths(reference: Path) -> list[Path]:
+    """The image files a reference folder (or one file) holds, searched recursively."""
+    paths = find_images([reference], IMAGE_SUFFIXES).paths
+    if not paths:
+        raise InvalidInputError(f"no reference images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {reference}")
+    return paths
 
 
-def with_references(
-    predictor: Predictor, references: torch.Tensor, settings: FewShotSettings, category: str | None = ANY_CATEGORY
-) -> Predictor:
-    """A Predictor in few-shot mode whose bank holds ``references`` (K, 3, S, S)."""
-    refuse_compiled(predictor)
-    detector = FewShotDetector(predictor.detector, settings)
-    detector.add_references(references.to(predictor.device), category)
-    return Predictor(detector, predictor.device, predictor.class_names, predictor.precision)
+def with_reference_folder(scorer: Scorer, reference: Path, weight: float) -> Scorer:
+    """``scorer`` in few-shot mode with every image under ``reference`` in one memory bank
+    used for all inputs (``zsad predict/serve --reference``); its identity records the
+    references' content hash, their number and the fusion weight."""
+    paths = reference_paths(reference)
+    described = References(files_digest(paths), len(paths), weight)
+    settings = FewShotSettings(weight=weight)
+    return scorer.with_references(load_reference_images(paths, scorer.image_size), settings, described)
 
 
 def _few_shot_detector(
@@ -107,7 +110,7 @@ def run_fewshot_test(
     per-seed means and the references drawn)."""
     if not seeds:
         raise ValueError("give at least one --shot-seed")
-    refuse_compiled(predictor)
+    predictor.refuse_compiled()
     check_can_write([out_dir / "metrics.json", out_dir / "metrics.md"], overwrite)
     dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split="test")
     runs = []

@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-
 import torch
 from torch import nn
 
+from ..checkpoints import CheckpointError, check_config_fits
+from ..clip_weights import canonical_weights
 from ..data.transforms import EvalTransform
-from ..imageio import read_image
-from ..maps import upsample
-from ..methods.base import AnomalyDetector
-from .predictor import ImageInput, Prediction
+from ..errors import InvalidInputError
+from ..methods.base import AnomalyDetector, refuse_set_method
+from .scorer import Scorer, file_digest
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("anomaly_map", "score")
@@ -40,7 +40,7 @@ METADATA_KEY = "zsad"
 DEFAULT_OPSET = 17
 
 
-class OnnxExportError(ValueError):
+class OnnxExportError(InvalidInputError):
     """The model could not be exported or the ONNX file cannot be used."""
 
 
@@ -145,6 +145,7 @@ def export_onnx(
     recorded in the metadata, and :class:`OnnxPredictor` runs its images one at a time.
     Raises OnnxExportError when neither graph matches torch within ``tolerance``.
     """
+    refuse_set_method(model, "`zsad export` (an ONNX graph of one batch)")
     model = model.eval().float().cpu()
     size = model.backbone.image_size
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -219,8 +220,9 @@ def _write_metadata(path: Path, meta: dict[str, Any]) -> None:
     onnx.save(proto, str(path))
 
 
-class OnnxPredictor:
-    """An exported detector run by onnxruntime, with :class:`Predictor`'s ``predict``."""
+class OnnxPredictor(Scorer):
+    """An exported detector run by onnxruntime: the :class:`~zsad.engine.scorer.Scorer`
+    of a ``zsad export`` file (its prompt words fixed at export)."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
         try:
@@ -240,14 +242,48 @@ class OnnxPredictor:
         stored = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if stored is None:
             raise OnnxExportError(f"{path} was not written by `zsad export` (no zsad metadata)")
+        self.path = path
         self.meta: dict[str, Any] = json.loads(stored)
         self.image_size = int(self.meta["image_size"])
         self.transform = EvalTransform(self.image_size)
+        self._file_digest: str | None = None
 
     @property
     def dynamic_batch(self) -> bool:
         """False for a graph exported for one image at a time (see :func:`export_onnx`)."""
         return self.meta.get("batch_size") is None
+
+    def check_fits(self, requested: dict[str, Any]) -> None:
+        """Refuse settings the file was not exported with, by the one comparator of
+        configs (:func:`zsad.checkpoints.check_config_fits`). ``requested``: any of
+        backbone, weights, image_size, class_words; None entries are not compared."""
+        stored = {key: self.meta.get(key) for key in requested}
+        if "weights" in stored and stored["weights"] is not None:
+            stored["weights"] = canonical_weights(str(stored["weights"]))
+        if requested.get("weights") is not None:
+            requested = {**requested, "weights": canonical_weights(requested["weights"])}
+        try:
+            check_config_fits(requested, stored, str(self.path), only_given=True, stored_name="the file")
+        except CheckpointError as error:
+            raise OnnxExportError(f"{error}\nRun `zsad export` again for these settings.") from None
+
+    def provenance(self) -> dict[str, Any]:
+        keys = ("method", "backbone", "weights", "image_size", "pipeline_check")
+        return {key: self.meta[key] for key in keys if key in self.meta}
+
+    def identity(self, class_name: str | None = None) -> dict[str, Any]:
+        """The provenance, the file's content hash and its prompt words."""
+        words = self.prompt_words(class_name)
+        if self._file_digest is None:
+            self._file_digest = file_digest(self.path)
+        return {
+            "runtime": "onnx",
+            **self.provenance(),
+            "onnx_sha256": self._file_digest,
+            "class_words": words,
+            "references": None,
+            "calibration": None,
+        }
 
     def run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, 3, S, S) normalised -> (maps (B, S, S), scores (B,)) as CPU tensors."""
@@ -255,31 +291,17 @@ class OnnxPredictor:
         outputs = [self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk.float().cpu().numpy()}) for chunk in chunks]
         return torch.cat([torch.from_numpy(m) for m, _ in outputs]), torch.cat([torch.from_numpy(s) for _, s in outputs])
 
-    def _check_words(self, class_name: str | None) -> None:
+    def prompt_words(self, class_name: str | None = None) -> str:
+        """The words fixed at export; ``class_name`` may only repeat them."""
         if class_name is not None and class_name != self.meta["class_words"]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"this ONNX model was exported for '{self.meta['class_words']}'; export again with --class-name for '{class_name}'"
             )
+        return self.meta["class_words"]
 
     def score_and_map(self, images: Sequence, class_name: str | None = None) -> tuple[list[float], np.ndarray]:
-        """As :meth:`Predictor.score_and_map`: RGB PIL images -> (scores, maps (B, S, S)
-        float32 at the model's input size)."""
-        self._check_words(class_name)
+        """RGB PIL images -> (scores, maps (B, S, S) float32 at the model's input size).
+        The prompt words are fixed at export; ``class_name`` may only repeat them."""
+        self.prompt_words(class_name)
         maps, scores = self.run(torch.stack([self.transform(image, None)[0] for image in images]))
         return [float(score) for score in scores], maps.numpy()
-
-    def predict(self, images: ImageInput | Sequence[ImageInput], class_name: str | None = None, batch_size: int = 8) -> list[Prediction]:
-        """Paths or PIL images -> one :class:`Prediction` each (map at the image's own size).
-        The prompt words are fixed at export; ``class_name`` may only repeat them."""
-        self._check_words(class_name)
-        items = [images] if isinstance(images, (str, Path)) or hasattr(images, "convert") else list(images)
-        predictions: list[Prediction] = []
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            pils = [(read_image(item), str(item)) if isinstance(item, (str, Path)) else (item.convert("RGB"), None) for item in chunk]
-            batch = torch.stack([self.transform(pil, None)[0] for pil, _ in pils])
-            maps, scores = self.run(batch)
-            for row, (pil, source) in enumerate(pils):
-                full = upsample(maps[row : row + 1, None], (pil.height, pil.width))[0, 0]
-                predictions.append(Prediction(float(scores[row]), full.clamp(0, 1).numpy(), source))
-        return predictions

@@ -9,23 +9,25 @@ written band by band (:mod:`zsad.map_files`).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from ..calibration import ClassCalibration
-from ..discovery import OUTPUT_MARKER
+from ..discovery import OUTPUT_MARKER, unique_paths
 from ..fileio import check_can_write
 from ..imageio import ImageReadError, read_image, read_image_reduced
 from ..map_files import write_overlay, write_raw_map
 from ..output_lock import claim_output_folder
 from ..score_table import ScoreTable
-from .predictor import Predictor
 from .runtime import image_counter
+from .scorer import Scorer
 
 OVERLAY_DIR = "overlays"
 MAP_DIR = "maps"
@@ -76,8 +78,20 @@ def _full_image(path: Path, reduced: Image.Image, full_size: tuple[int, int]) ->
     return reduced if reduced.size == full_size else read_image(path)
 
 
+def calibration_identity(calibration: ClassCalibration | None) -> dict[str, Any] | None:
+    """What the scoring identity records of a calibration entry: its thresholds and a hash
+    of the whole entry (the normal scores behind its p-values included); None without one."""
+    if calibration is None:
+        return None
+    entry = json.dumps(asdict(calibration), sort_keys=True).encode()
+    return {
+        "class_words": calibration.class_words, "image_threshold": calibration.image_threshold,
+        "pixel_threshold": calibration.pixel_threshold, "sha256": hashlib.sha256(entry).hexdigest(),
+    }
+
+
 def predict_files(
-    predictor: Predictor,
+    predictor: Scorer,
     paths: list[Path],
     out_dir: Path,
     threshold: float,
@@ -90,20 +104,27 @@ def predict_files(
     resume: bool = False,
     calibration: ClassCalibration | None = None,
 ) -> PredictionSummary:
-    """Score every image; write per image an overlay PNG (see :func:`zsad.map_files.write_overlay`)
+    """Score every image once with ``predictor`` (any :class:`~zsad.engine.scorer.Scorer`);
+    write per image an overlay PNG (see :func:`zsad.map_files.write_overlay`)
     and the raw map as 16-bit PNG, and a row of scores.csv; scores.json at the end.
 
     Unreadable files get a row with their error; every other image is still processed.
     Nothing that exists is overwritten unless ``overwrite``. ``resume`` continues an
-    interrupted run in ``out_dir``: images with a row are kept, the others are scored.
+    interrupted run in ``out_dir``: images with a row are kept, the others are scored;
+    the scoring identity (the scorer's :meth:`~zsad.engine.scorer.Scorer.identity` with
+    the calibration entry, recorded in scores.json from the start) and the threshold must
+    be those of the earlier run.
     ``calibration`` (a `zsad calibrate` entry for this model): its image threshold labels
     the images (it replaces ``threshold``), its pixel threshold draws the contours, and
     scores.csv gets a ``p_value`` column (see :func:`zsad.calibration.p_values`).
     ``meta`` (method, backbone, weights...) is recorded in every file: scores.json, a
     column of scores.csv, and PNG text chunks. ``num_workers`` threads decode the images.
+    The result folders are marked as results, so that a later run given a folder that
+    holds them (``--out`` equal to an input folder) never scores them.
 
     Raises:
         OutputFolderBusyError: another run holds ``out_dir``.
+        ResumeMismatchError: ``resume`` with another scorer or threshold (names each difference).
         PredictionInterrupted: on Ctrl-C, after scores.json was written with what was done.
     """
     meta = meta or {}
@@ -112,17 +133,19 @@ def predict_files(
     contour = None if calibration is None else calibration.pixel_threshold
     provenance = {key: meta[key] for key in ("method", "backbone", "weights") if key in meta}
     side = predictor.image_size
+    paths = unique_paths(paths)
     names = dict(zip(paths, output_names(paths)))
+    identity = {**predictor.identity(class_name), "calibration": calibration_identity(calibration)}
     with claim_output_folder(out_dir), ScoreTable(
-        out_dir, provenance, {**meta, "threshold": threshold}, overwrite, resume, ("p_value",) if calibration else (),
+        out_dir, provenance, {**meta, "threshold": threshold}, overwrite, resume, ("p_value",) if calibration else (), identity,
     ) as table:
-        (out_dir / OUTPUT_MARKER).touch()
         todo = [path for path in paths if str(path) not in table.done_paths]
         replace = overwrite or resume  # an interrupted run's files for images without a row are its own
         if not replace:
             check_can_write([out_dir / folder / f"{names[p]}.png" for p in todo for folder in (OVERLAY_DIR, MAP_DIR)], overwrite)
-        (out_dir / OVERLAY_DIR).mkdir(exist_ok=True)
-        (out_dir / MAP_DIR).mkdir(exist_ok=True)
+        for folder in (out_dir, out_dir / OVERLAY_DIR, out_dir / MAP_DIR):
+            folder.mkdir(exist_ok=True)
+            (folder / OUTPUT_MARKER).touch()  # results, never inputs (see zsad.discovery)
         written: list[Path] = []
         pool = ThreadPoolExecutor(max_workers=num_workers) if num_workers > 0 else None
         read = pool.map if pool is not None else map

@@ -7,7 +7,6 @@ OUT/model.safetensors, OUT/training_summary.md and OUT/loss_curves.png.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +14,18 @@ from typing import Any, Sequence
 
 import torch
 
-from ..checkpoints import CheckpointError, check_config_fits, read_checkpoint
+# The names a run folder is read back by live with resolve_checkpoint, below the engine;
+# epoch_checkpoints and resolve_checkpoint are re-exported for the engine's callers.
+from ..checkpoints import (  # noqa: F401
+    CHECKPOINT_DIR_NAME,
+    FINAL_CHECKPOINT_NAME,
+    CheckpointError,
+    check_config_fits,
+    epoch_checkpoints,
+    read_checkpoint,
+    resolve_checkpoint,
+)
 from ..fileio import OutputExistsError
-from ..hub import HubReferenceError, hub_run_folder, is_hub_reference
 from ..output_lock import LOCK_NAME
 from .distributed import DistributedContext, barrier
 from .train_config import TrainingConfig
@@ -26,10 +34,7 @@ CONFIG_FILE_NAME = "config.json"
 TRAIN_LOG_NAME = "train_log.csv"
 SUMMARY_NAME = "training_summary.md"
 CURVES_NAME = "loss_curves.png"
-FINAL_CHECKPOINT_NAME = "model.safetensors"
-CHECKPOINT_DIR_NAME = "checkpoints"
 _RUN_FILES = (CONFIG_FILE_NAME, TRAIN_LOG_NAME, SUMMARY_NAME, CURVES_NAME, FINAL_CHECKPOINT_NAME)
-_EPOCH_PATTERN = re.compile(r"epoch_(\d+)\.safetensors$")
 
 
 class RunDirectoryNotEmptyError(OutputExistsError):
@@ -50,39 +55,6 @@ def epoch_checkpoint_path(run_dir: Path, epoch: int) -> Path:
 
 def train_state_path(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".train_state.pt")
-
-
-def epoch_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(epoch, path) of every per-epoch checkpoint in a run directory, oldest first."""
-    found = []
-    for path in (run_dir / CHECKPOINT_DIR_NAME).glob("epoch_*.safetensors"):
-        match = _EPOCH_PATTERN.search(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a training directory meaning its final checkpoint (or, for
-    an unfinished run, its latest epoch checkpoint). ``hf-hub:ORG/NAME[@REV]`` names a run
-    folder published on the Hugging Face Hub (see :mod:`zsad.hub`)."""
-    if is_hub_reference(path):
-        try:
-            path = hub_run_folder(str(path))
-        except HubReferenceError as error:
-            raise CheckpointError(str(error)) from error
-    path = Path(path).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        final = path / FINAL_CHECKPOINT_NAME
-        if final.is_file():
-            return final
-        epochs = epoch_checkpoints(path)
-        if epochs:
-            return epochs[-1][1]
-        raise CheckpointError(f"{path} holds no {FINAL_CHECKPOINT_NAME} and no {CHECKPOINT_DIR_NAME}/epoch_*.safetensors")
-    raise CheckpointError(f"checkpoint not found: {path}")
 
 
 @dataclass

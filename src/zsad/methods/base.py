@@ -4,13 +4,15 @@ from __future__ import annotations
 import contextlib
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
 
 from ..backbone import ClipBackbone
-from ..settings import Settings
+from ..checkpoints import own_state
+from ..errors import InvalidInputError
+from ..settings import DEFAULT_DOMAIN, DOMAINS, Settings
 
 
 @dataclass
@@ -106,11 +108,36 @@ class AnomalyDetector(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]]
     trainable: ClassVar[bool] = False
+    # Transductive: an image's output depends on the other images of the set it is scored
+    # with (e.g. MuSc), so a batch is a set, never a slice of independent images. Entry
+    # points that hand the method one image at a time refuse it (see refuse_set_method).
+    scores_sets: ClassVar[bool] = False
 
     def __init__(self, backbone: ClipBackbone, config: MethodConfig):
         super().__init__()
         self.backbone = backbone
         self.config = config
+        # The kind of images scored (``settings.DOMAINS``); see :meth:`scoring_domain`.
+        self.domain = DEFAULT_DOMAIN
+
+    @contextlib.contextmanager
+    def scoring_domain(self, domain: str | None) -> Iterator[None]:
+        """Within this context the detector scores images of ``domain`` (``industrial`` or
+        ``medical``; None = unchanged), e.g. the domain of the data set being evaluated;
+        the previous domain is restored afterwards. Only methods whose recipe depends on
+        the domain (MoECLIP's smoothing and score) read it."""
+        previous = self.domain
+        self.use_domain(domain or previous)
+        try:
+            yield
+        finally:
+            self.domain = previous
+
+    def use_domain(self, domain: str) -> None:
+        """Score images of ``domain`` from now on (e.g. a predictor for one kind of images)."""
+        if domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+        self.domain = domain
 
     def forward(
         self,
@@ -186,11 +213,7 @@ class AnomalyDetector(nn.Module):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The method's own state: every tensor outside the frozen backbone that is saved
         (trainable parameters and persistent buffers such as frozen FOFS projections)."""
-        return {
-            key: value
-            for key, value in self.state_dict().items()
-            if not key.startswith("backbone.")
-        }
+        return own_state(self.state_dict())
 
     def parameter_groups(self, settings: OptimiserSettings) -> list[dict[str, Any]]:
         """The optimiser's parameter groups (default: one group of every parameter that
@@ -208,3 +231,20 @@ class AnomalyDetector(nn.Module):
 
     def trainable_parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def scores_sets(detector: nn.Module) -> bool:
+    """Whether ``detector`` scores sets (a wrapper such as the few-shot detector, which
+    is not an AnomalyDetector, scores images one at a time)."""
+    return bool(getattr(detector, "scores_sets", False))
+
+
+def refuse_set_method(detector: nn.Module, entry_point: str, instead: str = "") -> None:
+    """Raise InvalidInputError when ``detector`` scores sets (``scores_sets``) and
+    ``entry_point`` (e.g. "zsad serve") would hand it images one at a time."""
+    if scores_sets(detector):
+        raise InvalidInputError(
+            f"--method {detector.name} scores a set of images of one product against each other (transductive), "
+            f"so {entry_point}, which scores images one at a time, cannot run it"
+            + (f"; {instead}" if instead else "; use `zsad predict FOLDER --method " + detector.name + "`")
+        )

@@ -5,9 +5,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..backbone import DEFAULT_MODEL_NAME, BackboneConfig, create_backbone
+from ..backbone import DEFAULT_MODEL_NAME, BackboneConfig, create_backbone, quick_gelu_for
 from ..clip_weights import canonical_weights, is_random_weights
-from ..checkpoints import check_config_fits, load_method_state, read_checkpoint
+from ..checkpoints import check_config_fits, load_method_state, read_checkpoint, resolve_checkpoint
 from . import DEFAULT_INIT_SEED, build_method, method_class
 from .base import AnomalyDetector
 
@@ -29,6 +29,7 @@ def build_detector(
     cache_dir: str | None = None,
     for_training: bool = False,
     seed: int = DEFAULT_INIT_SEED,
+    activation: str | None = None,
 ) -> AnomalyDetector:
     """Build a method on a frozen backbone, from scratch or from a checkpoint.
 
@@ -37,16 +38,22 @@ def build_detector(
     the method's own modules (see :func:`zsad.methods.build_method`); random backbone
     weights take their seed from ``weights`` (``random:SEED``).
 
-    With a checkpoint (one file), its stored config decides the method, the backbone and
+    ``checkpoint`` names a file, a training run's folder or ``hf-hub:ORG/NAME[@REV]``
+    (see :func:`zsad.checkpoints.resolve_checkpoint`). Its stored config decides the method, the backbone and
     the image size; anything passed explicitly must agree with it (otherwise a
     CheckpointError names the differences). ``weights`` may point the checkpoint's
     backbone to a local file.
+
+    ``activation``: the blocks' MLP activation, ``quick_gelu`` or ``gelu`` (None = as the
+    weights were trained: QuickGELU for OpenAI's); with a checkpoint it must agree with
+    the one it was trained with.
     """
+    quick_gelu = quick_gelu_for(activation)
     if checkpoint is None:
         if method is None:
             raise ValueError("name a method (e.g. 'zeroshot') or give a checkpoint")
-        return _fresh_detector(method, backbone, weights, image_size, method_config, cache_dir, for_training, seed)
-    return _detector_from_checkpoint(Path(checkpoint), method, backbone, weights, image_size, method_config, cache_dir, seed)
+        return _fresh_detector(method, backbone, weights, image_size, method_config, cache_dir, for_training, seed, quick_gelu)
+    return _detector_from_checkpoint(resolve_checkpoint(checkpoint), method, backbone, weights, image_size, method_config, cache_dir, seed, quick_gelu)
 
 
 def _fresh_detector(
@@ -58,6 +65,7 @@ def _fresh_detector(
     cache_dir: str | None,
     for_training: bool,
     seed: int,
+    quick_gelu: bool | None = None,
 ) -> AnomalyDetector:
     if method_class(method).trainable and not for_training:
         warnings.warn(
@@ -66,7 +74,8 @@ def _fresh_detector(
             stacklevel=3,
         )
     config = BackboneConfig(
-        model_name=backbone or DEFAULT_MODEL_NAME, weights=weights or "openai", image_size=image_size, cache_dir=cache_dir
+        model_name=backbone or DEFAULT_MODEL_NAME, weights=weights or "openai", image_size=image_size, cache_dir=cache_dir,
+        quick_gelu=quick_gelu,
     )
     return build_method(method, create_backbone(config), method_config, seed=seed)
 
@@ -80,9 +89,11 @@ def _detector_from_checkpoint(
     method_config: dict[str, Any] | None,
     cache_dir: str | None,
     seed: int,
+    quick_gelu: bool | None = None,
 ) -> AnomalyDetector:
     """The checkpoint's stored config decides; what the caller names must agree with it
-    (random backbone weights included: their seed is part of the model)."""
+    (random backbone weights included: their seed is part of the model; the activation
+    when the checkpoint names one)."""
     tensors, stored = read_checkpoint(checkpoint)
     config_class = method_class(stored["method"]).config_class
     stored_weights = stored["backbone"]["weights"]
@@ -93,6 +104,7 @@ def _detector_from_checkpoint(
             "model_name": backbone,
             "image_size": image_size,
             "weights": canonical_weights(weights) if random_requested else None,
+            "quick_gelu": quick_gelu if stored["backbone"].get("quick_gelu") is not None else None,
         },
         # Compared in full, defaults filled in on both sides.
         "method_config": None if method_config is None else config_class.from_dict(method_config).to_dict(),
@@ -111,7 +123,7 @@ def _detector_from_checkpoint(
         weights=weights or stored_weights,
         image_size=stored["backbone"]["image_size"],
         cache_dir=cache_dir,
-        quick_gelu=stored["backbone"].get("quick_gelu"),
+        quick_gelu=stored["backbone"].get("quick_gelu") if quick_gelu is None else quick_gelu,
     )
     detector = build_method(stored["method"], create_backbone(config), stored["method_config"], seed=seed)
     load_method_state(detector, tensors, str(checkpoint))

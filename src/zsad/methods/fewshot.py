@@ -21,7 +21,7 @@ from torch import nn
 
 from ..maps import gaussian_smooth, tokens_to_grid, upsample
 from ..memory_bank import DEFAULT_MAX_BLOCK_ELEMENTS, nearest_distance
-from .base import AnomalyDetector, DetectorOutput
+from .base import AnomalyDetector, DetectorOutput, refuse_set_method
 
 ANY_CATEGORY = None
 
@@ -45,6 +45,8 @@ class FewShotDetector(nn.Module):
 
     def __init__(self, detector: AnomalyDetector, settings: FewShotSettings | None = None):
         super().__init__()
+        refuse_set_method(detector, "few-shot fusion (--reference / --shots)",
+                          "it needs no references: `zsad predict FOLDER --method musc --reference DIR` adds normal images to the set")
         self.detector = detector
         self.settings = settings or FewShotSettings()
         self.banks: dict[str | None, dict[int, torch.Tensor]] = {}  # category -> block -> (N, d)
@@ -61,9 +63,24 @@ class FewShotDetector(nn.Module):
     def config(self):
         return self.detector.config
 
+    @property
+    def domain(self) -> str:
+        return self.detector.domain
+
+    def scoring_domain(self, domain: str | None):
+        """The wrapped detector scores ``domain`` within the context (see AnomalyDetector)."""
+        return self.detector.scoring_domain(domain)
+
+    def use_domain(self, domain: str) -> None:
+        self.detector.use_domain(domain)
+
     def provenance(self) -> dict:
         """The wrapped detector's provenance."""
         return self.detector.provenance()
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The wrapped detector's own state (the memory bank is data, not weights)."""
+        return self.detector.trainable_state_dict()
 
     def reference_count(self, category: str | None = ANY_CATEGORY) -> int:
         """Number of reference patches per block stored for ``category``."""

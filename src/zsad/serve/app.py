@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 
+from ..engine.scorer import Scorer
 from ..imageio import ImageReadError, read_image
 from ..viz import overlay_heatmap
 from .batching import BatchingQueue, QueueFullError
@@ -75,7 +76,9 @@ def decode_upload(name: str, data: bytes, max_pixels: int) -> Image.Image:
         try:
             image = read_image(path)
         except ImageReadError as error:
-            raise UploadError(400, f"{name}: not a readable image ({error.reason})") from None
+            # The decoders name the file they read: the server's temporary copy, not the client's name.
+            reason = error.reason.replace(str(path), name).replace(folder, "")
+            raise UploadError(400, f"{name}: not a readable image ({reason})") from None
     if image.width * image.height > max_pixels:
         raise UploadError(413, f"{name}: {image.width} x {image.height} pixels exceeds the limit of {max_pixels} pixels")
     return image
@@ -101,12 +104,13 @@ def page_html() -> str:
     return (resources.files("zsad") / "serve" / "page.html").read_text(encoding="utf-8")
 
 
-def create_app(predictor, settings: ServeSettings | None = None, meta: dict[str, Any] | None = None, calibration=None):
-    """A FastAPI app serving ``predictor`` (a :class:`zsad.api.Predictor`). /info shows the
-    detector's provenance (method, backbone, weights...), updated with ``meta`` (e.g.
-    few-shot references). ``calibration`` (a :class:`zsad.calibration.ClassCalibration`
-    checked against the model): its image threshold labels the images, its pixel
-    threshold draws the contours, and every result gets a ``p_value``."""
+def create_app(predictor: Scorer, settings: ServeSettings | None = None, meta: dict[str, Any] | None = None, calibration=None):
+    """A FastAPI app serving ``predictor`` (any :class:`zsad.engine.scorer.Scorer`: the
+    torch predictor or an ONNX file's). /info shows its provenance (method, backbone,
+    weights...), updated with ``meta`` (e.g. few-shot references). ``calibration`` (a
+    :class:`zsad.calibration.ClassCalibration` checked against the model): its image
+    threshold labels the images, its pixel threshold draws the contours, and every result
+    gets a ``p_value``."""
     settings = settings or ServeSettings()
     if calibration is not None:
         settings = replace(settings, threshold=calibration.image_threshold)
@@ -126,7 +130,7 @@ def create_app(predictor, settings: ServeSettings | None = None, meta: dict[str,
 
     app = FastAPI(title="zsad", summary="Zero-shot anomaly detection with CLIP", lifespan=lifespan)
     app.state.queue = queue
-    info = {**predictor.detector.provenance(), **(meta or {}), "image_size": predictor.image_size, "threshold": settings.threshold,
+    info = {**predictor.provenance(), **(meta or {}), "image_size": predictor.image_size, "threshold": settings.threshold,
             "limits": asdict(settings), "colour_map": COLOUR_MAP, "colour_stops": colour_stops()}
 
     def refuse(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

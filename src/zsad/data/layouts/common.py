@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from zsad.data.sample import Sample
@@ -26,11 +26,16 @@ class LayoutSamples:
         test: the labelled test split.
         train: the normal training images, or None when the layout has no train split.
         has_masks: the set provides pixel labels (normal images get all-zero masks).
+        validation: held-out normal images, or None when the layout has none.
+        predict_only: unlabelled splits by name (MVTec AD 2's ``test_private``): they
+            can be listed and scored, never evaluated.
     """
 
     test: list[Sample]
     train: list[Sample] | None
     has_masks: bool
+    validation: list[Sample] | None = None
+    predict_only: dict[str, list[Sample]] = field(default_factory=dict)
 
 
 def natural_key(path: Path) -> tuple:

@@ -70,6 +70,15 @@ def _read_images_with_masks(
     root: Path, image_dir_name: str, mask_dir_names: tuple[str, ...], class_name: str, layout: str
 ) -> LayoutSamples:
     require_dir(root, layout)
+    if not (root / image_dir_name).is_dir():
+        nested = sorted(child for child in root.iterdir() if (child / image_dir_name).is_dir()) if root.is_dir() else []
+        if nested:  # e.g. the CVC-ClinicDB download: ROOT/TIF/Original and ROOT/PNG/Original
+            example = next((child for child in nested if child.name.upper() == "TIF"), nested[0])  # the original frames
+            raise DataLayoutError(
+                f"{root} holds no {image_dir_name}/ folder, but {' and '.join(str(child) for child in nested)} do: "
+                f"point the data spec at the folder holding {image_dir_name}/ (e.g. {class_name}:{example}); "
+                f"expected layout: {layout}"
+            )
     image_dir = require_dir(root / image_dir_name, layout)
     mask_dir = next((root / name for name in mask_dir_names if (root / name).is_dir()), None)
     if mask_dir is None:

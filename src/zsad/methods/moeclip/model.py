@@ -17,7 +17,8 @@ from torch import nn
 
 from ...backbone import ClipBackbone
 from ...losses import image_classification_loss, segmentation_loss
-from ...maps import cosine_scores, fuse_scores, smooth_at_reference
+from ...maps import cosine_scores, fuse_scores, gaussian_blur_window, smooth_at_reference, upsample
+from ...settings import INDUSTRIAL, MEDICAL
 from ...text import TextFeatureBank
 from .. import register_method
 from ..base import AnomalyDetector, DetectorOutput, Routing
@@ -25,6 +26,10 @@ from .aux_losses import balance_loss, etf_loss
 from .config import MoEClipConfig
 from .heads import DepthwiseAdapter, LayerProjections, anomalous_probabilities, anomaly_logits, project_patch_averages
 from .moe import MoeAdapter, MoeOutput
+
+# The released code's blur of the logit-gap grid (forward_utils.calculate_similarity_map):
+# domain -> (window side, sigma), both in patch-grid cells (sigma 1 cell ~ 14 px at 518).
+GRID_SMOOTHING = {INDUSTRIAL: (7, 1.0), MEDICAL: (9, 1.5)}
 
 
 class TextAdapter(nn.Module):
@@ -123,7 +128,9 @@ class MoEClipDetector(AnomalyDetector):
                 logits = anomaly_logits(projected, text, config.logit_scale)
                 logit_gaps.append(logits[:, 1] - logits[:, 0])
         logit_gaps = torch.stack(logit_gaps, dim=1)  # (B, 12, h, h)
-        anomalous = anomalous_probabilities(logit_gaps, size)  # (B, 12, S, S)
+        # the 12 upsampled maps: what the training loss reads, and the pixel-smoothed map
+        needs_maps = self.training or config.map_smoothing == "pixel"
+        anomalous = anomalous_probabilities(logit_gaps, size) if needs_maps else None  # (B, 12, S, S)
         last_tokens = ln_post(features.hidden[self.blocks[-1]][:, 1:])
         if self.image_adapter is not None:
             image_feature = self.image_adapter(last_tokens)
@@ -135,7 +142,7 @@ class MoEClipDetector(AnomalyDetector):
         # outside the autograd graph (same values, detached), so that the graph does not
         # hold the 12-map mean, the smoothing and the score.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.training):
-            anomaly_map, score = self._map_and_score(anomalous, image_logits)
+            anomaly_map, score = self._map_and_score(logit_gaps, anomalous, image_logits, size)
 
         moe_outputs = [features.stream_outputs[block] for block in self.blocks]
         routing = {str(block): patch_routing(moe, features.grid) for block, moe in zip(self.blocks, moe_outputs)}
@@ -144,16 +151,27 @@ class MoEClipDetector(AnomalyDetector):
             output.losses = self._losses(logit_gaps, anomalous, image_logits, moe_outputs, masks, labels)
         return output
 
-    def _map_and_score(self, anomalous, image_logits) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference map (B, S, S) from the (B, 12, S, S) anomalous probabilities: their mean,
-        Gaussian-smoothed, in [0, 1]; image score (B,) by ``score_mode``."""
+    def _map_and_score(self, logit_gaps, anomalous, image_logits, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference map (B, S, S) in [0, 1] (see ``MoEClipConfig.map_smoothing``) from the
+        (B, 12, h, h) logit gaps or the (B, 12, S, S) anomalous probabilities; image score
+        (B,) by ``score_mode``, or ``medical_score_mode`` in the medical domain."""
         config = self.config
-        raw_map = anomalous.mean(dim=1)
-        anomaly_map = smooth_at_reference(raw_map, config.smoothing_sigma).clamp(0, 1)
+        if config.map_smoothing == "grid":
+            # Blur and upsampling are linear: blurring the mean gap once equals the released
+            # code's sum of 12 blurred (gap + 1) / 2 maps up to an affine map, and the
+            # sigmoid keeps its order (every pixel metric is the released code's).
+            window, sigma = GRID_SMOOTHING[self.domain]
+            # A grid narrower than the window (tiny inputs only) reflects at most side - 1 cells.
+            window = min(window, 2 * min(logit_gaps.shape[-2:]) - 1)
+            blurred = gaussian_blur_window(logit_gaps.float().mean(dim=1), window, sigma)
+            anomaly_map = upsample(blurred.unsqueeze(1), size, align_corners=True).squeeze(1).sigmoid()
+        else:
+            anomaly_map = smooth_at_reference(anomalous.mean(dim=1), config.smoothing_sigma).clamp(0, 1)
         detection = image_logits.softmax(dim=-1)[:, 1]
-        if config.score_mode == "det":
+        mode = config.medical_score_mode if self.domain == MEDICAL else config.score_mode
+        if mode == "det":
             return anomaly_map, detection
-        if config.score_mode == "map":
+        if mode == "map":
             return anomaly_map, anomaly_map.flatten(1).amax(dim=1)
         return anomaly_map, fuse_scores(anomaly_map, detection)
 
@@ -178,7 +196,7 @@ class MoEClipDetector(AnomalyDetector):
             # (normal, anomalous) = (sigmoid(-upsample(gap)), sigmoid(upsample(gap))): the
             # two-class softmax of the upsampled logits, without the cancellation of 1 - p
             normal = anomalous_probabilities(-logit_gaps, anomalous.shape[-2:])
-            losses["seg"] = segmentation_loss(torch.stack((normal, anomalous), dim=2), masks)
+            losses["seg"] = segmentation_loss(torch.stack((normal, anomalous), dim=2), masks, config.two_term_dice)
         if labels is not None:
             losses["cls"] = image_classification_loss(image_logits, labels)
         if config.etf_loss:

@@ -27,6 +27,8 @@ class WMoEClipConfig(MethodConfig):
     expert_hidden: hidden width of the expert MLPs (None = d_t).
     temperature: of the softmax over the cosines with [T_n, T_a] (0.07).
     focal_weight, dice_weight, bce_weight: weights of the map and image losses (1 each).
+    per_tap_segmentation_loss: focal + Dice on each tap's map, summed (False = once, on
+        the final map, the mean over the taps, as the spec's Eq. 9-11 read).
     kl_weight, rec_weight: weights of the VAE losses (0.01, 1.0).
     balance_loss, balance_weight: CV^2 load-balance loss on the SA-MoE router (not in
         the paper; on, 0.01).
@@ -53,6 +55,7 @@ class WMoEClipConfig(MethodConfig):
     focal_weight: float = 1.0
     dice_weight: float = 1.0
     bce_weight: float = 1.0
+    per_tap_segmentation_loss: bool = False
     kl_weight: float = 0.01
     rec_weight: float = 1.0
     balance_loss: bool = True

@@ -145,8 +145,11 @@ class WMoEClipDetector(AnomalyDetector):
             focal = dice = zero
             if known.any():
                 target = masks[known, 0].round().long()
-                focal = sum((focal_loss(probs[known], target) for probs in layer_probs), zero)
-                dice = sum((dice_loss(probs[known, 1], target.float()) for probs in layer_probs), zero)
+                # The spec's loss reads the final map (the mean over the taps) once; the
+                # per-tap sum weighs segmentation len(taps) times against BCE, KL and rec.
+                maps = layer_probs if config.per_tap_segmentation_loss else [torch.stack(layer_probs).mean(dim=0)]
+                focal = sum((focal_loss(probs[known], target) for probs in maps), zero)
+                dice = sum((dice_loss(probs[known, 1], target.float()) for probs in maps), zero)
             losses["focal"] = config.focal_weight * focal
             losses["dice"] = config.dice_weight * dice
         if labels is not None:
