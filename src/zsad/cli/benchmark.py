@@ -56,10 +56,10 @@ def register(app: typer.Typer) -> None:
             swap=swap, paper=None if row is None else row.to_dict(), recipe=settings.recipe.name,
             seeds=checks.seed_list(seeds), activation=settings.backbone["activation"],
         )
-        if row is None:
+        if settings.recipe.is_method_recipe:
+            plan.paper = None  # the method's Tab. 1 (also for a method that ships no recipe file)
+        elif row is None:
             plan.paper = {"table": "no published row", "results": {}}
-        elif settings.recipe.is_method_recipe:
-            plan.paper = None  # the method's Tab. 1
         warn_if_random(is_random_weights(weights or "openai"))
         summary = run_benchmark(plan, out, ClassNames.load(class_names), device=device, overwrite=overwrite,
                                 show_progress=not quiet, say=lambda text: console.print(f"[bold]>[/] {text}"))
