@@ -112,10 +112,18 @@ def load_arguments(options: opt.ModelOptions, compile: str = "off") -> dict:
     --allow-untrained; a picklable description, so another process can build the same
     predictor."""
     from ..methods import method_class
-    from ..recipes import load_recipe
+    from ..recipes import DEFAULT, load_recipe, resolve_settings
 
     recipe = load_recipe(options.config)
     method = options.method or recipe.method or ("zeroshot" if options.checkpoint is None else None)
+    method_config = None
+    activation = options.activation
+    if recipe.method is not None:  # the overlay laid over its method's recipe; only what they set
+        merged = resolve_settings(method, recipe)
+        method_config = {
+            key: value for key, value in merged.method_config.items() if merged.sources[f"method_config.{key}"] != DEFAULT
+        } or None
+        activation = activation or merged.backbone["activation"]
     untrained = options.checkpoint is None and method_class(method).trainable
     if untrained and not options.allow_untrained:
         raise ValueError(
@@ -127,8 +135,8 @@ def load_arguments(options: opt.ModelOptions, compile: str = "off") -> dict:
         method=method, checkpoint=options.checkpoint, backbone=options.backbone, weights=options.weights,
         image_size=options.image_size, device=options.device, class_name=options.class_name,
         class_names_file=options.class_names, precision=options.precision,
-        cache_dir=str(options.cache_dir) if options.cache_dir else None, method_config=recipe.method_config or None,
-        compile=compile, activation=options.activation or recipe.backbone.get("activation"), domain=options.domain,
+        cache_dir=str(options.cache_dir) if options.cache_dir else None, method_config=method_config,
+        compile=compile, activation=activation, domain=options.domain,
     )
 
 
@@ -338,9 +346,10 @@ def demo(
 
 
 def _register_commands() -> None:
-    from . import analysis, benchmark, export, predict_many, serve, training
+    from . import analysis, benchmark, export, predict_many, recipes, serve, training
 
     training.register(app)
+    recipes.register(app)
     benchmark.register(app)
     analysis.register(app)
     serve.register(app)
