@@ -100,11 +100,14 @@ def test_resolve_settings_layers(tmp_path):
         "training": {"epochs": 2, "lr": 0.01},
         "data": ["mvtec:/a"],
     }
-    recipe = Recipe(method_config={"top_k": 1}, training={"lr": 0.02})
+    recipe = Recipe(name="mine.yaml", method="moeclip", method_config={"top_k": 1, "rank": 4}, training={"lr": 0.02, "gamma": 0.25})
     settings = resolve_settings(recipe, stored, None, None, None, None, None, {"epochs": 4, "lr": None})
     assert settings.method == "moeclip" and settings.data == ["mvtec:/a"]
-    assert settings.method_config == {"num_experts": 4, "top_k": 1}
-    assert (settings.training.epochs, settings.training.lr) == (4, 0.02)
+    # defaults < recipe < --config file < resumed run < command line
+    assert (settings.method_config["num_experts"], settings.method_config["top_k"], settings.method_config["rank"]) == (4, 2, 4)
+    assert (settings.training.epochs, settings.training.lr, settings.training.gamma) == (4, 0.01, 0.25)
+    assert settings.sources["training.epochs"] == "command line" and settings.sources["training.lr"] == "resumed run"
+    assert settings.sources["training.gamma"] == "config mine.yaml"
     assert (settings.model_name, settings.weights, settings.image_size) == ("zsad-tiny", "random", 32)
     other = resolve_settings(Recipe(), None, "moeclip", "mvtec:/a, VisA:b", None, None, None, {})
     assert other.data == ["mvtec:/a", f"visa:{Path('b').resolve()}"] and other.training.epochs == 20

@@ -5,7 +5,6 @@ activation from the command line and the `moeclip-authors-gelu` overlay."""
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,23 +16,13 @@ import zsad.methods
 from zsad.data import DATASET_KINDS, kind_domain
 from zsad.errors import RandomWeightsWarning, UntrainedAdaptersWarning
 from zsad.methods.build import build_detector, full_config
-from zsad.recipes import load_recipe
+from zsad.recipes import bundled_recipes, load_recipe, resolve_settings
 from zsad.settings import DOMAINS
 
-REPO = Path(__file__).resolve().parents[1]
 MEDICAL_KINDS = {
     "kvasir", "clinicdb", "headct", "brainmri", "br35h", "bmad-brainmri", "bmad-liverct", "bmad-retinaoct",
     "colondb", "cvc300", "endo", "isic",
 }  # fmt: skip
-
-
-def recipe_file(name: str) -> Path:
-    """A bundled recipe: in configs/, or in its method package's recipes/ folder."""
-    candidates = [REPO / "configs" / f"{name}.yaml"]
-    candidates += sorted(Path(zsad.methods.__file__).parent.glob(f"*/recipes/{name}.yaml"))
-    found = [path for path in candidates if path.is_file()]
-    assert found, f"no recipe {name}"
-    return found[0]
 
 
 def _tiny(method: str, **kwargs):
@@ -50,20 +39,21 @@ def _tiny(method: str, **kwargs):
 @pytest.mark.parametrize("name, augment", [("moeclip", True), ("promptmoe", False), ("wmoeclip", False)])
 def test_only_moeclips_recipe_augments(name, augment):
     # Neither PromptMoE nor WMoE-CLIP names any augmentation; MoECLIP's B.3 does.
-    assert load_recipe(recipe_file(name)).training.get("augment", True) is augment
+    assert load_recipe(name).training.get("augment", True) is augment
 
 
 def test_every_promptmoe_and_wmoeclip_overlay_trains_without_augmentation():
-    overlays = [path for pattern in ("promptmoe-*.yaml", "wmoeclip-*.yaml") for path in (REPO / "configs").glob(pattern)]
-    for path in overlays:
-        assert load_recipe(path).training.get("augment", False) is False, path.name
+    overlays = [name for name in bundled_recipes() if name.startswith(("promptmoe-", "wmoeclip-"))]
+    assert len(overlays) >= 10
+    for name in overlays:
+        assert resolve_settings(None, load_recipe(name)).training["augment"] is False, name
 
 
 def test_recipe_values_of_the_fidelity_fixes():
-    promptmoe = load_recipe(recipe_file("promptmoe")).method_config
+    promptmoe = load_recipe("promptmoe").method_config
     assert (promptmoe["map_temperature"], promptmoe["score_temperature"]) == (0.07, 0.01)
-    assert load_recipe(recipe_file("wmoeclip")).method_config["per_tap_segmentation_loss"] is False
-    moeclip = load_recipe(recipe_file("moeclip")).method_config
+    assert load_recipe("wmoeclip").method_config["per_tap_segmentation_loss"] is False
+    moeclip = load_recipe("moeclip").method_config
     assert moeclip["text_adapter"] is True and moeclip["two_term_dice"] is True
     assert (moeclip["map_smoothing"], moeclip["score_mode"], moeclip["medical_score_mode"]) == ("grid", "fused", "map")
 
@@ -136,18 +126,19 @@ def test_activation_switches_the_backbones_mlp_and_is_stored():
 
 
 def test_authors_gelu_overlay_trains_moeclip_with_plain_gelu():
-    from zsad.cli.training import resolve_settings
+    from zsad.cli.training import resolve_settings as resolve_run_settings
 
-    recipe = load_recipe(recipe_file("moeclip-authors-gelu"))
+    merged = resolve_settings(None, load_recipe("moeclip-authors-gelu"))
+    assert merged.backbone["activation"] == "gelu" and merged.paper.results["mvtec"]  # compared with Tab. 1
+    recipe = load_recipe("moeclip-authors-gelu")
     assert recipe.method == "moeclip" and recipe.backbone == {"activation": "gelu"}
     assert "bug" in recipe.description
-    settings = resolve_settings(recipe, None, None, "mvtec:/data", "zsad-tiny", "random", 64, {})
+    settings = resolve_run_settings(recipe, None, None, "mvtec:/data", "zsad-tiny", "random", 64, {})
     assert settings.activation == "gelu"
-    overridden = resolve_settings(recipe, None, None, "mvtec:/data", "zsad-tiny", "random", 64, {}, "quick_gelu")
+    overridden = resolve_run_settings(recipe, None, None, "mvtec:/data", "zsad-tiny", "random", 64, {}, "quick_gelu")
     assert overridden.activation == "quick_gelu"
-    resumed = resolve_settings(
-        load_recipe(None), {"method": "moeclip", "backbone": {"quick_gelu": False}}, None, "mvtec:/d", None, None, None, {}
-    )
+    stored = {"method": "moeclip", "backbone": {"quick_gelu": False}}
+    resumed = resolve_run_settings(load_recipe(None), stored, None, "mvtec:/d", None, None, None, {})
     assert resumed.activation == "gelu"
 
 

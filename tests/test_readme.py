@@ -13,7 +13,7 @@ line runs, none of them its command or options:
 * runs the README names without training them stand for runs it trains (RUN_ALIASES).
 
 Lines run in the README's order, training lines first (later lines use their runs), each
-in its own scratch folder that links to the shared ``runs/`` and a copy of ``configs/``.
+in its own scratch folder that links to the shared ``runs/`` (recipes are bundled: ``--config NAME``).
 """
 from __future__ import annotations
 
@@ -198,9 +198,8 @@ def test_every_readme_command_line_runs(tmp_path, monkeypatch):
     lines = readme_command_lines(README.read_text(encoding="utf-8"))
     assert len(lines) >= 10 and any(line.startswith("zsad predict") for line in lines)
     paths = _example_data(tmp_path / "data")
-    shared = tmp_path / "shared"  # what lines share: the runs they train, the recipe files
+    shared = tmp_path / "shared"  # what lines share: the runs they train
     (shared / "runs").mkdir(parents=True)
-    shutil.copytree(ROOT / "configs", shared / "configs")
     ordered = [line for line in lines if line.startswith("zsad train")] + [line for line in lines if not line.startswith("zsad train")]
     # `zsad serve` builds its app and would then serve until stopped: here it returns.
     import uvicorn
@@ -211,8 +210,7 @@ def test_every_readme_command_line_runs(tmp_path, monkeypatch):
     for number, line in enumerate(ordered):
         work = tmp_path / f"line{number:02d}"  # each line its own folder: several write results/
         work.mkdir()
-        for name in ("runs", "configs"):
-            (work / name).symlink_to(shared / name)
+        (work / "runs").symlink_to(shared / "runs")
         monkeypatch.chdir(work)
         if not line.startswith("zsad train"):
             for alias, trained in RUN_ALIASES.items():

@@ -17,7 +17,7 @@ from zsad.data.synth import generate_mvtec_like
 from zsad.engine.run_folder import resolve_checkpoint
 from zsad.engine.train_log import read_train_log
 
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "wmoeclip.yaml"
+RECIPE = "wmoeclip"  # the bundled recipe, by name
 TINY = ["--backbone", "zsad-tiny", "--weights", "random", "--image-size", "32", "--device", "cpu", "--quiet"]
 
 

@@ -2,27 +2,24 @@
 and each Tab. 2 ablation changes only its switches."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from zsad.engine.benchmark import paper_results
 from zsad.engine.train_config import TrainingConfig
 from zsad.methods.wmoeclip.config import WMoEClipConfig
-from zsad.recipes import load_recipe
+from zsad.recipes import load_recipe, resolve_settings
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 ABLATIONS = {
-    "wmoeclip-baseline.yaml": {"ctds": False, "wcma": False, "samoe": False},
-    "wmoeclip-ctds-only.yaml": {"wcma": False, "samoe": False},
-    "wmoeclip-no-samoe.yaml": {"samoe": False},
-    "wmoeclip-no-wcma.yaml": {"wcma": False},
-    "wmoeclip-no-balance.yaml": {"balance_loss": False},
+    "wmoeclip-baseline": {"ctds": False, "wcma": False, "samoe": False},
+    "wmoeclip-ctds-only": {"wcma": False, "samoe": False},
+    "wmoeclip-no-samoe": {"samoe": False},
+    "wmoeclip-no-wcma": {"wcma": False},
+    "wmoeclip-no-balance": {"balance_loss": False},
 }
 
 
 def test_the_recipe_is_the_default_config_with_the_papers_training():
-    recipe = load_recipe(CONFIG_DIR / "wmoeclip.yaml")
+    recipe = load_recipe("wmoeclip")
     assert recipe.method == "wmoeclip"
     assert WMoEClipConfig.from_dict(recipe.method_config) == WMoEClipConfig()
     training = TrainingConfig.from_dict(recipe.training)
@@ -32,14 +29,14 @@ def test_the_recipe_is_the_default_config_with_the_papers_training():
 
 @pytest.mark.parametrize("name, changed", sorted(ABLATIONS.items()))
 def test_each_ablation_changes_only_its_switches(name, changed):
-    recipe = load_recipe(CONFIG_DIR / name)
-    full = load_recipe(CONFIG_DIR / "wmoeclip.yaml")
+    recipe = load_recipe(name)
     assert recipe.method == "wmoeclip"
-    config = WMoEClipConfig.from_dict(recipe.method_config).to_dict()
-    default = WMoEClipConfig().to_dict()
-    assert {key for key in default if config[key] != default[key]} == set(changed)
-    assert all(config[key] == value for key, value in changed.items())
-    assert TrainingConfig.from_dict(recipe.training) == TrainingConfig.from_dict(full.training)
+    config = resolve_settings(None, recipe)
+    full = resolve_settings("wmoeclip")
+    default = full.method_config
+    assert {key for key in default if config.method_config[key] != default[key]} == set(changed)
+    assert all(config.method_config[key] == value for key, value in changed.items())
+    assert config.training == full.training
 
 
 def test_paper_table_holds_fractions_of_tab_1():

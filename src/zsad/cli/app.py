@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from . import analysis, benchmark, calibrate, data, demo, export, predict, predict_many, serve, testing, training
+from . import analysis, benchmark, calibrate, data, demo, export, predict, predict_many, recipes, serve, testing, training
 from .registration import add_command, new_group
 
 SUMMARY = "Zero-shot anomaly detection with CLIP: a score and a heat map per image, for categories never seen in training."
@@ -55,6 +55,11 @@ analyze_app = new_group("Analyses of a trained model.")
 add_command(analyze_app, analysis.experts)
 add_command(analyze_app, analysis.losses)
 app.add_typer(analyze_app, name="analyze")
+
+recipes_app = new_group("The bundled paper recipes and ablation overlays.", default=recipes.listing)
+add_command(recipes_app, recipes.list_recipes, name="list")
+add_command(recipes_app, recipes.show)
+app.add_typer(recipes_app, name="recipes")
 
 data_app = new_group("Inspect data sets (any KIND:PATH spec) and generate synthetic MVTec/VisA-layout data.")
 add_command(data_app, data.synth)

@@ -1,4 +1,5 @@
-"""`zsad benchmark`: train once, test every listed set, compare with the paper."""
+"""`zsad benchmark`: train once (or once per seed), test every listed set, compare with the
+published row the recipe reproduces."""
 from __future__ import annotations
 
 from typing import Annotated, Optional
@@ -6,9 +7,10 @@ from typing import Annotated, Optional
 import typer
 
 from ..data.spec import check_data_spec
+from . import checks
 from . import options as opt
 from .console import console
-from .model_loading import warn_if_random
+from .model_loading import check_config_file, warn_if_random
 from .tables import print_markdown
 
 
@@ -32,6 +34,14 @@ def benchmark(
     ] = None,
     method: opt.Method = None,
     config: opt.ConfigFile = None,
+    seeds: Annotated[
+        Optional[str],
+        typer.Option(
+            "--seeds",
+            help="Comma-separated training seeds, e.g. 0,1,2: train and test once per seed (OUT/seed-N/) and report "
+            "mean ± std beside the paper (default: --seed, one run).",
+        ),
+    ] = None,
     swap: Annotated[
         bool,
         typer.Option(
@@ -49,25 +59,36 @@ def benchmark(
     quiet: opt.Quiet = False,
 ) -> None:
     """The papers' protocol: train on --train (training-free methods: no --train), test on
-    every --test set, and write benchmark.md / benchmark.json with our numbers beside
-    the published ones."""
+    every --test set, and write benchmark.md / benchmark.json with our numbers beside the
+    published ones: the row of the --config overlay (an ablation's own row), else the
+    method's Tab. 1."""
+    # Everything that needs no model is checked first (before torch is imported).
     tests = [part.strip() for part in test.split(",") if part.strip()]
-    for spec in [*([train] if train is not None else []), *tests]:  # checked before torch is imported
+    for spec in [*([train] if train is not None else []), *tests]:
         check_data_spec(spec)
+    seed_list = checks.seed_list(seeds)
+    check_config_file(config)
     from ..clip_weights import is_random_weights
     from ..engine.benchmark import BenchmarkPlan, run_benchmark
-    from ..engine.train_config import TrainingConfig
-    from ..recipes import load_recipe
+    from ..recipes import load_recipe, resolve_settings
     from ..text import ClassNames
 
     recipe = load_recipe(config)
-    chosen = method or recipe.method or "moeclip"
-    training = TrainingConfig.from_dict({**recipe.training, **training_options.given()})
-    plan = BenchmarkPlan(
-        method=chosen, method_config=recipe.method_config, backbone=backbone, weights=weights,
-        image_size=image_size, cache_dir=str(cache_dir) if cache_dir else None, train=train,
-        tests=tests, training=training, swap=swap, activation=activation or recipe.backbone.get("activation"),
+    settings = resolve_settings(
+        method or (None if recipe.method else "moeclip"), recipe,
+        command_line={"training": training_options.given(), "backbone": {"activation": activation}},
     )
+    row = settings.paper
+    plan = BenchmarkPlan(
+        method=settings.method, method_config=settings.method_config, backbone=backbone, weights=weights,
+        image_size=image_size, cache_dir=str(cache_dir) if cache_dir else None, train=train,
+        tests=tests, training=settings.training_config(), swap=swap, paper=None if row is None else row.to_dict(),
+        recipe=settings.recipe.name, seeds=seed_list, activation=settings.backbone["activation"],
+    )
+    if settings.recipe.is_method_recipe:
+        plan.paper = None  # the method's Tab. 1 (also for a method that ships no recipe file)
+    elif row is None:
+        plan.paper = {"table": "no published row", "results": {}}
     warn_if_random(is_random_weights(weights or "openai"))
     summary = run_benchmark(plan, out, ClassNames.load(class_names), device=device, overwrite=overwrite,
                             show_progress=not quiet, say=lambda text: console.print(f"[bold]>[/] {text}"))

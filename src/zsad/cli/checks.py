@@ -34,3 +34,18 @@ def one_of(*choices: str) -> Callable[[Optional[str]], Optional[str]]:
         return value
 
     return check
+
+
+def seed_list(value: Optional[str]) -> Optional[list[int]]:
+    """``--seeds 0,1,2`` -> [0, 1, 2] (None = not given); distinct non-negative integers."""
+    if value is None:
+        return None
+    from ..errors import InvalidInputError
+
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    if not parts or not all(part.isdigit() for part in parts):
+        raise InvalidInputError(f"--seeds {value!r}: give comma-separated non-negative integers, e.g. --seeds 0,1,2")
+    seeds = [int(part) for part in parts]
+    if len(set(seeds)) != len(seeds):
+        raise InvalidInputError(f"--seeds {value!r} repeats a seed: each seed would train the same model twice")
+    return seeds

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 PLACEHOLDER = re.compile(r"\{(methods|trainable_methods|training_free_methods|set_methods|data_kinds|unlabelled_splits|default:\w+)\}")
 
@@ -59,12 +59,24 @@ def fill(text: str) -> str:
     return PLACEHOLDER.sub(replacement, text)
 
 
+def _fill_parameters(command) -> None:
+    for parameter in command.params:
+        text = getattr(parameter, "help", None)
+        if text and PLACEHOLDER.search(text):
+            parameter.help = fill(text)
+
+
 class LazyHelpCommand(TyperCommand):
     """A command whose help texts are filled (see the module's docstring) when shown."""
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
-        for parameter in self.params:
-            text = getattr(parameter, "help", None)
-            if text and PLACEHOLDER.search(text):
-                parameter.help = fill(text)
+        _fill_parameters(self)
+        super().format_help(ctx, formatter)
+
+
+class LazyHelpGroup(TyperGroup):
+    """A command group whose own options' help texts are filled when shown."""
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        _fill_parameters(self)
         super().format_help(ctx, formatter)

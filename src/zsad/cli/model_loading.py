@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from pathlib import Path
 from typing import Iterator
 
 from rich.panel import Panel
@@ -45,20 +46,40 @@ def is_trainable(method: str) -> bool:
     return method_class(method).trainable
 
 
-def check_model_options(options: opt.ModelOptions):
-    """The checks of the model options that need no model (nor torch), so that a missing
-    recipe, checkpoint or class-names file, or a trainable method without a checkpoint, is
-    refused at once. Returns the recipe, the method (None: the checkpoint's) and whether
-    the method's adapters are untrained."""
-    from ..recipes import load_recipe
+RECIPE_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
-    recipe = load_recipe(options.config)
+
+def check_config_file(config: str | None) -> None:
+    """Refuse a --config that names a recipe file (a path or a YAML/JSON name) that does not
+    exist, before torch is imported (a bundled recipe's name is a plain word; reading the
+    bundled list imports the method registry)."""
+    if config is None:
+        return
+    path = Path(config).expanduser()
+    if (path.suffix.lower() in RECIPE_FILE_SUFFIXES or len(path.parts) > 1) and not path.is_file():
+        raise MissingInputError(
+            f"config file not found: {config} (a bundled recipe is named without a folder or suffix; see `zsad recipes`)"
+        )
+
+
+def check_model_options(options: opt.ModelOptions):
+    """The checks of the model options, so that a missing checkpoint or class-names file,
+    an unknown recipe, or a trainable method without a checkpoint, is refused before the
+    model loads (before torch is imported when no --config is given: reading a recipe
+    imports the method registry). Returns the recipe (None: no --config), the method
+    (None: the checkpoint's) and whether the method's adapters are untrained."""
     checkpoint = options.checkpoint
     if checkpoint is not None and not str(checkpoint).startswith("hf-hub:") and not checkpoint.expanduser().exists():
         raise MissingInputError(f"checkpoint not found: {checkpoint}")
     if options.class_names is not None and not options.class_names.is_file():
         raise MissingInputError(f"class-names file not found: {options.class_names}")
-    method = options.method or recipe.method or ("zeroshot" if checkpoint is None else None)
+    check_config_file(options.config)
+    recipe = None
+    if options.config is not None:
+        from ..recipes import load_recipe
+
+        recipe = load_recipe(options.config)
+    method = options.method or (recipe.method if recipe is not None else None) or ("zeroshot" if checkpoint is None else None)
     untrained = checkpoint is None and is_trainable(method)
     if untrained and not options.allow_untrained:
         raise InvalidInputError(
@@ -72,15 +93,29 @@ def check_model_options(options: opt.ModelOptions):
 def load_arguments(options: opt.ModelOptions, compile: str = "off") -> dict:
     """The keyword arguments of :func:`zsad.api.load` that the shared model options
     describe (method from the option, the recipe, or the checkpoint; the training-free
-    baseline when nothing names one), after :func:`check_model_options`. A picklable
+    baseline when nothing names one), after :func:`check_model_options`. A --config overlay
+    is laid over its method's recipe and only what they set is passed. A picklable
     description, so another process can build the same predictor."""
     recipe, method, _ = check_model_options(options)
+    method_config = None
+    activation = options.activation
+    if recipe is not None and method is not None:  # laid over the method's recipe; only what they set
+        from ..recipes import DEFAULT, resolve_settings
+
+        merged = resolve_settings(method, recipe)
+        method_config = {
+            key: value for key, value in merged.method_config.items() if merged.sources[f"method_config.{key}"] != DEFAULT
+        } or None
+        activation = activation or merged.backbone["activation"]
+    elif recipe is not None:  # the checkpoint names the method: the file's settings as they are
+        method_config = recipe.method_config or None
+        activation = activation or recipe.backbone.get("activation")
     return dict(
         method=method, checkpoint=options.checkpoint, backbone=options.backbone, weights=options.weights,
         image_size=options.image_size, device=options.device, class_name=options.class_name,
         class_names_file=options.class_names, precision=options.precision,
-        cache_dir=str(options.cache_dir) if options.cache_dir else None, method_config=recipe.method_config or None,
-        compile=compile, activation=options.activation or recipe.backbone.get("activation"), domain=options.domain,
+        cache_dir=str(options.cache_dir) if options.cache_dir else None, method_config=method_config,
+        compile=compile, activation=activation, domain=options.domain,
     )
 
 

@@ -114,8 +114,13 @@ ClassNamesFile = Annotated[
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")]
 Overwrite = Annotated[bool, typer.Option(help="Replace files that already exist in --out (otherwise the command refuses).")]
 ConfigFile = Annotated[
-    Optional[Path],
-    typer.Option("--config", help="YAML/JSON recipe (see configs/): `method`, `method_config`, and for training `training`."),
+    Optional[str],
+    typer.Option(
+        "--config",
+        help="A bundled recipe by name (`zsad recipes` lists them, e.g. promptmoe-static-prompt) or a YAML/JSON file: "
+        "`method`, `method_config`, for training `training`, and the `paper` row it reproduces. Laid over the "
+        "method's paper recipe.",
+    ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 DataSpec = Annotated[

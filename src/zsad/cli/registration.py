@@ -8,12 +8,18 @@ import typer
 
 from . import options as opt
 from .error_handler import one_line_errors
-from .help_text import LazyHelpCommand
+from .help_text import LazyHelpCommand, LazyHelpGroup
 
 
-def new_group(summary: str) -> typer.Typer:
-    """A command group (``zsad data``, ``zsad analyze``) with the app's help style."""
-    return typer.Typer(help=summary, no_args_is_help=True, rich_markup_mode=None)
+def new_group(summary: str, default: Optional[Callable] = None) -> typer.Typer:
+    """A command group (``zsad data``, ``zsad analyze``) with the app's help style.
+    ``default``: a callback run before any subcommand, with the error handler (it takes a
+    ``typer.Context`` and does the group's work when ``context.invoked_subcommand`` is
+    None, as ``zsad recipes`` lists); without one, the bare group prints its help."""
+    group = typer.Typer(help=summary, cls=LazyHelpGroup, no_args_is_help=default is None, rich_markup_mode=None)
+    if default is not None:
+        group.callback(invoke_without_command=True)(one_line_errors(default))
+    return group
 
 
 def add_command(group: typer.Typer, command: Callable, name: Optional[str] = None) -> None:

@@ -1,12 +1,13 @@
 """`zsad train`: train a method on auxiliary data sets.
 
-Settings come in layers, each overriding the one before: TrainingConfig's defaults, the
-stored config of the run being resumed (``--resume``), the recipe file (``--config``),
-then the options given on the command line.
+Settings come in layers, each overriding the one before (``zsad.recipes.resolve_settings``):
+the engine's defaults, the method's paper recipe, the overlay or file of ``--config``, the
+stored config of the run being resumed (``--resume``), then the options given on the
+command line. config.json records where each value came from.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -16,11 +17,10 @@ from rich.markup import escape
 from ..data.spec import check_data_spec
 from ..errors import InvalidInputError
 from ..plurals import counted
-from ..recipes import load_recipe
 from . import checks
 from . import options as opt
 from .console import EXIT_INTERRUPTED, console, err_console
-from .model_loading import is_trainable, panel_replaces_random_warning, warn_if_random
+from .model_loading import check_config_file, is_trainable, panel_replaces_random_warning, warn_if_random
 
 if TYPE_CHECKING:  # imported where used: the command line starts without torch
     from ..engine.train_config import TrainingConfig
@@ -40,13 +40,19 @@ TrainData = Annotated[
 ]
 TrainMethod = Annotated[
     Optional[str],
-    typer.Option("--method", "-m", help="Trainable method: {trainable_methods} (default: the recipe's, or the resumed run's)."),
+    typer.Option(
+        "--method",
+        "-m",
+        help="Trainable method: {trainable_methods}. Alone, it trains the method's paper recipe (`zsad recipes`). "
+        "Default: the --config recipe's, or the resumed run's.",
+    ),
 ]
 
 
 @dataclass
 class RunSettings:
-    """Everything `zsad train` needs to build the detector and call fit."""
+    """Everything `zsad train` needs to build the detector and call fit; sources: where
+    each setting came from (recorded in config.json)."""
 
     method: str
     method_config: dict[str, Any]
@@ -55,6 +61,7 @@ class RunSettings:
     image_size: int | None
     data: list[str]
     training: TrainingConfig
+    sources: dict[str, str] = field(default_factory=dict)
     activation: str | None = None
 
 
@@ -77,39 +84,33 @@ def resolve_settings(
     training_overrides: dict[str, Any],
     activation: str | None = None,
 ) -> RunSettings:
-    """Merge defaults < stored run config (resume) < recipe < command line. Command-line
-    training values that are None were not given and do not override."""
-    from ..engine.train_config import TrainingConfig
+    """The run's settings by ``zsad.recipes.resolve_settings`` (engine defaults < method
+    recipe < --config < resumed run < command line). Command-line values that are None
+    were not given and do not override."""
+    from ..recipes import resolve_settings as merge
 
-    stored = stored or {}
-    stored_backbone = stored.get("backbone", {})
-    chosen_method = method or recipe.method or stored.get("method")
-    if not chosen_method:
-        raise InvalidInputError("name the method to train: --method moeclip (or `method:` in the --config recipe)")
-    method_config = (
-        {**stored.get("method_config", {}), **recipe.method_config} if chosen_method == stored.get("method") else dict(recipe.method_config)
+    specs = [absolute_spec(part) for part in data.split(",") if part.strip()] if data else None
+    resolved = merge(
+        method, recipe, stored,
+        {
+            "training": training_overrides,
+            "backbone": {"model_name": model_name, "weights": weights, "image_size": image_size, "activation": activation},
+        },
+        specs,
     )
-    specs = [absolute_spec(part) for part in data.split(",") if part.strip()] if data else list(stored.get("data", []))
-    if not specs:
+    if not resolved.data:
         raise InvalidInputError("name the training data: --data KIND:PATH[,KIND:PATH...]")
-    training = {**stored.get("training", {}), **recipe.training}
-    training.update({key: value for key, value in training_overrides.items() if value is not None})
     return RunSettings(
-        method=chosen_method,
-        method_config=method_config,
-        model_name=model_name or stored_backbone.get("model_name"),
-        weights=weights or stored_backbone.get("weights"),
-        image_size=image_size or stored_backbone.get("image_size"),
-        data=specs,
-        training=TrainingConfig.from_dict(training),
-        activation=activation or recipe.backbone.get("activation") or _stored_activation(stored_backbone),
+        method=resolved.method,
+        method_config=resolved.method_config,
+        model_name=resolved.backbone["model_name"],
+        weights=resolved.backbone["weights"],
+        image_size=resolved.backbone["image_size"],
+        data=resolved.data,
+        training=resolved.training_config(),
+        sources=resolved.sources,
+        activation=resolved.backbone["activation"],
     )
-
-
-def _stored_activation(backbone: dict[str, Any]) -> str | None:
-    """The activation a resumed run was started with (None: as the weights were trained)."""
-    quick_gelu = backbone.get("quick_gelu")
-    return None if quick_gelu is None else ("quick_gelu" if quick_gelu else "gelu")
 
 
 def train(
@@ -154,6 +155,15 @@ def train(
     activation: opt.Activation = None,
     cache_dir: opt.CacheDir = None,
     class_names: opt.ClassNamesFile = None,
+    monitor: Annotated[
+        Optional[str],
+        typer.Option(
+            "--monitor",
+            help="KIND:PATH: evaluate on this data set after each epoch and draw its image AUROC per epoch (monitor.csv, "
+            "monitor_curve.png; PromptMoE Fig. 7). For the curve only: it selects nothing, the model stays the last "
+            "epoch's. Kinds: {data_kinds}.",
+        ),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option(
@@ -180,13 +190,17 @@ def train(
     `torchrun --no-python --nproc-per-node N zsad train ...`.
     """
     # Everything that needs no model is checked first (before torch is imported).
-    for spec in (data or "").split(","):
+    for spec in [*(data or "").split(","), monitor or ""]:
         if spec.strip():
             check_data_spec(spec.strip())
+    if method is not None and not is_trainable(method):
+        raise InvalidInputError(f"method '{method}' has no trainable parameters: it needs no training")
+    check_config_file(config)
+    from ..recipes import load_recipe
+
     recipe = load_recipe(config)
-    named = method or recipe.method
-    if named is not None and not is_trainable(named):
-        raise InvalidInputError(f"method '{named}' has no trainable parameters: it needs no training")
+    if method is None and recipe.method is not None and not is_trainable(recipe.method):
+        raise InvalidInputError(f"method '{recipe.method}' has no trainable parameters: it needs no training")
     from ..engine.run_folder import read_run_config
     from ..text import ClassNames
 
@@ -210,7 +224,7 @@ def train(
     if stored is not None and class_names is None:
         # The resumed run keeps the prompt words it was started with.
         names = ClassNames(table={**names.table, **stored.get("class_names", {})})
-    _run(settings, out, names, device, cache_dir, resume, overwrite, quiet, resume_epoch)
+    _run(settings, out, names, device, cache_dir, resume, overwrite, quiet, resume_epoch, monitor)
 
 
 def interrupted_message(out: Path) -> str:
@@ -236,10 +250,12 @@ def _run(
     overwrite: bool,
     quiet: bool,
     resume_epoch: int | None = None,
+    monitor: str | None = None,
 ) -> None:
     """Build the detector (initialised from the training seed) and train it; rank 0 reports where the model is."""
     from ..api import build_detector
     from ..engine.distributed import is_main_process
+    from ..engine.monitor import MONITOR_NOTE, dataset_monitor
     from ..engine.runtime import resolve_device
     from ..engine.training import fit
     from ..methods import method_class
@@ -262,6 +278,8 @@ def _run(
         )
     if main:
         warn_if_random(detector.backbone.random_weights)
+    torch_device = resolve_device(device)
+    measure = dataset_monitor(absolute_spec(monitor), class_names, torch_device, settings.training.batch_size) if monitor else None
     try:
         result = fit(
             detector,
@@ -269,12 +287,14 @@ def _run(
             out,
             settings.training,
             class_names,
-            resolve_device(device),
+            torch_device,
             resume=resume,
             overwrite=overwrite,
             show_progress=not quiet,
             resume_epoch=resume_epoch,
             notify=lambda text: err_console.print(escape(text), soft_wrap=True),
+            sources=settings.sources,
+            monitor=measure,
         )
     except KeyboardInterrupt:
         if main:
@@ -286,6 +306,8 @@ def _run(
             f"{result.wall_time_s:.0f} s. Model: {escape(str(result.model_path))}",
             soft_wrap=True,
         )
+        if measure is not None:
+            console.print(f"{MONITOR_NOTE} Curve: {escape(str(out / 'monitor_curve.png'))}", soft_wrap=True)
         if result.unreadable:
             skipped = counted(len(result.unreadable), "unreadable image")
             err_console.print(f"[yellow]{skipped} skipped[/] (listed in training_summary.md)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -25,6 +25,7 @@ from ..data import AnomalyDataset, Batch, build_dataset
 from ..data.augment import AugmentSampler, augment_batch
 from ..data.transforms import ResizeTransform, clip_normalize, unit_range
 from ..errors import InvalidInputError
+from .manifest import dataset_entry
 from .train_config import TrainingConfig
 
 ItemKey = tuple[int, int]  # (epoch, index into the concatenated data set)
@@ -105,6 +106,7 @@ class TrainingData:
     dataset: SeededItems
     image_counts: dict[str, int]
     categories: list[str]
+    manifest_entries: list[dict] = field(default_factory=list)  # see manifest.dataset_entry
 
 
 def image_cache_budget(processes_per_machine: int = 1, cap: int = 8 * 2**30) -> int:
@@ -143,6 +145,7 @@ def build_training_data(
         ),
         image_counts={spec: len(part) for spec, part in zip(specs, parts)},
         categories=categories,
+        manifest_entries=[dataset_entry(spec, part.samples, part.root, config.split()) for spec, part in zip(specs, parts)],
     )
 
 

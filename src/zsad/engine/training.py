@@ -33,6 +33,8 @@ from ..output_lock import claim_output_folder
 from ..text import ClassNames
 from .compilation import TrainingCall, check_compile, in_process_compile
 from .distributed import DistributedContext, all_ranks_agree, barrier, distributed_session, wrap_for_training
+from .manifest import MANIFEST_NAME, reproducibility_manifest
+from .monitor import MONITOR_CSV, MONITOR_NOTE, MONITOR_PLOT, record_monitor
 from .run_folder import (
     CONFIG_FILE_NAME,
     CURVES_NAME,
@@ -394,6 +396,8 @@ def fit(
     resume_epoch: int | None = None,
     notify: Callable[[str], None] | None = None,
     compile_backend: str | Callable = "inductor",
+    sources: dict[str, str] | None = None,
+    monitor: Callable[[int, AnomalyDetector], dict[str, float]] | None = None,
 ) -> TrainingResult:
     """Train ``detector``'s own modules on the data sets ``train_specs`` (``KIND:PATH``).
 
@@ -410,6 +414,11 @@ def fit(
     ``config.compile`` compiles the forward pass and losses with torch.compile's
     ``compile_backend`` (not a user option: tests use a fast one); checkpoints hold the
     detector's own state either way.
+    ``sources`` ({setting: where it came from}, see ``zsad.recipes``) is recorded in
+    config.json; the run folder also gets reproducibility.json (see ``manifest``).
+    ``monitor(epoch, detector)`` runs after each epoch on rank 0 and returns numbers for
+    a curve (``--monitor``): they are logged in monitor.csv and select nothing; the
+    detector is in train mode again afterwards and the model stays the last epoch's.
     """
     out_dir = Path(out_dir)
     if resume and overwrite:
@@ -437,7 +446,10 @@ def fit(
         if config.compile != "off":
             held.enter_context(in_process_compile())  # each epoch forks new loader workers
         if context.is_main:
-            atomic_write_json(out_dir / CONFIG_FILE_NAME, run.run_config)
+            atomic_write_json(out_dir / CONFIG_FILE_NAME, {**run.run_config, "sources": sources or {}})
+            atomic_write_json(
+                out_dir / MANIFEST_NAME, reproducibility_manifest(config.seed, device, run.data.manifest_entries)
+            )
             if point is not None and point.epoch < config.epochs:
                 # The finished model of a shorter run would shadow the epochs to come.
                 (out_dir / FINAL_CHECKPOINT_NAME).unlink(missing_ok=True)
@@ -448,9 +460,14 @@ def fit(
                 run.epoch_means.append(run.run_epoch(model, epoch, log))
                 if context.is_main:
                     run.save_epoch(epoch)
+                    if monitor is not None:
+                        record_monitor(out_dir, epoch, monitor, detector)
         model_path = out_dir / FINAL_CHECKPOINT_NAME
         if context.is_main:
             model_path = run.finish()
+            if monitor is not None:
+                with (out_dir / SUMMARY_NAME).open("a", encoding="utf-8") as summary:
+                    summary.write(f"\n{MONITOR_NOTE} Curve: {MONITOR_CSV}, {MONITOR_PLOT}.\n")
         barrier(context)
         return TrainingResult(
             out_dir=out_dir,

@@ -23,6 +23,13 @@ class PromptMoEConfig(MethodConfig):
         prompt" row).
     per_layer_prompts: one prompt module per tap (True) or one, fed by the last tap,
         shared by all taps (Tab. 2 "single layer").
+    shared_attention: one query cross-attention feeds both routers (True; the spec's
+        single r^(l)), or the normal and the abnormal branch each have their own (False:
+        Tab. 5 "Separate Components", the paper's default and recipe). True is the
+        default so that checkpoints written before the switch existed load unchanged.
+    shared_pool: the normal and abnormal routers mix experts of ONE pool (Tab. 5 "w/
+        Shared Prompt Pool"): E experts of max(M_n, M_a) tokens, a branch takes its first
+        M tokens of the mixture; routed composition only.
     num_experts, top_k: E and k of each pool (8 and 4; k is unused by ``averaged``).
     num_queries, attention_heads: N_q learnable queries and the heads of their
         cross-attention (8 and 8).
@@ -46,6 +53,8 @@ class PromptMoEConfig(MethodConfig):
     vv_start: int | None = None
     composition: str = "routed"
     per_layer_prompts: bool = True
+    shared_attention: bool = True
+    shared_pool: bool = False
     num_experts: int = 8
     top_k: int = 4
     num_queries: int = 8
@@ -66,6 +75,8 @@ class PromptMoEConfig(MethodConfig):
     def __post_init__(self) -> None:
         if self.composition not in COMPOSITIONS:
             raise InvalidInputError(f"composition must be one of {COMPOSITIONS}, got {self.composition!r}")
+        if self.shared_pool and self.composition != "routed":
+            raise InvalidInputError("shared_pool needs composition 'routed' (static prompts pair expert j of each pool)")
         if self.num_experts < 1:
             raise InvalidInputError(f"num_experts must be >= 1, got {self.num_experts}")
         if self.composition == "routed" and not 1 <= self.top_k <= self.num_experts:

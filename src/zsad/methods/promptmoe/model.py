@@ -71,7 +71,7 @@ class PromptMoEDetector(AnomalyDetector):
                 VGMoP(
                     visual_dim, token_dim, config.num_experts, config.top_k, config.num_queries,
                     config.attention_heads, config.router_hidden, config.normal_length, config.abnormal_length,
-                    config.init_std,
+                    config.init_std, config.shared_attention, config.shared_pool,
                 )
                 for _ in self.prompt_blocks
             ]
@@ -249,7 +249,8 @@ class PromptMoEDetector(AnomalyDetector):
     def _auxiliary(self, routing: dict[str, PoolRouting], zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unweighted L_balance and L_decouple summed over prompt modules and pools."""
         balance = sum((balance_loss(decision.probabilities) for decision in routing.values()), zero)
-        pools = [pool for module in self.prompt_modules for pool in module.pools.values()]
+        # A shared pool's experts count once (the abnormal branch only routes into them).
+        pools = [pool for module in self.prompt_modules for pool in module.pools.values() if pool.experts is not None]
         decouple = sum((decoupling_loss(pool.mean_directions()) for pool in pools), zero)
         return balance, decouple
 

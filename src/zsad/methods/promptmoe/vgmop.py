@@ -93,18 +93,21 @@ class QueryAttention(nn.Module):
 class ExpertPool(nn.Module):
     """E expert prompts of M learned tokens each, with an optional router.
 
-    experts: (E, M, D) parameter. With ``router_hidden`` the pool has a Linear(D, hidden)
-    - ReLU - Linear(hidden, E) router and mixes its top-k experts per image; without, it
-    has no router (static prompts).
+    experts: (E, M, D) parameter, or None for a router that mixes another pool's experts
+    (``length`` None; a shared pool, Tab. 5). With ``router_hidden`` the pool has a
+    Linear(D, hidden) - ReLU - Linear(hidden, E) router and mixes its top-k experts per
+    image; without, it has no router (static prompts).
     """
 
     def __init__(
-        self, num_experts: int, length: int, token_dim: int, init_std: float,
+        self, num_experts: int, length: int | None, token_dim: int, init_std: float,
         top_k: int = 1, router_hidden: int | None = None,
     ):
         super().__init__()
         self.top_k = top_k
-        self.experts = nn.Parameter(torch.randn(num_experts, length, token_dim) * init_std)
+        self.experts = (
+            nn.Parameter(torch.randn(num_experts, length, token_dim) * init_std) if length is not None else None
+        )
         self.router = (
             nn.Sequential(nn.Linear(token_dim, router_hidden), nn.ReLU(), nn.Linear(router_hidden, num_experts))
             if router_hidden is not None
@@ -113,7 +116,7 @@ class ExpertPool(nn.Module):
 
     @property
     def num_experts(self) -> int:
-        return self.experts.shape[0]
+        return self.router[-1].out_features if self.experts is None else self.experts.shape[0]
 
     def route(self, representation: torch.Tensor) -> PoolRouting:
         """(B, D) routing representation -> the pool's top-k routing."""
@@ -121,10 +124,12 @@ class ExpertPool(nn.Module):
             raise RuntimeError("this expert pool has no router (static prompts)")
         return sparse_routing(self.router(representation), self.top_k)
 
-    def mix(self, routing: PoolRouting) -> torch.Tensor:
-        """S_agg (Eq. 3): (B, M, D) weighted sum of the kept experts."""
-        weights = routing.dense_weights().to(self.experts.dtype)
-        return torch.einsum("be,emd->bmd", weights, self.experts)
+    def mix(self, routing: PoolRouting, experts: torch.Tensor | None = None) -> torch.Tensor:
+        """S_agg (Eq. 3): (B, M, D) weighted sum of the kept experts (of ``experts``
+        (E, M, D) when given: another pool's, shared)."""
+        experts = self.experts if experts is None else experts
+        weights = routing.dense_weights().to(experts.dtype)
+        return torch.einsum("be,emd->bmd", weights, experts)
 
     def mean_directions(self) -> torch.Tensor:
         """(E, D) L2-normalised mean token of each expert (the rows of Ŝ in Eq. 5)."""
@@ -144,6 +149,10 @@ class MixedStates:
 class VGMoP(nn.Module):
     """Query attention over one layer's visual tokens, and a routed normal and abnormal pool.
 
+    shared_attention: one query cross-attention (``attention``) gives both routers their
+    representation; otherwise the abnormal branch has its own (``abnormal_attention``).
+    shared_pool: the normal pool holds E experts of max(M_n, M_a) tokens and the abnormal
+    pool only a router into them; each branch takes the first M tokens of its mixture.
     forward: (B, T, d_x) visual context (patch features and the global feature) ->
     :class:`MixedStates`.
     """
@@ -151,22 +160,35 @@ class VGMoP(nn.Module):
     def __init__(
         self, visual_dim: int, token_dim: int, num_experts: int, top_k: int, num_queries: int, heads: int,
         router_hidden: int, normal_length: int, abnormal_length: int, init_std: float,
+        shared_attention: bool = True, shared_pool: bool = False,
     ):
         super().__init__()
+        self.lengths = {"normal": normal_length, "abnormal": abnormal_length}
+        self.shared_pool = shared_pool
         self.attention = QueryAttention(visual_dim, token_dim, num_queries, heads, init_std)
+        self.abnormal_attention = (
+            None if shared_attention else QueryAttention(visual_dim, token_dim, num_queries, heads, init_std)
+        )
+        own_lengths = (
+            {"normal": max(normal_length, abnormal_length), "abnormal": None} if shared_pool else self.lengths
+        )
         self.pools = nn.ModuleDict({
-            "normal": ExpertPool(num_experts, normal_length, token_dim, init_std, top_k, router_hidden),
-            "abnormal": ExpertPool(num_experts, abnormal_length, token_dim, init_std, top_k, router_hidden),
+            name: ExpertPool(num_experts, length, token_dim, init_std, top_k, router_hidden)
+            for name, length in own_lengths.items()
         })
 
     def forward(self, visual: torch.Tensor) -> MixedStates:
         representation = self.attention(visual)
-        routing = {name: pool.route(representation) for name, pool in self.pools.items()}
-        return MixedStates(
-            normal=self.pools["normal"].mix(routing["normal"]),
-            abnormal=self.pools["abnormal"].mix(routing["abnormal"]),
-            routing=routing,
-        )
+        representations = {
+            "normal": representation,
+            "abnormal": representation if self.abnormal_attention is None else self.abnormal_attention(visual),
+        }
+        routing = {name: pool.route(representations[name]) for name, pool in self.pools.items()}
+        shared = self.pools["normal"].experts if self.shared_pool else None
+        states = {
+            name: pool.mix(routing[name], shared)[:, : self.lengths[name]] for name, pool in self.pools.items()
+        }
+        return MixedStates(normal=states["normal"], abnormal=states["abnormal"], routing=routing)
 
 
 class StaticPools(nn.Module):
