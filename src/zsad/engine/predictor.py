@@ -12,7 +12,7 @@ from PIL import Image
 from ..checkpoints import state_digest
 from ..data.transforms import EvalTransform
 from ..errors import InvalidInputError
-from ..methods.base import AnomalyDetector, refuse_set_method
+from ..methods.base import AnomalyDetector, refuse_set_method, scores_sets
 from ..methods.fewshot import FewShotDetector, FewShotSettings
 from ..text import ClassNames
 from .compilation import InferenceCall
@@ -40,6 +40,11 @@ class Predictor(Scorer):
         compile_backend: str | Callable = "inductor",
         references: References | None = None,
     ):
+        if compile != "off" and scores_sets(detector):
+            raise InvalidInputError(
+                f"--compile {compile} does not apply to --method {detector.name}: it scores a whole set at once by "
+                "blocked mutual scoring, not by the compiled batch call; use --compile off"
+            )
         self.detector = detector.eval().to(device)
         self.device = device
         self.class_names = class_names
