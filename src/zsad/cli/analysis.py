@@ -10,23 +10,25 @@ import typer
 from . import options as opt
 
 DataSpecs = Annotated[
-    List[str],
+    list[str] | None,
     typer.Option(
         "--data",
         help="KIND:PATH of a data set to analyse (repeat for several; their test split is used). "
-        "Kinds as for `zsad test --data`.",
+        "Kinds as for `zsad test --data`. Optional for a method with expert prompts (the t-SNE needs no data).",
     ),
 ]
 
 
 def experts(
-    data: DataSpecs,
     out: opt.Out,
     model: opt.ModelOptions,
+    data: DataSpecs = None,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated categories to keep in each data set that has them (default: all).")] = None,
     max_images: Annotated[Optional[int], typer.Option(min=1, help="Analyse at most this many images per data set, spread evenly over it (default: all).")] = None,
     selection_maps: Annotated[int, typer.Option(min=0, help="Draw patch-selection maps for this many first images per data set.")] = 4,
     layer: Annotated[Optional[str], typer.Option(help="Routed layer (block) of the patch statistics (Tab. 14) (default: the third routed block, 18 on ViT-L).")] = None,
+    tsne_seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the t-SNE of the expert prompts (same seed, same picture).")] = 0,
+    perplexity: Annotated[float | None, typer.Option(help="t-SNE perplexity, below the number of expert prompts (default: min(30, (N - 1) / 3) for N prompts).")] = None,
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
     overwrite: opt.Overwrite = False,
@@ -37,16 +39,80 @@ def experts(
     contrast / entropy of the patches each expert takes (MoECLIP Fig. 3, 5, 9, 10, 12-15,
     Tab. 14; index page OUT/analysis.md). Image routing (e.g. PromptMoE's prompt pools): how
     often each expert of each pool is chosen per data set and layer (PromptMoE Fig. 6;
-    OUT/expert_activation.csv and .png; --selection-maps and --layer do not apply)."""
-    from ..analysis.activation import analyze_expert_activation, routes_per_image
-    from ..analysis.run import analyze_experts, load_analysis_data
-    from . import EXIT_BAD_INPUT, console, err_console, load_predictor
+    OUT/expert_activation.csv and .png; --selection-maps and --layer do not apply).
+    Expert prompts (PromptMoE), with or without --data: a t-SNE of each expert prompt's mean
+    token, one panel per layer in one joint embedding (Fig. 8; OUT/expert_tsne.csv, .png,
+    .json), and each pool's mean pairwise cosine distance in the token space
+    (OUT/expert_dispersion.csv), which checks "normal converging, abnormal diverging"."""
+    from ..analysis.prompt_tsne import expert_tsne, tsne_files, write_expert_tsne
+    from ..errors import InvalidInputError
+    from ..fileio import check_can_write
+    from . import EXIT_BAD_INPUT, console, load_predictor
 
     predictor = load_predictor(model)
+    prompts = predictor.detector.expert_prompts()
+    name = predictor.detector.name
+    if not data and not prompts:
+        raise InvalidInputError(
+            f"'{name}' has no expert prompts to embed (the t-SNE is PromptMoE's Fig. 8); its expert analyses need --data KIND:PATH"
+        )
+    meta = {**predictor.detector.provenance(), "checkpoint": None if model.checkpoint is None else str(model.checkpoint)}
+    if prompts:
+        check_can_write(tsne_files(out), overwrite)
+    else:
+        console.print(f"No t-SNE of expert prompts: '{name}' has no learned expert prompts (PromptMoE's Fig. 8 needs prompt pools).")
+    routed_data = bool(data) and (not prompts or _reports_routing(predictor))
+    if data and not routed_data:
+        console.print(f"No per-data-set analyses: '{name}' with these settings reports no routing (static prompts); --data is not used.")
+    skipped_images = False
+    if routed_data:
+        skipped_images = _analyze_data(
+            predictor, data, out, meta, classes, max_images, selection_maps, layer, batch_size, num_workers, overwrite, quiet
+        )
+    if prompts:
+        result = expert_tsne(prompts, seed=tsne_seed, perplexity=perplexity)
+        written = write_expert_tsne(result, out, meta, overwrite=overwrite)
+        console.print(f"t-SNE of {len(result.rows)} expert prompts (perplexity {result.perplexity:g}, seed {tsne_seed}): {', '.join(str(path) for path in written)}")
+        console.print(_dispersion_text(result.dispersion), soft_wrap=True)
+    if skipped_images:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _reports_routing(predictor) -> bool:
+    """Whether the model reports any routing (one forward pass on a blank image)."""
+    import torch
+
+    size = predictor.detector.backbone.image_size
+    with torch.no_grad():
+        blank = torch.zeros(1, 3, size, size, device=predictor.device)
+        return bool(predictor.detector.eval()(blank, ["object"]).routing)
+
+
+def _dispersion_text(dispersion: list[dict]) -> str:
+    """One line per layer: each pool's mean pairwise cosine distance and the verdict."""
+    from ..analysis.prompt_tsne import claim_holds
+
+    verdicts = claim_holds(dispersion)
+    lines = ["Mean pairwise cosine distance of the experts' mean tokens (token space; higher = more dispersed):"]
+    for layer, verdict in verdicts.items():
+        values = ", ".join(
+            f"{row['pool']} {row['mean_pairwise_cosine_distance']:.3f}" for row in dispersion if row["layer"] == layer
+        )
+        note = {True: "abnormal more dispersed", False: "abnormal NOT more dispersed", None: "n/a"}[verdict]
+        lines.append(f"  layer {layer}: {values} ({note})")
+    return "\n".join(lines)
+
+
+def _analyze_data(predictor, data, out, meta, classes, max_images, selection_maps, layer, batch_size, num_workers, overwrite, quiet) -> bool:
+    """The per-data-set expert analyses (routing per image or per token); whether images
+    were skipped as unreadable (listed on stderr)."""
+    from ..analysis.activation import analyze_expert_activation, routes_per_image
+    from ..analysis.run import analyze_experts, load_analysis_data
+    from . import console, err_console
+
     analysis_data = load_analysis_data(
         data, predictor.image_size, classes=[name.strip() for name in classes.split(",")] if classes else None, max_images=max_images
     )
-    meta = {**predictor.detector.provenance(), "checkpoint": None if model.checkpoint is None else str(model.checkpoint)}
     if routes_per_image(predictor.detector, predictor.device):
         routed = analyze_expert_activation(
             predictor, analysis_data, out, batch_size=batch_size, num_workers=num_workers, overwrite=overwrite,
@@ -55,9 +121,7 @@ def experts(
         console.print(f"{len(routed.written)} files written: {', '.join(str(path) for path in routed.written)}")
         for error in routed.errors:
             err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
-        if routed.errors:
-            raise typer.Exit(EXIT_BAD_INPUT)
-        return
+        return bool(routed.errors)
     result = analyze_experts(
         predictor,
         analysis_data,
@@ -74,8 +138,7 @@ def experts(
     console.print(f"{images} images analysed, {len(result.written)} files written; index: {out / 'analysis.md'}")
     for error in result.errors:
         err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
-    if result.errors:
-        raise typer.Exit(EXIT_BAD_INPUT)
+    return bool(result.errors)
 
 
 def losses(
