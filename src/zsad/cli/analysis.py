@@ -146,14 +146,25 @@ def losses(
     out: opt.Out,
     overwrite: opt.Overwrite = False,
 ) -> None:
-    """Training curves of the unweighted auxiliary losses (L_balance, L_decouple) of
-    PromptMoE runs, from their train_log.csv (PromptMoE Fig. 7): OUT/auxiliary_losses.csv
-    and .png."""
-    from ..analysis.activation import auxiliary_loss_curves
+    """Training curves of PromptMoE runs in one figure (PromptMoE Fig. 7): the unweighted
+    auxiliary losses (L_decouple, L_balance) from each run's train_log.csv and, for runs
+    trained with `zsad train --monitor`, the image AUROC per epoch from their monitor.csv.
+    Runs are labelled by folder name and beta (the L_decouple weight, from config.json);
+    dashed: beta = 0. OUT/auxiliary_losses.csv and .png, and OUT/monitor_auroc.csv (the
+    AUROC values drawn) when a run has monitor.csv."""
+    from ..analysis.training_curves import CURVE_NOTE, training_curves
     from . import console
 
-    written = auxiliary_loss_curves(run, out, overwrite=overwrite)
-    console.print(f"Written: {', '.join(str(path) for path in written)}")
+    result = training_curves(run, out, overwrite=overwrite)
+    console.print(f"Written: {', '.join(str(path) for path in result.written)}", soft_wrap=True)
+    if len(result.without_monitor) < len(result.runs):
+        console.print(CURVE_NOTE)
+    if result.without_monitor:
+        console.print(
+            f"No monitor.csv in {', '.join(result.without_monitor)} (trained without --monitor): losses only for "
+            f"{'it' if len(result.without_monitor) == 1 else 'them'}.",
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:
