@@ -142,8 +142,11 @@ def tsne_embedding(vectors: np.ndarray, seed: int = 0, perplexity: float | None 
     """t-SNE of ``vectors`` (N, D) into 2-D -> ((N, 2) coordinates, the perplexity used).
 
     scikit-learn's TSNE with the exact gradient (N is small: layers x pools x experts), the
-    euclidean distance, PCA initialisation and ``random_state=seed``: the same input and
-    seed give the same coordinates. ``perplexity`` None: :func:`default_perplexity`.
+    euclidean distance, PCA initialisation (scikit-learn's default: it keeps the global
+    layout, which is what compact vs dispersed pools are read from) and
+    ``random_state=seed``: the same input and seed give the same coordinates (with the
+    PCA start the exact gradient hardly depends on the seed at all).
+    ``perplexity`` None: :func:`default_perplexity`.
     """
     vectors = np.asarray(vectors, dtype=np.float64)
     points = len(vectors)

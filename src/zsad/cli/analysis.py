@@ -27,7 +27,7 @@ def experts(
     max_images: Annotated[Optional[int], typer.Option(min=1, help="Analyse at most this many images per data set, spread evenly over it (default: all).")] = None,
     selection_maps: Annotated[int, typer.Option(min=0, help="Draw patch-selection maps for this many first images per data set.")] = 4,
     layer: Annotated[Optional[str], typer.Option(help="Routed layer (block) of the patch statistics (Tab. 14) (default: the third routed block, 18 on ViT-L).")] = None,
-    tsne_seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the t-SNE of the expert prompts (same seed, same picture).")] = 0,
+    tsne_seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="random_state of the t-SNE of the expert prompts (same seed, same picture; from its PCA start the embedding hardly depends on it).")] = 0,
     perplexity: Annotated[float | None, typer.Option(help="t-SNE perplexity, below the number of expert prompts (default: min(30, (N - 1) / 3) for N prompts).")] = None,
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
