@@ -14,7 +14,9 @@ from sklearn.manifold import trustworthiness
 from typer.testing import CliRunner
 
 from zsad.analysis.prompt_tsne import (
+    claim_holds,
     default_perplexity,
+    dispersion_report,
     expert_mean_tokens,
     expert_tsne,
     mean_pairwise_cosine_distance,
@@ -23,6 +25,7 @@ from zsad.analysis.prompt_tsne import (
 from zsad.api import full_config
 from zsad.checkpoints import save_checkpoint
 from zsad.cli.analysis import register
+from zsad.data.synth import generate_mvtec_like
 from zsad.errors import InvalidInputError
 from zsad.methods import build_method
 
@@ -103,6 +106,10 @@ def test_dispersion_rows_use_the_mean_tokens_and_average_layers():
     assert table[("12", "abnormal")] == pytest.approx(2.0)
     assert table[("all", "normal")] == pytest.approx(near / 2)
     assert table[("all", "abnormal")] == pytest.approx(1.5)
+    assert claim_holds(result.dispersion) == {"6": True, "12": True, "all": True}
+    assert "layer 12: normal 0.000, abnormal 2.000 (abnormal more dispersed)" in dispersion_report(result.dispersion)
+    swapped = [{**row, "pool": {"normal": "abnormal", "abnormal": "normal"}[row["pool"]]} for row in result.dispersion]
+    assert claim_holds(swapped) == {"6": False, "12": False, "all": False}
     norms = {(row["layer"], row["pool"], row["expert"]): row["mean_token_norm"] for row in result.rows}
     assert norms[("6", "normal", 1)] == pytest.approx(math.hypot(1.0, 0.1))
 
@@ -191,3 +198,20 @@ def test_a_method_without_expert_prompts_says_why_there_is_no_tsne(tmp_path):
     assert result.exit_code == 1
     assert "no expert prompts" in result.output and "--data" in result.output
     assert not (tmp_path / "out" / "expert_tsne.csv").exists()
+
+
+def test_static_prompts_get_the_tsne_and_say_that_data_is_not_routed(tiny_backbone, tmp_path):
+    model = _promptmoe(tiny_backbone, composition="averaged", num_experts=2, per_layer_prompts=False)
+    checkpoint = tmp_path / "static.safetensors"
+    save_checkpoint(checkpoint, model.trainable_state_dict(), full_config(model))
+    generate_mvtec_like(tmp_path / "data", categories=["disc"], size=32, n_train=0, n_good=1, n_defect_per_kind=1)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(_cli(), [
+        "analyze", "experts", "--checkpoint", str(checkpoint), "--data", f"mvtec:{tmp_path / 'data'}", "--out", str(out),
+        "--device", "cpu", "--quiet",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "reports no routing (static prompts); --data is not used" in " ".join(result.output.split())
+    with open(out / "expert_tsne.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 1 * (2 + 2)
+    assert not (out / "expert_activation.csv").exists()

@@ -10,7 +10,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from zsad.analysis.training_curves import curves_figure, epoch_positions, read_run_curves, training_curves
+from zsad.analysis.training_curves import (
+    curves_figure,
+    epoch_positions,
+    read_run_curves,
+    training_curves,
+)
 from zsad.cli.analysis import register
 from zsad.engine.monitor import MONITOR_CSV
 from zsad.engine.train_log import TrainLog

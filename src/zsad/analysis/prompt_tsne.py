@@ -28,7 +28,9 @@ from ..viz import new_figure, save_figure
 __all__ = [
     "ExpertTSNE",
     "MissingAnalysisDependencyError",
+    "claim_holds",
     "default_perplexity",
+    "dispersion_report",
     "expert_mean_tokens",
     "expert_tsne",
     "mean_pairwise_cosine_distance",
@@ -209,6 +211,20 @@ def claim_holds(dispersion: list[dict[str, Any]]) -> dict[str, bool | None]:
         known = normal is not None and abnormal is not None and math.isfinite(normal) and math.isfinite(abnormal)
         verdict[layer] = bool(abnormal > normal) if known else None
     return verdict
+
+
+def dispersion_report(dispersion: list[dict[str, Any]]) -> str:
+    """Readable lines: per layer (and ``all``) each pool's mean pairwise cosine distance
+    and whether the abnormal pool is the more dispersed one."""
+    verdicts = claim_holds(dispersion)
+    lines = ["Mean pairwise cosine distance of the experts' mean tokens (token space; higher = more dispersed):"]
+    for layer, verdict in verdicts.items():
+        values = ", ".join(
+            f"{row['pool']} {row['mean_pairwise_cosine_distance']:.3f}" for row in dispersion if row["layer"] == layer
+        )
+        note = {True: "abnormal more dispersed", False: "abnormal NOT more dispersed", None: "n/a"}[verdict]
+        lines.append(f"  layer {layer}: {values} ({note})")
+    return "\n".join(lines)
 
 
 def tsne_files(out_dir: Path) -> list[Path]:

@@ -44,7 +44,8 @@ def experts(
     token, one panel per layer in one joint embedding (Fig. 8; OUT/expert_tsne.csv, .png,
     .json), and each pool's mean pairwise cosine distance in the token space
     (OUT/expert_dispersion.csv), which checks "normal converging, abnormal diverging"."""
-    from ..analysis.prompt_tsne import expert_tsne, tsne_files, write_expert_tsne
+    from ..analysis.activation import routes_per_image
+    from ..analysis.prompt_tsne import dispersion_report, expert_tsne, tsne_files, write_expert_tsne
     from ..errors import InvalidInputError
     from ..fileio import check_can_write
     from . import EXIT_BAD_INPUT, console, load_predictor
@@ -61,7 +62,8 @@ def experts(
         check_can_write(tsne_files(out), overwrite)
     else:
         console.print(f"No t-SNE of expert prompts: '{name}' has no learned expert prompts (PromptMoE's Fig. 8 needs prompt pools).")
-    routed_data = bool(data) and (not prompts or _reports_routing(predictor))
+    # Expert prompts without a router (static prompts) have nothing to route per data set.
+    routed_data = bool(data) and (not prompts or routes_per_image(predictor.detector, predictor.device))
     if data and not routed_data:
         console.print(f"No per-data-set analyses: '{name}' with these settings reports no routing (static prompts); --data is not used.")
     skipped_images = False
@@ -73,34 +75,9 @@ def experts(
         result = expert_tsne(prompts, seed=tsne_seed, perplexity=perplexity)
         written = write_expert_tsne(result, out, meta, overwrite=overwrite)
         console.print(f"t-SNE of {len(result.rows)} expert prompts (perplexity {result.perplexity:g}, seed {tsne_seed}): {', '.join(str(path) for path in written)}")
-        console.print(_dispersion_text(result.dispersion), soft_wrap=True)
+        console.print(dispersion_report(result.dispersion), soft_wrap=True)
     if skipped_images:
         raise typer.Exit(EXIT_BAD_INPUT)
-
-
-def _reports_routing(predictor) -> bool:
-    """Whether the model reports any routing (one forward pass on a blank image)."""
-    import torch
-
-    size = predictor.detector.backbone.image_size
-    with torch.no_grad():
-        blank = torch.zeros(1, 3, size, size, device=predictor.device)
-        return bool(predictor.detector.eval()(blank, ["object"]).routing)
-
-
-def _dispersion_text(dispersion: list[dict]) -> str:
-    """One line per layer: each pool's mean pairwise cosine distance and the verdict."""
-    from ..analysis.prompt_tsne import claim_holds
-
-    verdicts = claim_holds(dispersion)
-    lines = ["Mean pairwise cosine distance of the experts' mean tokens (token space; higher = more dispersed):"]
-    for layer, verdict in verdicts.items():
-        values = ", ".join(
-            f"{row['pool']} {row['mean_pairwise_cosine_distance']:.3f}" for row in dispersion if row["layer"] == layer
-        )
-        note = {True: "abnormal more dispersed", False: "abnormal NOT more dispersed", None: "n/a"}[verdict]
-        lines.append(f"  layer {layer}: {values} ({note})")
-    return "\n".join(lines)
 
 
 def _analyze_data(predictor, data, out, meta, classes, max_images, selection_maps, layer, batch_size, num_workers, overwrite, quiet) -> bool:
