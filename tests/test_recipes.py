@@ -197,3 +197,12 @@ def test_the_wheel_ships_every_recipe_and_they_load_through_importlib_resources(
     assert answer["file"].startswith(str(tmp_path / "site"))
     assert answer["names"] == sorted(BUNDLED)
     assert answer["row"] == yaml.safe_load((ROOT / "src/zsad/methods/promptmoe/recipes/promptmoe-static-prompt.yaml").read_text())["paper"]["results"]
+
+
+def test_a_plugin_method_in_a_top_level_module_ships_no_recipes():
+    import toy_method  # noqa: F401  (registers "toy", defined in a module outside any package)
+
+    assert "toy" in available_methods()
+    recipes = bundled_recipes()
+    assert "toy" not in recipes and "moeclip" in recipes
+    assert method_recipe("toy").method_config == {}

@@ -136,11 +136,14 @@ def _paper_row(values: Any, method: str | None, name: str, origin: str) -> Paper
 
 
 def _recipe_dirs() -> list[Traversable]:
-    """The ``recipes/`` folder of every registered method's package, once each."""
+    """The ``recipes/`` folder of every registered method's package, once each (a plugin
+    method defined in a top-level module has no package, so no bundled recipes)."""
     folders: dict[str, Traversable] = {}
     for name in available_methods():
         module = method_class(name).__module__
         package = module if _is_package(module) else module.rpartition(".")[0]
+        if not package:
+            continue
         folder = resources.files(package) / RECIPE_DIR
         if folder.is_dir():
             folders.setdefault(package, folder)

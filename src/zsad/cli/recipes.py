@@ -35,7 +35,9 @@ def list_recipes(
 
 
 def _named_values(recipe) -> list[tuple[str, object]]:
-    return [(f"{section}.{key}", value) for section in ("method_config", "training") for key, value in getattr(recipe, section).items()]
+    from ..recipes import SECTIONS
+
+    return [(f"{section}.{key}", value) for section in SECTIONS for key, value in getattr(recipe, section).items()]
 
 
 def show(
