@@ -43,9 +43,8 @@ README = ROOT / "README.md"
 runner = CliRunner()
 
 # Runs the README uses without a line that trains them: its short name for a trained MoECLIP
-# run, and a PromptMoE ablation run (compared by `zsad analyze losses`); each stands for a
-# run the README does train.
-RUN_ALIASES = {"moeclip": "moeclip-visa", "pm-no-decouple": "promptmoe-mvtec"}
+# run; it stands for a run the README does train.
+RUN_ALIASES = {"moeclip": "moeclip-visa"}
 
 SMALL_RUN = {
     "--backbone": "zsad-tiny", "--weights": "random", "--image-size": "64", "--device": "cpu",
