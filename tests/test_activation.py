@@ -6,7 +6,8 @@ import csv
 import pytest
 import torch
 
-from zsad.analysis.activation import ActivationCounter, auxiliary_loss_curves
+from zsad.analysis.activation import ActivationCounter
+from zsad.analysis.training_curves import training_curves
 from zsad.engine.train_log import TrainLog
 from zsad.methods.promptmoe.vgmop import sparse_routing
 
@@ -45,7 +46,7 @@ def test_auxiliary_loss_curves_of_two_runs(tmp_path):
         for step, value in enumerate(decouple, start=1):
             log.write(1, step, 1e-3, 1.0, {"bce": 0.7, "balance_unweighted": 1.5, "decouple_unweighted": value})
         log.close()
-    written = auxiliary_loss_curves([tmp_path / "with", tmp_path / "without"], tmp_path / "out")
+    written = training_curves([tmp_path / "with", tmp_path / "without"], tmp_path / "out").written
     with open(written[0], newline="") as handle:
         rows = list(csv.DictReader(handle))
     without = [float(r["value"]) for r in rows if r["run"] == "without" and r["loss"] == "decouple_unweighted"]
@@ -56,4 +57,4 @@ def test_auxiliary_loss_curves_of_two_runs(tmp_path):
     log.write(1, 1, 1e-3, 1.0, {"seg": 0.3})
     log.close()
     with pytest.raises(ValueError, match="none of the columns"):
-        auxiliary_loss_curves([tmp_path / "plain"], tmp_path / "out2")
+        training_curves([tmp_path / "plain"], tmp_path / "out2")

@@ -264,6 +264,7 @@ def test_cli_writes_every_analysis_and_skips_unreadable_images(tiny_backbone, tm
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 2, result.output  # one unreadable image
     assert "skipped" in result.output
+    assert "No t-SNE of expert prompts: 'moeclip' has no learned expert prompts" in " ".join(result.output.split())
 
     names = {path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file()}
     expected = {"analysis.md", "analysis.json", "utilisation.csv", "expert_statistics.csv", "expert_statistics.md"}

@@ -76,6 +76,8 @@ def test_zsad_predict_with_musc_sets_references_and_refusals(data, tmp_path):
     rows = json.loads((tmp_path / "ref" / "scores.json").read_text())
     assert rows["meta"]["references_in_set"] == 2
     assert invoke("predict", folder, "--set-size", "4", "--out", tmp_path / "z", *TINY).exit_code == 1
+    compiled = invoke("predict", folder, "--method", "musc", "--compile", "default", "--out", tmp_path / "c", *TINY)
+    assert compiled.exit_code == 1 and "--compile default does not apply to --method musc" in compiled.output
 
 
 def test_the_default_method_suggests_musc_from_ten_images_of_one_class(data, tmp_path):

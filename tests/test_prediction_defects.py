@@ -128,6 +128,24 @@ def test_resume_refuses_another_checkpoint_of_the_same_method(tmp_path):
     assert same.exit_code == 0 and len(_rows(out)) == 2, same.output
 
 
+@pytest.mark.parametrize("option, difference", [
+    (["--activation", "gelu"], "identity.backbone_config.quick_gelu"),
+    (["--domain", "medical"], "identity.domain: requested 'medical'"),
+])
+def test_resume_refuses_another_activation_or_domain(tmp_path, option, difference):
+    # Both change the scores (GELU vs QuickGELU in every block; MoECLIP smooths and scores per domain).
+    paths = _images(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    first = ["predict", str(paths[0]), "--out", str(out), "--method", "moeclip", "--allow-untrained", *TINY_OPTIONS]
+    assert runner.invoke(app, first).exit_code == 0
+    again = runner.invoke(
+        app,
+        ["predict", *map(str, paths), "--out", str(out), "--method", "moeclip", "--allow-untrained", "--resume", *option, *TINY_OPTIONS],
+    )
+    assert again.exit_code == 1 and difference in again.output, again.output
+    assert len(_rows(out)) == 1
+
+
 def test_resume_with_another_method_lists_the_differences_one_per_line(tmp_path):
     paths = _images(tmp_path / "in", 2)
     out = tmp_path / "out"

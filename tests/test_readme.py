@@ -43,9 +43,8 @@ README = ROOT / "README.md"
 runner = CliRunner()
 
 # Runs the README uses without a line that trains them: its short name for a trained MoECLIP
-# run, and a PromptMoE ablation run (compared by `zsad analyze losses`); each stands for a
-# run the README does train.
-RUN_ALIASES = {"moeclip": "moeclip-visa", "pm-no-decouple": "promptmoe-mvtec"}
+# run; it stands for a run the README does train.
+RUN_ALIASES = {"moeclip": "moeclip-visa"}
 
 # One epoch of one step, and few images to analyse: the recipes' 15-20 epochs, each with
 # its checkpoint, log and plot, made most of this test's time (over 5 minutes on 2 cores).

@@ -1,5 +1,5 @@
 """Per-image expert routing: how often each expert of each pool is chosen, per data set
-(PromptMoE Fig. 6), and the auxiliary-loss curves of training runs (PromptMoE Fig. 7).
+(PromptMoE Fig. 6; the training curves of Fig. 7 are in :mod:`.training_curves`).
 
 Routing is read from ``output.routing``: ``{"<block>/<pool>": Routing}`` with one decision
 per image (L = 1: ``topk_index`` (B, 1, k), ``probabilities`` (B, 1, E)), as PromptMoE's
@@ -21,18 +21,12 @@ from torch.utils.data import DataLoader, Subset
 from ..data import collate
 from ..engine.predictor import Predictor
 from ..engine.runtime import progress
-from ..engine.train_log import read_train_log
-from ..errors import InvalidInputError, MissingInputError
 from ..fileio import atomic_write_json, atomic_write_text, check_can_write
 from ..methods.base import AnomalyDetector, Routing
-from ..viz import plot_curves
 from .plots import plot_bars
 
 ACTIVATION_CSV = "expert_activation.csv"
 ACTIVATION_PNG = "expert_activation.png"
-CURVES_CSV = "auxiliary_losses.csv"
-CURVES_PNG = "auxiliary_losses.png"
-AUXILIARY_COLUMNS = ("balance_unweighted", "decouple_unweighted")
 ALL_LAYERS = "all"
 
 
@@ -167,36 +161,3 @@ def analyze_expert_activation(
     ]
     return ActivationRun(rows, written, errors)
 
-
-def auxiliary_loss_curves(runs: Sequence[Path], out_dir: Path, overwrite: bool = False) -> list[Path]:
-    """The unweighted auxiliary losses of each run's train_log.csv (Fig. 7: e.g. a run with
-    and one without L_decouple) as auxiliary_losses.csv (run, loss, epoch, step, value)
-    and auxiliary_losses.png. Runs are labelled by folder name (numbered if repeated)."""
-    out_dir = Path(out_dir)
-    check_can_write([out_dir / CURVES_CSV, out_dir / CURVES_PNG], overwrite)
-    rows: list[dict[str, Any]] = []
-    series: dict[str, list[float]] = {}
-    steps: dict[str, list[float]] = {}
-    labels: list[str] = []
-    for run in runs:
-        log = Path(run) / "train_log.csv"
-        columns, log_rows = read_train_log(log)
-        if not log_rows:
-            raise MissingInputError(f"no training log with rows at {log}")
-        present = [name for name in AUXILIARY_COLUMNS if name in columns]
-        if not present:
-            raise InvalidInputError(f"{log} has none of the columns {', '.join(AUXILIARY_COLUMNS)} (not a routed PromptMoE run?)")
-        label, number = Path(run).resolve().name, 2
-        while label in labels:
-            label, number = f"{Path(run).resolve().name}_{number}", number + 1
-        labels.append(label)
-        for name in present:
-            kept = [row for row in log_rows if row.get(name) is not None]
-            rows += [{"run": label, "loss": name, "epoch": int(r["epoch"]), "step": int(r["step"]), "value": r[name]} for r in kept]
-            series[f"{label}: {name.removesuffix('_unweighted')}"] = [r[name] for r in kept]
-            steps[f"{label}: {name.removesuffix('_unweighted')}"] = [r["step"] for r in kept]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return [
-        atomic_write_text(out_dir / CURVES_CSV, _csv(rows, ["run", "loss", "epoch", "step", "value"])),
-        plot_curves(series, out_dir / CURVES_PNG, "Auxiliary losses (unweighted)", "step", "loss", x=steps),
-    ]

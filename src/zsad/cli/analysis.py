@@ -8,25 +8,26 @@ from typing import Annotated, List, Optional
 import typer
 
 from ..data.spec import check_data_spec
+from ..errors import InvalidInputError
 from ..plurals import counted
 from . import options as opt
 from .console import EXIT_BAD_INPUT, console, err_console
 from .model_loading import load_predictor
 
 DataSpecs = Annotated[
-    List[str],
+    list[str] | None,
     typer.Option(
         "--data",
-        help="KIND:PATH of a data set to analyse (repeat for several; their test split is used). "
-        "Kinds: {data_kinds}.",
+        help="KIND:PATH of a data set to analyse (repeat for several; their test split is used). Kinds: {data_kinds}. "
+        "Optional for a method with expert prompts (the t-SNE needs no data).",
     ),
 ]
 
 
 def experts(
-    data: DataSpecs,
     out: opt.Out,
     model: opt.ModelOptions,
+    data: DataSpecs = None,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated categories to keep in each data set that has them (default: "
                                                         "all).")] = None,
     max_images: Annotated[Optional[int], typer.Option(min=1, help="Analyse at most this many images per data set, spread evenly over "
@@ -34,6 +35,19 @@ def experts(
     selection_maps: Annotated[int, typer.Option(min=0, help="Draw patch-selection maps for this many first images per data set.")] = 4,
     layer: Annotated[Optional[str], typer.Option(help="Routed layer (block) of the patch statistics (Tab. 14) (default: the third routed "
                                                       "block, 18 on ViT-L).")] = None,
+    tsne_seed: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=2**32 - 1,
+            help="random_state of the t-SNE of the expert prompts (same seed, same picture; from its PCA start the "
+            "embedding hardly depends on it).",
+        ),
+    ] = 0,
+    perplexity: Annotated[
+        float | None,
+        typer.Option(help="t-SNE perplexity, below the number of expert prompts (default: min(30, (N - 1) / 3) for N prompts)."),
+    ] = None,
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
     overwrite: opt.Overwrite = False,
@@ -44,17 +58,62 @@ def experts(
     contrast / entropy of the patches each expert takes (MoECLIP Fig. 3, 5, 9, 10, 12-15,
     Tab. 14; index page OUT/analysis.md). Image routing (e.g. PromptMoE's prompt pools): how
     often each expert of each pool is chosen per data set and layer (PromptMoE Fig. 6;
-    OUT/expert_activation.csv and .png; --selection-maps and --layer do not apply)."""
-    for spec in data:  # checked before torch is imported
+    OUT/expert_activation.csv and .png; --selection-maps and --layer do not apply).
+    Expert prompts (PromptMoE), with or without --data: a t-SNE of each expert prompt's mean
+    token, one panel per layer in one joint embedding (Fig. 8; OUT/expert_tsne.csv, .png,
+    .json), and each pool's mean pairwise cosine distance in the token space
+    (OUT/expert_dispersion.csv), which checks "normal converging, abnormal diverging"."""
+    for spec in data or []:  # checked before torch is imported
         check_data_spec(spec)
+    from ..analysis.activation import routes_per_image
+    from ..analysis.prompt_tsne import dispersion_report, expert_tsne, tsne_files, write_expert_tsne
+    from ..fileio import check_can_write
+
+    predictor = load_predictor(model)
+    prompts = predictor.detector.expert_prompts()
+    name = predictor.detector.name
+    if not data and not prompts:
+        raise InvalidInputError(
+            f"'{name}' has no expert prompts to embed (the t-SNE is PromptMoE's Fig. 8); its expert analyses need --data KIND:PATH"
+        )
+    meta = {**predictor.detector.provenance(), "checkpoint": None if model.checkpoint is None else str(model.checkpoint)}
+    if prompts:
+        check_can_write(tsne_files(out), overwrite)
+    else:
+        console.print(f"No t-SNE of expert prompts: '{name}' has no learned expert prompts (PromptMoE's Fig. 8 needs prompt pools).")
+    # Expert prompts without a router (static prompts) have nothing to route per data set.
+    routed_data = bool(data) and (not prompts or routes_per_image(predictor.detector, predictor.device))
+    if data and not routed_data:
+        console.print(f"No per-data-set analyses: '{name}' with these settings reports no routing (static prompts); --data is not used.")
+    skipped_images = False
+    if routed_data:
+        skipped_images = _analyze_data(
+            predictor, data, out, meta, classes, max_images, selection_maps, layer, batch_size, num_workers, overwrite, quiet
+        )
+    if prompts:
+        result = expert_tsne(prompts, seed=tsne_seed, perplexity=perplexity)
+        written = write_expert_tsne(result, out, meta, overwrite=overwrite)
+        console.print(
+            f"t-SNE of {counted(len(result.rows), 'expert prompt')} (perplexity {result.perplexity:g}, seed {tsne_seed}): "
+            f"{', '.join(str(path) for path in written)}",
+            soft_wrap=True,
+        )
+        console.print(dispersion_report(result.dispersion), soft_wrap=True)
+    if skipped_images:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _analyze_data(
+    predictor, data, out, meta, classes, max_images, selection_maps, layer, batch_size, num_workers, overwrite, quiet
+) -> bool:
+    """The per-data-set expert analyses (routing per image or per token); whether images
+    were skipped as unreadable (listed on stderr)."""
     from ..analysis.activation import analyze_expert_activation, routes_per_image
     from ..analysis.run import analyze_experts, load_analysis_data
 
-    predictor = load_predictor(model)
     analysis_data = load_analysis_data(
         data, predictor.image_size, classes=[name.strip() for name in classes.split(",")] if classes else None, max_images=max_images
     )
-    meta = {**predictor.detector.provenance(), "checkpoint": None if model.checkpoint is None else str(model.checkpoint)}
     if routes_per_image(predictor.detector, predictor.device):
         routed = analyze_expert_activation(
             predictor, analysis_data, out, batch_size=batch_size, num_workers=num_workers, overwrite=overwrite,
@@ -63,9 +122,7 @@ def experts(
         console.print(f"{counted(len(routed.written), 'file')} written: {', '.join(str(path) for path in routed.written)}")
         for error in routed.errors:
             err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
-        if routed.errors:
-            raise typer.Exit(EXIT_BAD_INPUT)
-        return
+        return bool(routed.errors)
     result = analyze_experts(
         predictor,
         analysis_data,
@@ -82,8 +139,7 @@ def experts(
     console.print(f"{counted(images, 'image')} analysed, {counted(len(result.written), 'file')} written; index: {out / 'analysis.md'}")
     for error in result.errors:
         err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
-    if result.errors:
-        raise typer.Exit(EXIT_BAD_INPUT)
+    return bool(result.errors)
 
 
 def losses(
@@ -92,11 +148,22 @@ def losses(
     out: opt.Out,
     overwrite: opt.Overwrite = False,
 ) -> None:
-    """Training curves of the unweighted auxiliary losses (L_balance, L_decouple) of
-    PromptMoE runs, from their train_log.csv (PromptMoE Fig. 7): OUT/auxiliary_losses.csv
-    and .png."""
-    from ..analysis.activation import auxiliary_loss_curves
+    """Training curves of PromptMoE runs in one figure (PromptMoE Fig. 7): the unweighted
+    auxiliary losses (L_decouple, L_balance) from each run's train_log.csv and, for runs
+    trained with `zsad train --monitor`, the image AUROC per epoch from their monitor.csv.
+    Runs are labelled by folder name and beta (the L_decouple weight, from config.json);
+    dashed: beta = 0. OUT/auxiliary_losses.csv and .png, and OUT/monitor_auroc.csv (the
+    AUROC values drawn) when a run has monitor.csv."""
+    from ..analysis.training_curves import CURVE_NOTE, training_curves
 
-    written = auxiliary_loss_curves(run, out, overwrite=overwrite)
-    console.print(f"Written: {', '.join(str(path) for path in written)}")
+    result = training_curves(run, out, overwrite=overwrite)
+    console.print(f"Written: {', '.join(str(path) for path in result.written)}", soft_wrap=True)
+    if len(result.without_monitor) < len(result.runs):
+        console.print(CURVE_NOTE)
+    if result.without_monitor:
+        console.print(
+            f"No monitor.csv in {', '.join(result.without_monitor)} (trained without --monitor): losses only for "
+            f"{'it' if len(result.without_monitor) == 1 else 'them'}.",
+            soft_wrap=True,
+        )
 

@@ -93,9 +93,9 @@ def predict_many(
     from ..engine.path_manifest import PathList
     from ..engine.predict_many import ManyInterrupted
     from ..engine.predict_many import predict_many as run
+    from ..engine.prediction import calibration_identity
     from ..engine.ray_scoring import OutputSettings
     from ..methods.base import refuse_set_method
-    from ..methods.build import full_config
 
     settings = _scale_settings(model.device, actors, batch_size, ray_address)
     checked = load_predictor(opt.ModelOptions(**{**vars(model), "device": "cpu"}))  # fails here, not in the actors
@@ -103,14 +103,7 @@ def predict_many(
     provenance = checked.detector.provenance()
     meta: dict = {}
     entry, threshold = cal.for_run(calibration, threshold, checked, meta)
-    identity = {
-        **provenance,
-        "config": full_config(checked.detector),
-        "class_name": model.class_name,
-        "class_words": checked.class_names.resolve(None),
-        "threshold": threshold,
-        **meta,
-    }
+    identity = {**checked.identity(), "calibration": calibration_identity(entry), "threshold": threshold}
     image_size = checked.image_size
     del checked
     arguments = {**load_arguments(model), "device": "cuda" if settings.gpus_per_actor else "cpu"}

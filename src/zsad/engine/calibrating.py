@@ -16,14 +16,13 @@ from ..calibration import (
     calibrate_class,
     require_normal_images,
 )
-from ..checkpoints import state_digest
 from ..data import available_splits, build_dataset
 from ..errors import InvalidInputError
 from ..imageio import ImageReadError, read_image_reduced
-from ..methods.build import full_config
 from ..settings import CALIBRATION_SPLITS
 from .predictor import Predictor
 from .runtime import image_counter
+from .scorer import Scorer
 
 
 def calibration_split(data_spec: str, split: str = "auto") -> str:
@@ -45,17 +44,12 @@ def calibration_split(data_spec: str, split: str = "auto") -> str:
     return chosen
 
 
-def scoring_identity(predictor: Predictor) -> dict[str, Any]:
-    """What decides a predictor's scores apart from the prompt words: method, method
-    config, backbone (name, CLIP weights, image size), a digest of the method's own
-    tensors (a trained checkpoint's adapters) and the precision. Compile mode and device
-    are not part of it (the same numbers to float rounding)."""
-    detector = predictor.detector
-    return {
-        **full_config(detector),
-        "method_state": state_digest(detector.trainable_state_dict()),
-        "precision": predictor.precision,
-    }
+def scoring_identity(predictor: Scorer) -> dict[str, Any]:
+    """What decides a scorer's scores apart from the prompt words, the references and a
+    calibration: :meth:`~zsad.engine.scorer.Scorer.model_identity` (method and its config,
+    backbone and activation, domain, a digest of the method's own tensors, the precision).
+    Compile mode and device are not part of it (the same numbers to float rounding)."""
+    return predictor.model_identity()
 
 
 def _score_normal_images(

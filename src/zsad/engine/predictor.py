@@ -12,7 +12,7 @@ from PIL import Image
 from ..checkpoints import state_digest
 from ..data.transforms import EvalTransform
 from ..errors import InvalidInputError
-from ..methods.base import AnomalyDetector, refuse_set_method
+from ..methods.base import AnomalyDetector, refuse_set_method, scores_sets
 from ..methods.fewshot import FewShotDetector, FewShotSettings
 from ..text import ClassNames
 from .compilation import InferenceCall
@@ -40,6 +40,11 @@ class Predictor(Scorer):
         compile_backend: str | Callable = "inductor",
         references: References | None = None,
     ):
+        if compile != "off" and scores_sets(detector):
+            raise InvalidInputError(
+                f"--compile {compile} does not apply to --method {detector.name}: it scores a whole set at once by "
+                "blocked mutual scoring, not by the compiled batch call; use --compile off"
+            )
         self.detector = detector.eval().to(device)
         self.device = device
         self.class_names = class_names
@@ -61,17 +66,22 @@ class Predictor(Scorer):
         return self.detector.provenance()
 
     def identity(self, class_name: str | None = None) -> dict[str, Any]:
-        """The provenance, the method config (without its runtime fields), a content hash
-        of the method's own tensors, the precision, the prompt words and the references."""
+        """The provenance, the method config (without its runtime fields), the backbone's
+        config (its activation included), the domain the images are scored in, a content
+        hash of the method's own tensors, the precision, the prompt words and the references."""
         if self._state_digest is None:  # the weights are frozen at inference: hash them once
             self._state_digest = state_digest(self.detector.trainable_state_dict())
         config = self.detector.config.to_dict()
         for name in type(self.detector.config).runtime_fields:
             config.pop(name, None)
+        backbone = self.detector.backbone.config.to_dict()  # the activation (quick_gelu) included
+        backbone.pop("cache_dir", None)
         return {
             "runtime": "torch",
             **self.provenance(),
             "method_config": config,
+            "backbone_config": backbone,
+            "domain": self.detector.domain,
             "own_state_sha256": self._state_digest,
             "precision": self.precision,
             "class_words": self.prompt_words(class_name),

@@ -93,6 +93,10 @@ def to_pil(image: ImageInput) -> tuple[Image.Image, str | None]:
     raise TypeError(f"cannot predict on {type(image).__name__}; give paths, PIL images or tensors")
 
 
+# The identity's entries that belong to a run rather than to the model.
+RUN_IDENTITY_KEYS = ("class_words", "references", "calibration")
+
+
 class Scorer(ABC):
     """Scores RGB images: the one interface of prediction, the service and batch jobs.
 
@@ -123,6 +127,11 @@ class Scorer(ABC):
         with equal identities give the same scores. Its ``references`` entry is None when
         not used; its ``calibration`` entry is None (a scorer gives raw scores: a run that
         applies a calibration fills it, see :func:`zsad.engine.prediction.predict_files`)."""
+
+    def model_identity(self) -> dict[str, Any]:
+        """The part of :meth:`identity` that is the model alone (no words, references or
+        calibration): what a calibration file is tied to."""
+        return {key: value for key, value in self.identity().items() if key not in RUN_IDENTITY_KEYS}
 
     def reserve(self, batch_size: int) -> None:
         """Prepare for batches of up to ``batch_size`` images (a compiled model compiles

@@ -184,6 +184,13 @@ class AnomalyDetector(nn.Module):
         running every expert on every token); methods that do not route change nothing."""
         return contextlib.nullcontext()
 
+    def expert_prompts(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The learned expert prompts of a method with prompt pools (PromptMoE Fig. 8):
+        layer name (e.g. the 1-based block, "6") -> pool name (e.g. ``normal``,
+        ``abnormal``) -> (E, M, D) token embeddings of its E experts, M tokens each, D the
+        text token width; detached. Methods without expert prompts: empty (the default)."""
+        return {}
+
     def provenance(self) -> dict[str, Any]:
         """What every output file records about the model that produced it."""
         described = self.backbone.describe()

@@ -245,6 +245,19 @@ class PromptMoEDetector(AnomalyDetector):
             output.losses, output.monitors = self._losses(raw_map, train_score, routing, masks, labels)
         return output
 
+    # ------------------------------------------------------------------ analyses
+    def expert_prompts(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Block (of the tap that feeds the prompt module) -> ``normal`` (E, M_n, D) and
+        ``abnormal`` (E, M_a, D) expert prompts, detached. With ``shared_pool`` the one
+        pool both routers mix is ``shared`` (E, max(M_n, M_a), D)."""
+        prompts: dict[str, dict[str, torch.Tensor]] = {}
+        for block, module in zip(self.prompt_blocks, self.prompt_modules):
+            pools = {name: pool.experts.detach() for name, pool in module.pools.items() if pool.experts is not None}
+            if self.config.shared_pool:
+                pools = {"shared": pools["normal"]}
+            prompts[str(block)] = pools
+        return prompts
+
     # ------------------------------------------------------------------ losses
     def _auxiliary(self, routing: dict[str, PoolRouting], zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unweighted L_balance and L_decouple summed over prompt modules and pools."""
