@@ -23,11 +23,12 @@ runner = CliRunner()
 TINY = ["--backbone", "zsad-tiny", "--weights", "random", "--image-size", "32", "--device", "cpu", "--quiet"]
 
 
-def _moeclip_run(folder, totals, steps_per_epoch=10, log_every=1):
+def _moeclip_run(folder, totals, steps_per_epoch=10, log_every=1, batch_size=2):
     """A MoECLIP-like run folder: train_log.csv with ``total`` and MoECLIP's components (no
     auxiliary-loss monitors), logged every ``log_every`` steps."""
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"method": "moeclip", "method_config": {}, "training": {}, "data": {}}))
+    config = {"method": "moeclip", "method_config": {}, "training": {"batch_size": batch_size}, "data": {}}
+    (folder / "config.json").write_text(json.dumps(config))
     with TrainLog(folder / "train_log.csv") as log:
         for step, total in enumerate(totals, start=1):
             if step % log_every == 0:
@@ -134,7 +135,7 @@ def test_moeclip_runs_get_the_training_loss_figure_and_no_auxiliary_one(tmp_path
     output = " ".join(result.output.split())
     assert "No auxiliary losses (PromptMoE's L_balance / L_decouple) in moeclip, single: training loss only" in output
     assert "- moeclip: step" in output and "the steps of moeclip" in output and "does not define" in output
-    assert "monitor.csv" not in output
+    assert "monitor.csv" not in output and "batch sizes" not in output
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["convergence.md", "training_loss.csv", "training_loss.png"]
 
 
@@ -161,3 +162,35 @@ def test_a_tiny_real_moeclip_run_gives_the_figure(tmp_path):
     assert [(row["run"], row["step"]) for row in rows] == [(run, str(step)) for run in ("moeclip", "single") for step in (1, 2, 3, 4)]
     assert (tmp_path / "fig8" / "training_loss.png").stat().st_size > 0
     assert "training loss only" in " ".join(result.output.split())
+
+
+def test_runs_of_different_batch_sizes_are_flagged(tmp_path):
+    a = _moeclip_run(tmp_path / "a", [1.0, 0.5, 0.25])
+    b = _moeclip_run(tmp_path / "b", [1.0, 0.8, 0.6], batch_size=8)
+    result = runner.invoke(app, ["analyze", "losses", "--run", str(a), "--run", str(b), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    note = "The runs were trained with different batch sizes (a: 2, b: 8)"
+    assert note in " ".join(result.output.split())
+    assert note in (tmp_path / "out" / "convergence.md").read_text()
+
+
+def test_a_promptmoe_and_a_moeclip_run_together(tmp_path):
+    """Both get the training loss; only the PromptMoE run is in the auxiliary-loss figure."""
+    moeclip = _moeclip_run(tmp_path / "moeclip", [1.0, 0.5, 0.25, 0.2])
+    promptmoe = tmp_path / "promptmoe"
+    promptmoe.mkdir()
+    config = {"method": "promptmoe", "method_config": {"decouple_weight": 0.005}, "training": {"batch_size": 2}, "data": {}}
+    (promptmoe / "config.json").write_text(json.dumps(config))
+    with TrainLog(promptmoe / "train_log.csv") as log:
+        for step, total in enumerate([2.0, 1.5, 1.0, 0.9], start=1):
+            log.write(1, step, 1e-3, total, {"bce": total, "balance_unweighted": 1.0, "decouple_unweighted": 0.5 / step})
+    result = training_curves([moeclip, promptmoe], tmp_path / "out", smoothing_steps=1)
+    assert result.without_auxiliary == ["moeclip"]
+    with open(tmp_path / "out" / "auxiliary_losses.csv", newline="") as handle:
+        assert {row["run"] for row in csv.DictReader(handle)} == {"promptmoe"}
+    with open(tmp_path / "out" / "training_loss.csv", newline="") as handle:
+        totals = [(row["run"], float(row["total"])) for row in csv.DictReader(handle)]
+    assert totals == [("moeclip", v) for v in (1.0, 0.5, 0.25, 0.2)] + [("promptmoe", v) for v in (2.0, 1.5, 1.0, 0.9)]
+    # level 0.9 x 1.05 = 0.945 (promptmoe ends higher): moeclip reaches it at step 2, promptmoe at 4
+    assert [run.steps_to_level for run in result.convergence.runs] == [2, 4]
+    assert result.convergence.runs[1].ratio_to_first == 2.0

@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "RunCurves",
     "TrainingCurves",
+    "batch_size_note",
     "curves_figure",
     "epoch_positions",
     "read_run_curves",
@@ -71,7 +72,7 @@ class RunCurves:
     config.json (None when the run has no readable one); training_loss: rows of (epoch,
     step, value) of the training-loss column; losses: auxiliary-loss column -> rows of
     (epoch, step, value), empty for a method without them; auroc: (epoch, image AUROC) rows
-    of monitor.csv ([] without).
+    of monitor.csv ([] without); batch_size: from config.json (None without).
     """
 
     label: str
@@ -79,6 +80,7 @@ class RunCurves:
     training_loss: list[tuple[int, int, float]]
     losses: dict[str, list[tuple[int, int, float]]]
     auroc: list[tuple[int, float]]
+    batch_size: int | None = None
 
     @property
     def legend(self) -> str:
@@ -97,8 +99,9 @@ class RunCurves:
 @dataclass
 class TrainingCurves:
     """What :func:`training_curves` wrote, the runs it read, their training-loss curves
-    (as drawn) and convergence (the first run the reference), the labels of the runs without monitor.csv (drawn with their losses
-    only) and of those without auxiliary losses (training loss only)."""
+    (as drawn) and convergence (the first run the reference), the labels of the runs
+    without monitor.csv (drawn with their losses only) and of those without auxiliary
+    losses (training loss only), and a note when the runs' batch sizes differ."""
 
     written: list[Path]
     runs: list[RunCurves]
@@ -106,12 +109,28 @@ class TrainingCurves:
     convergence: Convergence
     without_monitor: list[str]
     without_auxiliary: list[str]
+    batch_size_note: str | None
 
 
 def _decouple_weight(run: Path) -> float | None:
     config = read_run_config(run)
     value = ((config or {}).get("method_config") or {}).get("decouple_weight")
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _batch_size(run: Path) -> int | None:
+    value = ((read_run_config(run) or {}).get("training") or {}).get("batch_size")
+    return value if isinstance(value, int) else None
+
+
+def batch_size_note(runs: Sequence[RunCurves]) -> str | None:
+    """A warning sentence when the runs' recorded batch sizes differ (their steps then see
+    different numbers of images), else None."""
+    sizes = {run.label: run.batch_size for run in runs if run.batch_size is not None}
+    if len(set(sizes.values())) < 2:
+        return None
+    listed = ", ".join(f"{label}: {size}" for label, size in sizes.items())
+    return f"The runs were trained with different batch sizes ({listed}): a step of each sees a different number of images."
 
 
 def _column(log_rows: Sequence[dict[str, float | None]], name: str) -> list[tuple[int, int, float]]:
@@ -132,7 +151,7 @@ def read_run_curves(run: Path, label: str, loss: str = DEFAULT_LOSS) -> RunCurve
         raise InvalidInputError(f"{log} has no column {loss!r}; its loss columns: {', '.join(losses)}")
     auxiliary = {name: _column(log_rows, name) for name in AUXILIARY_COLUMNS if name in columns}
     auroc = [(int(row["epoch"]), row[MONITORED_METRIC]) for row in read_monitor(run / MONITOR_CSV) if MONITORED_METRIC in row]
-    return RunCurves(label, _decouple_weight(run), _column(log_rows, loss), auxiliary, auroc)
+    return RunCurves(label, _decouple_weight(run), _column(log_rows, loss), auxiliary, auroc, _batch_size(run))
 
 
 def curves_figure(runs: Sequence[RunCurves]):
@@ -185,8 +204,8 @@ def _unique_labels(runs: Sequence[Path]) -> list[str]:
     return labels
 
 
-def _convergence_markdown(result: Convergence, loss: str, x_axis: str) -> str:
-    lines = ["# Convergence", "", *convergence_lines(result, loss), ""]
+def _convergence_markdown(result: Convergence, loss: str, x_axis: str, note: str | None) -> str:
+    lines = ["# Convergence", "", *convergence_lines(result, loss), ""] + ([note, ""] if note else [])
     lines += [
         "| run | final smoothed loss | steps to the level | epoch | steps / first run's |",
         "|---|---:|---:|---:|---:|",
@@ -222,6 +241,7 @@ def training_curves(
     curves = [read_run_curves(run, label, loss) for run, label in zip(runs, _unique_labels(runs))]
     loss_curves = [LossCurve.from_rows(run.label, run.training_loss, smoothing_steps) for run in curves]
     result = convergence(loss_curves, tolerance=tolerance, level=level)
+    note = batch_size_note(curves)
     auxiliary = [run for run in curves if run.losses]
     monitored = any(run.auroc for run in curves)
     planned = [out_dir / LOSS_CSV, out_dir / LOSS_PNG, out_dir / CONVERGENCE_MD]
@@ -233,7 +253,7 @@ def training_curves(
     written = [
         atomic_write_text(out_dir / LOSS_CSV, _csv(training_loss_rows(loss_curves, x_axis, loss), loss_columns)),
         save_figure(training_loss_figure(loss_curves, result, x_axis, loss), out_dir / LOSS_PNG),
-        atomic_write_text(out_dir / CONVERGENCE_MD, _convergence_markdown(result, loss, x_axis)),
+        atomic_write_text(out_dir / CONVERGENCE_MD, _convergence_markdown(result, loss, x_axis, note)),
     ]
     if auxiliary:
         loss_rows = [
@@ -260,4 +280,5 @@ def training_curves(
         written, curves, loss_curves, result,
         without_monitor=[run.label for run in curves if not run.auroc],
         without_auxiliary=[run.label for run in curves if not run.losses],
+        batch_size_note=note,
     )

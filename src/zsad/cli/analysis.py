@@ -189,6 +189,8 @@ def losses(
     console.print(f"Written: {', '.join(str(path) for path in result.written)}", soft_wrap=True)
     for line in convergence_lines(result.convergence, loss):
         console.print(line, soft_wrap=True, markup=False, highlight=False)
+    if result.batch_size_note:
+        console.print(result.batch_size_note, soft_wrap=True)
     if result.without_auxiliary:
         console.print(
             f"No auxiliary losses (PromptMoE's L_balance / L_decouple) in {', '.join(result.without_auxiliary)}: "
