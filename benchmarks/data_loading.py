@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 import torchvision.transforms.v2.functional as F
+from _bench import describe_device, median, setup, time_interleaved
 from torchvision.transforms import InterpolationMode
 
-from _bench import describe_device, median, setup, time_interleaved
 from zsad.data.augment import AugmentDraw, AugmentParams, AugmentSampler, augment_batch
 from zsad.data.synth import generate_mvtec_like
 from zsad.data.transforms import clip_normalize, normalize_image, unit_range

@@ -65,7 +65,10 @@ def timing_table(method: str, args) -> None:
 def accuracy_table(method: str, spec: str, args) -> None:
     rows = {}
     predictor = _predictor(method, args.image_size)
-    rows[0] = ({m: run_test(predictor, spec, args.out / method / "k0", overwrite=True, show_progress=False).report["mean"][m] for m in METRICS}, None)
+    rows[0] = (
+        {m: run_test(predictor, spec, args.out / method / "k0", overwrite=True, show_progress=False).report["mean"][m] for m in METRICS},
+        None,
+    )
     for shots in (1, 2, 4):
         report = run_fewshot_test(
             predictor, spec, args.out / method / f"k{shots}", shots, args.seeds, FewShotSettings(), overwrite=True, show_progress=False

@@ -27,8 +27,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from _bench import add_common_options, cuda_graphed, describe_device, median, setup, time_interleaved
+
 from zsad.backbone import create_backbone
 from zsad.methods import build_method
 

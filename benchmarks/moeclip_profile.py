@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from _bench import add_common_options, describe_device, median, setup, synchronize, time_interleaved
 from torch.profiler import ProfilerActivity, profile
 
-from _bench import add_common_options, describe_device, median, setup, synchronize, time_interleaved
 from zsad.backbone import create_backbone
 from zsad.engine.runtime import autocast
 from zsad.methods import build_method

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from _bench import add_common_options, describe_device, median, setup, time_interleaved
+
 from zsad.backbone import create_backbone
 from zsad.engine.runtime import autocast
 from zsad.methods import build_method

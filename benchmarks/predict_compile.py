@@ -22,9 +22,9 @@ import warnings
 
 import numpy as np
 import torch
+from _bench import add_common_options, describe_device, median, setup, synchronize, time_interleaved
 from PIL import Image
 
-from _bench import add_common_options, describe_device, median, setup, synchronize, time_interleaved
 from zsad.engine.predictor import Predictor
 from zsad.methods.build import build_detector
 from zsad.settings import COMPILE_MODES

@@ -20,13 +20,13 @@ synchronise the device); on the CPU both wall and process-CPU clocks are reporte
 from __future__ import annotations
 
 import argparse
-import statistics
 import functools
+import statistics
 import warnings
 
 import torch
-
 from _bench import timed_call
+
 from zsad.backbone import create_backbone
 from zsad.engine.runtime import resolve_device
 from zsad.methods import build_method

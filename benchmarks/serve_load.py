@@ -110,8 +110,10 @@ def main() -> None:
         server.wait(timeout=30)
     answered = sum(1 for s in statuses if s == 200)
     quantiles = statistics.quantiles(latencies, n=100)
-    print(f"RANDOM WEIGHTS (zsad-tiny, {args.image_size} px): timings only. CPU threads per process: {os.environ.get('OMP_NUM_THREADS', 'default')}")
-    print(f"serve: {args.clients} clients x {args.requests} requests = {total}; answered 200: {answered}; other: {sorted(set(statuses) - {200})}")
+    threads = os.environ.get("OMP_NUM_THREADS", "default")
+    print(f"RANDOM WEIGHTS (zsad-tiny, {args.image_size} px): timings only. CPU threads per process: {threads}")
+    others = sorted(set(statuses) - {200})
+    print(f"serve: {args.clients} clients x {args.requests} requests = {total}; answered 200: {answered}; other: {others}")
     print(f"serve: latency p50 {1000 * quantiles[49]:.0f} ms, p99 {1000 * quantiles[98]:.0f} ms; {total / wall:.1f} images/s")
     print(f"serve: {health['forward_passes']} forward passes for {health['images_scored']} images "
           f"(mean batch {health['images_scored'] / max(1, health['forward_passes']):.1f}, largest {health['largest_batch']})")

@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from _bench import add_common_options, describe_device, setup, synchronize
+
 from zsad.backbone import create_backbone
 from zsad.data import build_dataset
 from zsad.data.synth import generate_mvtec_like

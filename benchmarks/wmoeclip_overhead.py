@@ -22,8 +22,8 @@ import statistics
 import warnings
 
 import torch
-
 from _bench import timed_call
+
 from zsad.backbone import create_backbone
 from zsad.engine.runtime import resolve_device
 from zsad.methods import build_method

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from zsad.backbone import create_backbone
+from zsad.errors import RandomWeightsWarning
 
 TINY_IMAGE_SIZE = 64
 
@@ -19,7 +20,7 @@ def _deterministic_torch():
 
 def make_tiny_backbone(image_size: int = TINY_IMAGE_SIZE):
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        warnings.simplefilter("ignore", RandomWeightsWarning)
         return create_backbone(model_name="zsad-tiny", weights="random", image_size=image_size)
 
 

@@ -26,10 +26,10 @@ from zsad.analysis import (
 from zsad.analysis.patches import _sobel_magnitude, _tiles
 from zsad.analysis.run import default_statistics_block, load_analysis_data, routing_layout, spread_indices
 from zsad.api import full_config
-from zsad.cli.analysis import register
+from zsad.checkpoints import save_checkpoint
+from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
 from zsad.data.transforms import normalize_image
-from zsad.checkpoints import save_checkpoint
 from zsad.methods import build_method
 from zsad.methods.base import Routing
 from zsad.methods.moeclip.model import patch_routing
@@ -258,8 +258,6 @@ def test_cli_writes_every_analysis_and_skips_unreadable_images(tiny_backbone, tm
     generate_mvtec_like(tmp_path / "data", categories=["checker"], size=64, n_train=0, n_good=1, n_defect_per_kind=1)
     broken = tmp_path / "data" / "checker" / "test" / "scratch" / "000.png"
     broken.write_bytes(b"not a png")
-    app = typer.Typer()
-    register(app)
     out = tmp_path / "out"
     arguments = ["analyze", "experts", "--checkpoint", str(checkpoint), "--data", f"mvtec:{tmp_path / 'data'}",
                  "--out", str(out), "--selection-maps", "1", "--device", "cpu", "--quiet"]

@@ -12,6 +12,7 @@ import zsad
 from zsad.api import Predictor, build_detector, full_config
 from zsad.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from zsad.engine.run_folder import epoch_checkpoint_path, resolve_checkpoint
+from zsad.errors import RandomWeightsWarning, UntrainedAdaptersWarning
 from zsad.text import ClassNames
 
 
@@ -43,7 +44,7 @@ def test_predict_rejects_normalised_tensors(zeroshot):
 
 
 def _moeclip(**config):
-    with pytest.warns(UserWarning, match="untrained"):
+    with pytest.warns(UntrainedAdaptersWarning, match="untrained"):
         detector = build_detector("moeclip", backbone="zsad-tiny", weights="random", image_size=64, method_config=config)
     with torch.no_grad():
         for layer in detector.moe_layers:
@@ -133,7 +134,7 @@ def test_building_for_training_does_not_warn_about_untrained_adapters():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        warnings.simplefilter("ignore", RandomWeightsWarning)
         build_detector("moeclip", backbone="zsad-tiny", weights="random", image_size=64, for_training=True)
 
 

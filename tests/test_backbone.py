@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from zsad import backbone as backbone_module
 from zsad.backbone import BackboneConfig, create_backbone, interpolate_pos_embed
 from zsad.clip_weights import WeightsUnavailableError, read_weight_file, register_bundled_model_configs
+from zsad.errors import RandomWeightsWarning
 
 
 def _reference_clip(seed: int = 7):
@@ -84,7 +85,7 @@ def test_unknown_tag_lists_the_known_ones():
 
 
 def test_random_weights_warn_loudly():
-    with pytest.warns(UserWarning, match="RANDOM WEIGHTS"):
+    with pytest.warns(RandomWeightsWarning, match="RANDOM WEIGHTS"):
         model = create_backbone(model_name="zsad-tiny", weights="random")
     assert model.describe()["random_weights"] is True
 
@@ -276,7 +277,7 @@ def test_backbone_config_is_resolved_to_a_concrete_image_size():
     from zsad.backbone import create_backbone
 
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        warnings.simplefilter("ignore", RandomWeightsWarning)
         backbone = create_backbone(model_name="zsad-tiny", weights="random")  # no image size given
     assert isinstance(backbone.config.image_size, int) and backbone.config.image_size == backbone.image_size
 

@@ -47,7 +47,9 @@ def test_a_category_entry_is_the_calibration_of_its_validation_folder(ad2, tmp_p
     root, _, path, _ = ad2
     folder = tmp_path / "can.json"
     good = root / "tree" / "can" / "validation" / "good"
-    result = runner.invoke(app, ["calibrate", str(good), "--class-name", "can", "--out", str(folder), "--false-positive-rate", str(RATE), *TINY])
+    result = runner.invoke(
+        app, ["calibrate", str(good), "--class-name", "can", "--out", str(folder), "--false-positive-rate", str(RATE), *TINY]
+    )
     assert result.exit_code == 0, result.output
     alone = next(iter(load_calibration(folder).classes.values()))
     entry = load_calibration(path).classes["can"]
@@ -60,7 +62,9 @@ def test_a_category_entry_is_the_calibration_of_its_validation_folder(ad2, tmp_p
 
 def test_split_train_is_refused_with_the_number_of_images_the_rate_needs(ad2, tmp_path):
     _, spec, _, _ = ad2
-    result = runner.invoke(app, ["calibrate", "--data", spec, "--split", "train", "--out", str(tmp_path / "t.json"), "--false-positive-rate", str(RATE), *TINY])
+    result = runner.invoke(
+        app, ["calibrate", "--data", spec, "--split", "train", "--out", str(tmp_path / "t.json"), "--false-positive-rate", str(RATE), *TINY]
+    )
     assert result.exit_code == 1 and "needs at least 19 normal images" in result.output and "3" in result.output
 
 

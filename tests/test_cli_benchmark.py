@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import torch
+from data_factories import FIXTURES
 from typer.testing import CliRunner
 
-from data_factories import FIXTURES
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
 from zsad.engine.benchmark import paper_results

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import typer
+from data_factories import FIXTURES
 from PIL import Image
 from typer.testing import CliRunner
 
-from data_factories import FIXTURES
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
 from zsad.viz import load_map_png16
@@ -113,7 +113,9 @@ def test_test_reports_unreadable_images_and_goes_on(tmp_path, mvtec_tree):
 
 
 def test_demo_runs_offline_end_to_end(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--image-size", "64", "--epochs", "1", "--device", "cpu", "--quiet"])
+    result = runner.invoke(
+        app, ["demo", "--out", str(tmp_path / "demo"), "--image-size", "64", "--epochs", "1", "--device", "cpu", "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     assert "pipeline check" in result.output.lower()
     assert (tmp_path / "demo" / "zeroshot" / "metrics.json").is_file()
@@ -159,8 +161,16 @@ def _layout(kind, root, mvtec_tree):
     elif kind == "manifest":
         images = sorted((mvtec_tree / "tile" / "test").rglob("*.png"))
         records = [
-            {"image_path": str(p), "label": int(p.parent.name != "good"), "class_name": "tile",
-             **({"mask_path": str(mvtec_tree / "tile" / "ground_truth" / p.parent.name / f"{p.stem}_mask.png")} if p.parent.name != "good" else {})}
+            {
+                "image_path": str(p),
+                "label": int(p.parent.name != "good"),
+                "class_name": "tile",
+                **(
+                    {"mask_path": str(mvtec_tree / "tile" / "ground_truth" / p.parent.name / f"{p.stem}_mask.png")}
+                    if p.parent.name != "good"
+                    else {}
+                ),
+            }
             for p in images
         ]
         return f"manifest:{make_manifest(root, records)}"
@@ -213,8 +223,13 @@ def test_test_and_predict_accept_moeclip_checkpoints(tmp_path, mvtec_tree):
     assert tested.exit_code == 0, tested.output
     assert json.loads((tmp_path / "t" / "metrics.json").read_text())["method"] == "moeclip"
     image = mvtec_tree / "tile" / "test" / "good" / "000.png"
-    predicted = runner.invoke(app, ["predict", str(image), "--checkpoint", str(epoch_checkpoint_path(run, 1)), "--out", str(tmp_path / "p"), *device])
+    predicted = runner.invoke(
+        app, ["predict", str(image), "--checkpoint", str(epoch_checkpoint_path(run, 1)), "--out", str(tmp_path / "p"), *device]
+    )
     assert predicted.exit_code == 0, predicted.output
     assert json.loads((tmp_path / "p" / "scores.json").read_text())["meta"]["method"] == "moeclip"
-    mismatch = runner.invoke(app, ["test", "--checkpoint", str(run), "--image-size", "96", "--data", f"mvtec:{mvtec_tree}", "--out", str(tmp_path / "m"), *device])
+    mismatch = runner.invoke(
+        app,
+        ["test", "--checkpoint", str(run), "--image-size", "96", "--data", f"mvtec:{mvtec_tree}", "--out", str(tmp_path / "m"), *device],
+    )
     assert mismatch.exit_code == 1 and "image_size: requested 96, the checkpoint has 64" in mismatch.output

@@ -4,10 +4,10 @@ an explicit --allow-untrained), damaged run files are named, and --resume never 
 from __future__ import annotations
 
 import pytest
+from data_factories import SHARED_DATA  # noqa: F401  (tests/ on the path, as for the other CLI tests)
 from PIL import Image
 from typer.testing import CliRunner
 
-from data_factories import SHARED_DATA  # noqa: F401  (tests/ on the path, as for the other CLI tests)
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
 
@@ -89,5 +89,22 @@ def test_resume_without_a_completed_epoch_starts_again_and_says_so(tmp_path, dat
     assert again.exit_code == 0, again.output
     assert "no epoch of the run" in _said(again) and "starting it again from epoch 1" in _said(again)
     assert (out / "model.safetensors").is_file()
-    fresh = runner.invoke(app, ["train", "--method", "moeclip", "--data", data_spec, "--out", str(tmp_path / "new"), "--resume", "--epochs", "1", "--max-steps-per-epoch", "1", *TINY])
+    fresh = runner.invoke(
+        app,
+        [
+            "train",
+            "--method",
+            "moeclip",
+            "--data",
+            data_spec,
+            "--out",
+            str(tmp_path / "new"),
+            "--resume",
+            "--epochs",
+            "1",
+            "--max-steps-per-epoch",
+            "1",
+            *TINY,
+        ],
+    )
     assert fresh.exit_code == 0 and "holds no earlier run" in _said(fresh)

@@ -31,7 +31,9 @@ def _modules_loaded_by(*argv: str) -> set[str]:
     return {name for name in report[-1].removeprefix("loaded:").split(",") if name}
 
 
-@pytest.mark.parametrize("argv", [("--help",), ("--version",), ("predict", "x.png", "--out", "o", "--image-size", "0"), ("data", "synth", "--help")])
+@pytest.mark.parametrize(
+    "argv", [("--help",), ("--version",), ("predict", "x.png", "--out", "o", "--image-size", "0"), ("data", "synth", "--help")]
+)
 def test_help_version_and_argument_errors_do_not_import_torch(argv):
     assert _modules_loaded_by(*argv) == set()
 

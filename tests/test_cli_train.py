@@ -7,16 +7,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from zsad.cli import app
-from zsad.cli.training import register, resolve_settings
-from zsad.data.synth import generate_mvtec_like
 from zsad.checkpoints import read_checkpoint
+from zsad.cli import app
+from zsad.cli.training import resolve_settings
+from zsad.data.synth import generate_mvtec_like
 from zsad.engine.run_folder import read_run_config, resolve_checkpoint
 from zsad.engine.train_log import read_train_log
 from zsad.recipes import Recipe
-
-if not any((command.name or command.callback.__name__) == "train" for command in app.registered_commands):
-    register(app)
 
 TINY = ["--backbone", "zsad-tiny", "--weights", "random", "--image-size", "32", "--device", "cpu", "--quiet"]
 

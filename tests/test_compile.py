@@ -12,10 +12,10 @@ import warnings
 
 import pytest
 import torch
+import toy_method  # noqa: F401  (registers "toy")
 from PIL import Image
 from typer.testing import CliRunner
 
-import toy_method  # noqa: F401  (registers "toy")
 from zsad.checkpoints import read_checkpoint
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
@@ -84,7 +84,9 @@ def build(name: str, method_config=None, size: int = SIZE, for_training: bool = 
         warnings.filterwarnings("ignore")
         if checkpoint is not None:
             return build_detector(checkpoint=checkpoint, weights="random")
-        return build_detector(name, backbone="zsad-tiny", weights="random", image_size=size, method_config=method_config, for_training=for_training)
+        return build_detector(
+            name, backbone="zsad-tiny", weights="random", image_size=size, method_config=method_config, for_training=for_training
+        )
 
 
 def images(count: int, seed: int = 1, size: int = SIZE) -> torch.Tensor:
@@ -350,7 +352,9 @@ def test_cli_predict_compiled_by_inductor_gives_the_eager_scores_and_records_the
               "--image-size", str(SIZE), "--device", "cpu", "--batch-size", "2", "-q"]
     runs = {}
     for mode in ("off", "default"):
-        result = CliRunner().invoke(app, ["predict", *(str(tmp_path / f"{s}.png") for s in range(3)), "--out", str(tmp_path / mode), "--compile", mode, *common])
+        result = CliRunner().invoke(
+            app, ["predict", *(str(tmp_path / f"{s}.png") for s in range(3)), "--out", str(tmp_path / mode), "--compile", mode, *common]
+        )
         assert result.exit_code == 0, result.output
         runs[mode] = json.loads((tmp_path / mode / "scores.json").read_text())
     assert "compile" not in runs["off"]["meta"] and runs["default"]["meta"]["compile"] == "default"

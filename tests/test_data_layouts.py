@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
-
 from data_factories import (
     FIXTURES,
     SHARED_DATA,
@@ -21,6 +19,8 @@ from data_factories import (
     write_text_file,
     write_truncated,
 )
+from torch.utils.data import DataLoader
+
 from zsad.data import (
     DATASET_KINDS,
     AnomalyDataset,

@@ -24,7 +24,7 @@ from zsad.analysis.prompt_tsne import (
 )
 from zsad.api import full_config
 from zsad.checkpoints import save_checkpoint
-from zsad.cli.analysis import register
+from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
 from zsad.errors import InvalidInputError
 from zsad.methods import build_method
@@ -152,19 +152,13 @@ def test_perplexity_must_fit_the_number_of_points():
     assert embedded.shape == (2, 2) and 0 < used < 2
 
 
-def _cli():
-    app = typer.Typer()
-    register(app)
-    return app
-
-
 def test_analyze_experts_writes_the_tsne_of_a_promptmoe_checkpoint_without_data(tiny_backbone, tmp_path):
     model = _promptmoe(tiny_backbone, num_experts=3, top_k=2)
     checkpoint = tmp_path / "promptmoe.safetensors"
     save_checkpoint(checkpoint, model.trainable_state_dict(), full_config(model))
     out = tmp_path / "out"
     arguments = ["analyze", "experts", "--checkpoint", str(checkpoint), "--out", str(out), "--device", "cpu", "--quiet"]
-    result = CliRunner().invoke(_cli(), [*arguments, "--tsne-seed", "7"])
+    result = CliRunner().invoke(app, [*arguments, "--tsne-seed", "7"])
     assert result.exit_code == 0, result.output
     assert "perplexity" in result.output and "abnormal" in result.output
     with open(out / "expert_tsne.csv", newline="") as handle:
@@ -174,7 +168,8 @@ def test_analyze_experts_writes_the_tsne_of_a_promptmoe_checkpoint_without_data(
     assert list(rows[0]) == ["layer", "pool", "expert", "mean_token_norm", "x", "y"]
     reference = _slow_mean_tokens(model)
     for row in rows:
-        assert float(row["mean_token_norm"]) == pytest.approx(np.linalg.norm(reference[(row["layer"], row["pool"], int(row["expert"]))]), rel=1e-5)
+        token = reference[(row["layer"], row["pool"], int(row["expert"]))]
+        assert float(row["mean_token_norm"]) == pytest.approx(np.linalg.norm(token), rel=1e-5)
     # The embedding is the library's, with the seed given.
     expected = expert_tsne(model.expert_prompts(), seed=7)
     np.testing.assert_allclose([[float(row["x"]), float(row["y"])] for row in rows], [[r["x"], r["y"]] for r in expected.rows], rtol=1e-6)
@@ -185,16 +180,31 @@ def test_analyze_experts_writes_the_tsne_of_a_promptmoe_checkpoint_without_data(
         dispersion = list(csv.DictReader(handle))
     assert len(dispersion) == 2 * (layers + 1)
     assert (out / "expert_tsne.png").is_file()
-    refused = CliRunner().invoke(_cli(), arguments)
+    refused = CliRunner().invoke(app, arguments)
     assert refused.exit_code == 1 and "exists" in refused.output
-    bad = CliRunner().invoke(_cli(), [*arguments, "--overwrite", "--perplexity", "500"])
+    bad = CliRunner().invoke(app, [*arguments, "--overwrite", "--perplexity", "500"])
     assert bad.exit_code == 1 and "perplexity must lie in" in bad.output
 
 
 def test_a_method_without_expert_prompts_says_why_there_is_no_tsne(tmp_path):
-    arguments = ["analyze", "experts", "--method", "zeroshot", "--backbone", "zsad-tiny", "--weights", "random",
-                 "--image-size", "32", "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet"]
-    result = CliRunner().invoke(_cli(), arguments)
+    arguments = [
+        "analyze",
+        "experts",
+        "--method",
+        "zeroshot",
+        "--backbone",
+        "zsad-tiny",
+        "--weights",
+        "random",
+        "--image-size",
+        "32",
+        "--out",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 1
     assert "no expert prompts" in result.output and "--data" in result.output
     assert not (tmp_path / "out" / "expert_tsne.csv").exists()
@@ -206,10 +216,22 @@ def test_static_prompts_get_the_tsne_and_say_that_data_is_not_routed(tiny_backbo
     save_checkpoint(checkpoint, model.trainable_state_dict(), full_config(model))
     generate_mvtec_like(tmp_path / "data", categories=["disc"], size=32, n_train=0, n_good=1, n_defect_per_kind=1)
     out = tmp_path / "out"
-    result = CliRunner().invoke(_cli(), [
-        "analyze", "experts", "--checkpoint", str(checkpoint), "--data", f"mvtec:{tmp_path / 'data'}", "--out", str(out),
-        "--device", "cpu", "--quiet",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "analyze",
+            "experts",
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            f"mvtec:{tmp_path / 'data'}",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "reports no routing (static prompts); --data is not used" in " ".join(result.output.split())
     with open(out / "expert_tsne.csv", newline="") as handle:

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+import toy_method  # noqa: F401  (registers 'toy': a method written outside zsad gets these checks too)
 from typer.testing import CliRunner
 
-import toy_method  # noqa: F401  (registers 'toy': a method written outside zsad gets these checks too)
 from zsad import memory_bank
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
@@ -183,7 +183,18 @@ def test_cli_predict_with_references_differs_from_zero_shot_only_by_the_fusion(t
     plain = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "zs"), *TINY])
     torch.manual_seed(0)
     weight0 = runner.invoke(
-        app, ["predict", str(images), "--out", str(tmp_path / "w0"), "--reference", str(mvtec_tree / "tile" / "train" / "good"), "--fusion-weight", "0", *TINY]
+        app,
+        [
+            "predict",
+            str(images),
+            "--out",
+            str(tmp_path / "w0"),
+            "--reference",
+            str(mvtec_tree / "tile" / "train" / "good"),
+            "--fusion-weight",
+            "0",
+            *TINY,
+        ],
     )
     assert plain.exit_code == 0 and weight0.exit_code == 0, weight0.output
     zs = json.loads((tmp_path / "zs" / "scores.json").read_text())

@@ -14,6 +14,7 @@ from torch import nn
 
 import zsad.methods
 from zsad.data import DATASET_KINDS, kind_domain
+from zsad.errors import RandomWeightsWarning, UntrainedAdaptersWarning
 from zsad.methods.build import build_detector, full_config
 from zsad.recipes import bundled_recipes, load_recipe, resolve_settings
 from zsad.settings import DOMAINS
@@ -26,7 +27,8 @@ MEDICAL_KINDS = {
 
 def _tiny(method: str, **kwargs):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        warnings.simplefilter("ignore", UntrainedAdaptersWarning)
         torch.manual_seed(0)
         return build_detector(method, backbone="zsad-tiny", weights="random", image_size=64, for_training=True, **kwargs)
 
@@ -92,7 +94,8 @@ def test_a_predictor_scores_one_domain(tmp_path):
     import zsad
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        warnings.simplefilter("ignore", UntrainedAdaptersWarning)
         industrial = zsad.load("moeclip", backbone="zsad-tiny", weights="random", image_size=64)
         medical = zsad.load("moeclip", backbone="zsad-tiny", weights="random", image_size=64, domain="medical")
     assert (industrial.detector.domain, medical.detector.domain) == ("industrial", "medical")
@@ -134,7 +137,8 @@ def test_authors_gelu_overlay_trains_moeclip_with_plain_gelu():
     assert settings.activation == "gelu"
     overridden = resolve_run_settings(recipe, None, None, "mvtec:/data", "zsad-tiny", "random", 64, {}, "quick_gelu")
     assert overridden.activation == "quick_gelu"
-    resumed = resolve_run_settings(load_recipe(None), {"method": "moeclip", "backbone": {"quick_gelu": False}}, None, "mvtec:/d", None, None, None, {})
+    stored = {"method": "moeclip", "backbone": {"quick_gelu": False}}
+    resumed = resolve_run_settings(load_recipe(None), stored, None, "mvtec:/d", None, None, None, {})
     assert resumed.activation == "gelu"
 
 
@@ -156,15 +160,43 @@ def test_command_line_activation_and_domain(tmp_path):
     from zsad.cli import app
 
     make_tree("kvasir", tmp_path / "kvasir")
-    tiny = ["--method", "moeclip", "--allow-untrained", "--backbone", "zsad-tiny", "--weights", "random", "--image-size", "64", "--device", "cpu"]
+    tiny = [
+        "--method",
+        "moeclip",
+        "--allow-untrained",
+        "--backbone",
+        "zsad-tiny",
+        "--weights",
+        "random",
+        "--image-size",
+        "64",
+        "--device",
+        "cpu",
+    ]
     runner = CliRunner()
     by_kind = runner.invoke(app, ["test", "--data", f"kvasir:{tmp_path / 'kvasir'}", "--out", str(tmp_path / "a"), *tiny])
     assert by_kind.exit_code == 0, by_kind.output
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["domain"] == "medical"
-    chosen = runner.invoke(app, ["test", "--data", f"kvasir:{tmp_path / 'kvasir'}", "--out", str(tmp_path / "b"), "--domain", "industrial", "--activation", "gelu", *tiny])
+    chosen = runner.invoke(
+        app,
+        [
+            "test",
+            "--data",
+            f"kvasir:{tmp_path / 'kvasir'}",
+            "--out",
+            str(tmp_path / "b"),
+            "--domain",
+            "industrial",
+            "--activation",
+            "gelu",
+            *tiny,
+        ],
+    )
     assert chosen.exit_code == 0, chosen.output
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["domain"] == "industrial"
-    refused = runner.invoke(app, ["test", "--data", f"kvasir:{tmp_path / 'kvasir'}", "--out", str(tmp_path / "c"), "--activation", "relu", *tiny])
+    refused = runner.invoke(
+        app, ["test", "--data", f"kvasir:{tmp_path / 'kvasir'}", "--out", str(tmp_path / "c"), "--activation", "relu", *tiny]
+    )
     assert refused.exit_code != 0 and "quick_gelu" in refused.output
 
 

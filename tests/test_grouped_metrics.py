@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
-
 from data_factories import make_manifest, save
 from new_layout_factories import make_mvtec_ad2_tree, make_mvtec_loco_tree, make_realiad_tree, plain
+from typer.testing import CliRunner
+
 from zsad.data import build_dataset
 from zsad.engine.grouped_metrics import max_over_views, per_anomaly_type, selected_chunks
 from zsad.engine.map_spill import SpilledMaps
@@ -171,20 +171,20 @@ def test_cli_test_on_loco_realiad_and_a_refused_private_split(tmp_path):
 
 
 def test_cli_data_info_lists_splits_types_and_views(tmp_path):
-    from zsad.data.cli import data_app
+    from zsad.cli import app
 
     make_mvtec_ad2_tree(tmp_path / "ad2")
-    info = runner.invoke(data_app, ["info", f"mvtec-ad2:{tmp_path / 'ad2'}"])
+    info = runner.invoke(app, ["data", "info", f"mvtec-ad2:{tmp_path / 'ad2'}"])
     assert info.exit_code == 0, info.output
     assert "splits: test 8, train 6, validation 4, test_private 6 (no labels: predict only), test_private_mixed 4" in info.output
-    private = runner.invoke(data_app, ["info", f"mvtec-ad2:{tmp_path / 'ad2'}", "--split", "test_private"])
+    private = runner.invoke(app, ["data", "info", f"mvtec-ad2:{tmp_path / 'ad2'}", "--split", "test_private"])
     assert private.exit_code == 0 and "has_image_labels=False" in private.output
     make_realiad_tree(tmp_path / "realiad")
-    info = runner.invoke(data_app, ["info", f"realiad:{tmp_path / 'realiad'}"])
+    info = runner.invoke(app, ["data", "info", f"realiad:{tmp_path / 'realiad'}"])
     assert "multi-view: 3 samples; views per sample: 5 views x 3" in info.output
     assert "AK" in info.output and "BX" in info.output
     make_mvtec_loco_tree(tmp_path / "loco")
-    info = runner.invoke(data_app, ["info", f"mvtec-loco:{tmp_path / 'loco'}"])
+    info = runner.invoke(app, ["data", "info", f"mvtec-loco:{tmp_path / 'loco'}"])
     assert "anomaly types (reported apart by zsad test): logical 2, structural 1" in info.output
 
 

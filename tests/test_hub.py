@@ -12,8 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from zsad.api import build_detector, full_config, load
-from zsad.cli import app
 from zsad.checkpoints import CheckpointError, save_checkpoint
+from zsad.cli import app
 from zsad.hub import HubReferenceError, parse_hub_reference
 
 REPO = "acme/moeclip-tiny"
@@ -116,7 +116,9 @@ def test_cli_predicts_with_a_hub_checkpoint(hub_cache, tmp_path):
 
     image = tmp_path / "x.png"
     Image.new("RGB", (40, 30), (120, 30, 200)).save(image)
-    result = CliRunner().invoke(app, ["predict", str(image), "--checkpoint", f"hf-hub:{REPO}@v1", "--out", str(tmp_path / "o"), "--device", "cpu", "--quiet"])
+    result = CliRunner().invoke(
+        app, ["predict", str(image), "--checkpoint", f"hf-hub:{REPO}@v1", "--out", str(tmp_path / "o"), "--device", "cpu", "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "o" / "scores.json").read_text())["meta"]
     assert meta["method"] == "moeclip" and meta["backbone"] == "zsad-tiny"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image, UnidentifiedImageError
-
 from data_factories import (
     FIXTURES,
     file_info,
@@ -21,6 +19,8 @@ from data_factories import (
     write_text_file,
     write_truncated,
 )
+from PIL import Image, UnidentifiedImageError
+
 from zsad.imageio import ImageReadError, MaskSizeError, read_image, read_mask
 
 CLINICDB = FIXTURES / "cvc-clinicdb"

@@ -10,9 +10,10 @@ import warnings
 
 import pytest
 import torch
-
 import toy_method  # noqa: F401  (registers "toy")
+
 from zsad.checkpoints import save_checkpoint
+from zsad.errors import RandomWeightsWarning
 from zsad.methods import available_methods, method_class
 from zsad.methods.build import build_detector, full_config
 
@@ -24,7 +25,7 @@ METHODS = available_methods()
 def build(name: str, checkpoint=None):
     torch.manual_seed(0)  # the random backbone weights, equal for every build
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        warnings.simplefilter("ignore", RandomWeightsWarning)
         if checkpoint is not None:
             return build_detector(checkpoint=checkpoint, weights="random")
         return build_detector(name, backbone="zsad-tiny", weights="random", image_size=SIZE, for_training=True)
@@ -46,6 +47,18 @@ def test_toy_method_is_registered_by_its_import():
 @pytest.mark.parametrize("name", METHODS)
 def test_registry_key_is_the_class_name(name):
     assert method_class(name).name == name
+
+
+def test_the_light_name_table_matches_the_registry():
+    """zsad.method_names (read by the command line without importing torch) lists exactly
+    the bundled methods, each with the registry's trainable flag."""
+    from zsad.method_names import BUILTIN_METHODS, SET_METHODS
+
+    bundled = {
+        name: method_class(name).trainable for name in available_methods() if method_class(name).__module__.startswith("zsad.methods.")
+    }
+    assert BUILTIN_METHODS == bundled
+    assert set(SET_METHODS) == {name for name in bundled if getattr(method_class(name), "scores_sets", False)}
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -10,9 +10,9 @@ from zsad.maps import cosine_scores
 from zsad.methods.moeclip.heads import (
     DepthwiseAdapter,
     LayerProjections,
+    anomalous_probabilities,
     anomaly_logits,
     patch_average,
-    anomalous_probabilities,
     project_patch_averages,
 )
 

@@ -286,7 +286,8 @@ def _released_map(model, backbone, images, text, size, window, sigma):
     total = 0
     for layer, block in enumerate(model.blocks):
         projection = model.projections.projections[layer]
-        for projected in project_patch_averages(features.hidden[block][:, 1:], model.config.paa_scales, backbone.clip.visual.ln_post, projection):
+        patches = features.hidden[block][:, 1:]
+        for projected in project_patch_averages(patches, model.config.paa_scales, backbone.clip.visual.ln_post, projection):
             logits = anomaly_logits(projected, text, model.config.logit_scale).numpy()  # (B, 2, h, h)
             grid = (logits[:, 1] + 1 - logits[:, 0]) / 2
             blurred = np.stack([gaussian_filter(g, sigma, mode="mirror", truncate=(window // 2) / sigma) for g in grid])
@@ -316,7 +317,7 @@ def test_grid_smoothing_and_score_follow_the_released_test_path(tiny_backbone, d
         assert torch.allclose(output.pred_score, peak)
     else:
         with torch.no_grad():
-            det = (2 * output.pred_score - peak)
+            det = 2 * output.pred_score - peak
         assert not torch.allclose(output.pred_score, peak) and bool(((det >= 0) & (det <= 1)).all())
 
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from zsad.backbone import create_backbone
-from zsad.data.synth import generate_mvtec_like
 from zsad.checkpoints import read_checkpoint
+from zsad.data.synth import generate_mvtec_like
 from zsad.engine.train_config import TrainingConfig
 from zsad.engine.training import fit
+from zsad.errors import RandomWeightsWarning
 from zsad.methods import build_method
 from zsad.methods.moeclip.moe import GAIN_FLOOR, MoeAdapter, match_norm
 from zsad.text import ClassNames
@@ -88,7 +89,7 @@ def test_adapter_output_at_init_is_exactly_0_9_x_in_both_modes():
 @pytest.fixture(scope="module")
 def backbone():
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        warnings.simplefilter("ignore", RandomWeightsWarning)
         torch.manual_seed(1234)
         return create_backbone(model_name="zsad-tiny", weights="random", image_size=IMAGE_SIZE)
 

@@ -13,6 +13,7 @@ pytest.importorskip("onnxruntime", reason="ONNX tests need onnx and onnxruntime 
 pytest.importorskip("onnx", reason="ONNX tests need onnx and onnxruntime (the 'onnx' extra)")
 
 import toy_method  # noqa: F401,E402  (registers 'toy': a method written outside zsad gets these checks too)
+
 from zsad.cli import app  # noqa: E402
 from zsad.data.synth import generate_mvtec_like  # noqa: E402
 from zsad.engine.onnx_export import OnnxExportError, OnnxPredictor, export_onnx, torchscript_exporter_options  # noqa: E402
@@ -63,7 +64,9 @@ def test_learned_prompts_with_empty_parts_convert(class_name, side, tiny_backbon
         assert (torch.from_numpy(onnx_feature) - module(tokens)).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("method", [name for name in available_methods() if not method_class(name).scores_sets])  # set methods refuse export
+@pytest.mark.parametrize(
+    "method", [name for name in available_methods() if not method_class(name).scores_sets]
+)  # set methods refuse export
 def test_onnxruntime_matches_torch_for_any_batch_size(method, tiny_backbone, tmp_path):
     model = _detector(method, tiny_backbone)
     path = tmp_path / f"{method}.onnx"
@@ -147,9 +150,12 @@ def test_files_that_are_not_zsad_exports_are_refused(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     onnx.save(helper.make_model(graph), str(tmp_path / "other.onnx"))
     with pytest.raises(OnnxExportError, match="not written by `zsad export`"):
         OnnxPredictor(tmp_path / "other.onnx")
@@ -167,7 +173,9 @@ def test_cli_export_then_predict_onnx_writes_what_the_torch_path_writes(tmp_path
     assert exported.exit_code == 0, exported.output
     assert "max |diff|" in exported.output
     torch.manual_seed(0)  # the same random backbone for the torch run
-    plain = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "torch"), "--class-name", "tile", *TINY, "--device", "cpu", "--quiet"])
+    plain = runner.invoke(
+        app, ["predict", str(images), "--out", str(tmp_path / "torch"), "--class-name", "tile", *TINY, "--device", "cpu", "--quiet"]
+    )
     onnx_run = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "onnx"), "--onnx", str(tmp_path / "m.onnx"), "--quiet"])
     assert plain.exit_code == 0 and onnx_run.exit_code == 0, onnx_run.output
     listing = lambda root: sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())  # noqa: E731
@@ -177,13 +185,21 @@ def test_cli_export_then_predict_onnx_writes_what_the_torch_path_writes(tmp_path
     assert onnx_report["meta"]["method"] == "zeroshot" and onnx_report["meta"]["class_words"] == "tile"
     for ours, theirs in zip(onnx_report["images"], torch_rows):
         assert ours["path"] == theirs["path"] and abs(ours["score"] - theirs["score"]) <= 1e-4
-    refused = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "x"), "--onnx", str(tmp_path / "m.onnx"), "--method", "moeclip"])
+    refused = runner.invoke(
+        app, ["predict", str(images), "--out", str(tmp_path / "x"), "--onnx", str(tmp_path / "m.onnx"), "--method", "moeclip"]
+    )
     assert refused.exit_code == 1 and "--onnx runs the exported model as it is" in refused.output
-    wrong_words = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "y"), "--onnx", str(tmp_path / "m.onnx"), "--class-name", "screw"])
+    wrong_words = runner.invoke(
+        app, ["predict", str(images), "--out", str(tmp_path / "y"), "--onnx", str(tmp_path / "m.onnx"), "--class-name", "screw"]
+    )
     assert wrong_words.exit_code == 1 and "class_words: requested 'screw', the file has 'tile'" in wrong_words.output
-    wrong_size = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "z"), "--onnx", str(tmp_path / "m.onnx"), "--image-size", "96"])
+    wrong_size = runner.invoke(
+        app, ["predict", str(images), "--out", str(tmp_path / "z"), "--onnx", str(tmp_path / "m.onnx"), "--image-size", "96"]
+    )
     assert wrong_size.exit_code == 1 and "image_size: requested 96, the file has 64" in wrong_size.output
-    agreeing = runner.invoke(app, ["predict", str(images), "--out", str(tmp_path / "a"), "--onnx", str(tmp_path / "m.onnx"), *TINY, "--quiet"])
+    agreeing = runner.invoke(
+        app, ["predict", str(images), "--out", str(tmp_path / "a"), "--onnx", str(tmp_path / "m.onnx"), *TINY, "--quiet"]
+    )
     assert agreeing.exit_code == 0, agreeing.output
 
 

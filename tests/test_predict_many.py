@@ -138,7 +138,15 @@ def test_more_rows_than_a_chunk_has_is_a_bug_not_a_silent_shard(tmp_path):
 def _zsad(*args: str, **kwargs) -> subprocess.Popen:
     source_root = str(Path(zsad.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([source_root, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "zsad", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "zsad", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 def _shard_rows(out: Path) -> list[dict]:
@@ -217,8 +225,16 @@ def _driver_peak(tmp_path: Path, n: int) -> tuple[int, int]:
     tracemalloc.start()
     try:
         summary = predict_many(
-            [folder], [], tmp_path / f"out{n}", _constant_scorer, {"test": n}, 16, IMAGE_SUFFIXES,
-            settings=ScaleSettings(actors=2, cpus_per_actor=0.5, decode_cpus=0.5, batch_size=64), chunk_size=250, show_progress=False,
+            [folder],
+            [],
+            tmp_path / f"out{n}",
+            _constant_scorer,
+            {"test": n},
+            16,
+            IMAGE_SUFFIXES,
+            settings=ScaleSettings(actors=2, cpus_per_actor=0.5, decode_cpus=0.5, batch_size=64),
+            chunk_size=250,
+            show_progress=False,
         )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -230,7 +246,9 @@ def _driver_peak(tmp_path: Path, n: int) -> tuple[int, int]:
 def test_driver_memory_does_not_grow_with_the_number_of_images(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     # The Ray workers import this module to unpickle the constant scorer.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(Path(zsad.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(TESTS), str(Path(zsad.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         _driver_peak(tmp_path, 100)  # Ray Data's first use imports and caches; measured apart from the runs

@@ -113,12 +113,18 @@ def test_resume_refuses_another_checkpoint_of_the_same_method(tmp_path):
         save_checkpoint(path, detector.trainable_state_dict(), full_config(detector))
         checkpoints.append(path.parent)  # run folders: resolved where they are read
     out = tmp_path / "out"
-    first = runner.invoke(app, ["predict", str(paths[0]), "--out", str(out), "--checkpoint", str(checkpoints[0]), "--device", "cpu", "--quiet"])
+    first = runner.invoke(
+        app, ["predict", str(paths[0]), "--out", str(out), "--checkpoint", str(checkpoints[0]), "--device", "cpu", "--quiet"]
+    )
     assert first.exit_code == 0, first.output
-    mixed = runner.invoke(app, ["predict", *map(str, paths), "--out", str(out), "--checkpoint", str(checkpoints[1]), "--resume", "--device", "cpu", "--quiet"])
+    mixed = runner.invoke(
+        app, ["predict", *map(str, paths), "--out", str(out), "--checkpoint", str(checkpoints[1]), "--resume", "--device", "cpu", "--quiet"]
+    )
     assert mixed.exit_code == 1 and "identity.own_state_sha256: requested" in mixed.output, mixed.output
     assert len(_rows(out)) == 1
-    same = runner.invoke(app, ["predict", *map(str, paths), "--out", str(out), "--checkpoint", str(checkpoints[0]), "--resume", "--device", "cpu", "--quiet"])
+    same = runner.invoke(
+        app, ["predict", *map(str, paths), "--out", str(out), "--checkpoint", str(checkpoints[0]), "--resume", "--device", "cpu", "--quiet"]
+    )
     assert same.exit_code == 0 and len(_rows(out)) == 2, same.output
 
 
@@ -133,7 +139,8 @@ def test_resume_refuses_another_activation_or_domain(tmp_path, option, differenc
     first = ["predict", str(paths[0]), "--out", str(out), "--method", "moeclip", "--allow-untrained", *TINY_OPTIONS]
     assert runner.invoke(app, first).exit_code == 0
     again = runner.invoke(
-        app, ["predict", *map(str, paths), "--out", str(out), "--method", "moeclip", "--allow-untrained", "--resume", *option, *TINY_OPTIONS]
+        app,
+        ["predict", *map(str, paths), "--out", str(out), "--method", "moeclip", "--allow-untrained", "--resume", *option, *TINY_OPTIONS],
     )
     assert again.exit_code == 1 and difference in again.output, again.output
     assert len(_rows(out)) == 1

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from zsad.checkpoints import save_checkpoint
+from zsad.errors import RandomWeightsWarning
 from zsad.methods import build_method
 from zsad.methods.build import build_detector, full_config
 from zsad.methods.promptmoe.aux_losses import balance_loss, decoupling_loss
@@ -140,7 +141,9 @@ def test_static_ensemble_averages_the_expert_prompt_features(tiny_backbone, monk
         abnormal = torch.cat([normal, pools["abnormal"].experts], dim=1)
         context = model.context.expand(3, -1, -1)
         expected = [
-            F.normalize(encode_learned_prompts(tiny_backbone, build_learned_prompts(tiny_backbone, ["screw"] * 3, p, context)).mean(0), dim=-1)
+            F.normalize(
+                encode_learned_prompts(tiny_backbone, build_learned_prompts(tiny_backbone, ["screw"] * 3, p, context)).mean(0), dim=-1
+            )
             for p in (normal, abnormal)
         ]
     assert routing == {} and len(text) == 1 and text[0].shape == (2, 2, tiny_backbone.embed_dim)
@@ -224,7 +227,7 @@ def test_one_adam_step_lowers_the_loss_on_a_fixed_batch(tiny_backbone):
 
 def test_checkpoint_round_trip_gives_equal_outputs(tiny_backbone, tmp_path):
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        warnings.simplefilter("ignore", RandomWeightsWarning)
         torch.manual_seed(5)
         detector = build_detector("promptmoe", backbone="zsad-tiny", weights="random", image_size=64, for_training=True)
         path = tmp_path / "promptmoe.safetensors"

@@ -10,13 +10,9 @@ from typer.testing import CliRunner
 
 import zsad
 from zsad.cli import app
-from zsad.cli.training import register
 from zsad.data.synth import generate_mvtec_like
 from zsad.engine.benchmark import paper_results
 from zsad.engine.train_log import read_train_log
-
-if not any((command.name or command.callback.__name__) == "train" for command in app.registered_commands):
-    register(app)
 
 runner = CliRunner()
 TINY = ["--backbone", "zsad-tiny", "--weights", "random", "--image-size", "32", "--device", "cpu", "--quiet"]

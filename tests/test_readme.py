@@ -7,8 +7,8 @@ line runs, none of them its command or options:
 * the README's example data paths (``/data/mvtec_ad``, ``path/to/images/``, ``KIND:PATH``...)
   point to small generated data sets in the layout the path names;
 * options that make the run small are appended where the command has them and the line
-  does not set them: the tiny random-weight model at 64 px on the CPU, one step per
-  training epoch, no worker processes, no progress bars;
+  does not set them: the tiny random-weight model at 64 px on the CPU, one training epoch
+  of one step, two images per analysed data set, no worker processes, no progress bars;
 * ``torchrun ... zsad train`` runs its ``zsad train`` part in this process (one rank);
 * runs the README names without training them stand for runs it trains (RUN_ALIASES).
 
@@ -24,9 +24,6 @@ from pathlib import Path
 
 import pytest
 import typer
-from PIL import Image
-from typer.testing import CliRunner
-
 from data_factories import make_btad_tree, make_mvtec_like_tree
 from new_layout_factories import (
     make_mvtec_ad2_tree,
@@ -35,6 +32,9 @@ from new_layout_factories import (
     write_aaclip_jsonl_for,
     write_anomalyclip_meta_for,
 )
+from PIL import Image
+from typer.testing import CliRunner
+
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like, generate_visa_like
 
@@ -46,9 +46,12 @@ runner = CliRunner()
 # run; it stands for a run the README does train.
 RUN_ALIASES = {"moeclip": "moeclip-visa"}
 
+# One epoch of one step, and few images to analyse: the recipes' 15-20 epochs, each with
+# its checkpoint, log and plot, made most of this test's time (over 5 minutes on 2 cores).
 SMALL_RUN = {
     "--backbone": "zsad-tiny", "--weights": "random", "--image-size": "64", "--device": "cpu",
-    "--max-steps-per-epoch": "1", "--num-workers": "0", "--quiet": None,
+    "--epochs": "1", "--max-steps-per-epoch": "1", "--max-images": "2", "--selection-maps": "1",
+    "--num-workers": "0", "--quiet": None,
 }
 
 
@@ -118,16 +121,27 @@ def _example_data(root: Path) -> dict[str, str]:
     write_anomalyclip_meta_for(root / "mvtec")
     write_aaclip_jsonl_for(root / "mvtec", root / "AA-CLIP" / "dataset" / "metadata" / "MVTec" / "full-shot.jsonl")
     return {
-        "/data/MVTec-AD-2": str(root / "ad2"), "/data/Real-IAD": str(root / "realiad"),
-        "/data/MVTec-LOCO": str(root / "loco"), "/data/AA-CLIP": str(root / "AA-CLIP"),
-        "/data/mvtec_ad": str(root / "mvtec"), "/data/VisA": str(root / "visa"), "/data/BTAD": str(root / "btad"), "/data/MPDD": str(root / "mpdd"),
-        "/data/Kvasir-SEG": str(root / "kvasir"), "/data/brain": str(root / "brain"),
-        "path/to/images/": str(root / "images"), "images/": str(root / "images"), "more.png": str(root / "more.png"),
-        "KIND:PATH": f"mvtec:{root / 'mvtec'}", "OUT": str(root / "synth-out"),
+        "/data/MVTec-AD-2": str(root / "ad2"),
+        "/data/Real-IAD": str(root / "realiad"),
+        "/data/MVTec-LOCO": str(root / "loco"),
+        "/data/AA-CLIP": str(root / "AA-CLIP"),
+        "/data/mvtec_ad": str(root / "mvtec"),
+        "/data/VisA": str(root / "visa"),
+        "/data/BTAD": str(root / "btad"),
+        "/data/MPDD": str(root / "mpdd"),
+        "/data/Kvasir-SEG": str(root / "kvasir"),
+        "/data/brain": str(root / "brain"),
+        "path/to/images/": str(root / "images"),
+        "images/": str(root / "images"),
+        "more.png": str(root / "more.png"),
+        "KIND:PATH": f"mvtec:{root / 'mvtec'}",
+        "OUT": str(root / "synth-out"),
         "good-examples/": str(root / "mvtec" / "screw" / "train" / "good"),
-        "/data/line": str(root / "line"), "good-parts/": str(root / "line" / "metal_nut" / "train" / "good"),
+        "/data/line": str(root / "line"),
+        "good-parts/": str(root / "line" / "metal_nut" / "train" / "good"),
         "line-images/": str(root / "line" / "metal_nut" / "test"),
-        "calibration.json": str(root / "calibration.json"), "calibration-line.json": str(root / "calibration-line.json"),
+        "calibration.json": str(root / "calibration.json"),
+        "calibration-line.json": str(root / "calibration-line.json"),
         "calibration-ad2.json": str(root / "calibration-ad2.json"),
     }
 
@@ -160,6 +174,17 @@ def _substitute(words: list[str], paths: dict[str, str]) -> list[str]:
                     word = word.replace(example, generated)
         replaced.append(word)
     return replaced
+
+
+def test_training_lines_run_one_short_epoch_unless_they_set_epochs():
+    lines = readme_command_lines(README.read_text(encoding="utf-8"))
+    for line in lines:
+        words = shlex.split(line)[1:]
+        if words[0] in ("train", "benchmark", "demo") and "--epochs" not in words:
+            small = _small(words)
+            assert small[small.index("--epochs") + 1] == "1", line
+            if words[0] != "demo":
+                assert small[small.index("--max-steps-per-epoch") + 1] == "1", line
 
 
 def test_the_readme_shows_data_info_as_the_command_takes_it():

@@ -196,7 +196,8 @@ def test_the_wheel_ships_every_recipe_and_they_load_through_importlib_resources(
     answer = json.loads(loaded.stdout.strip().splitlines()[-1])
     assert answer["file"].startswith(str(tmp_path / "site"))
     assert answer["names"] == sorted(BUNDLED)
-    assert answer["row"] == yaml.safe_load((ROOT / "src/zsad/methods/promptmoe/recipes/promptmoe-static-prompt.yaml").read_text())["paper"]["results"]
+    shipped = ROOT / "src/zsad/methods/promptmoe/recipes/promptmoe-static-prompt.yaml"
+    assert answer["row"] == yaml.safe_load(shipped.read_text())["paper"]["results"]
 
 
 def test_a_plugin_method_in_a_top_level_module_ships_no_recipes():

@@ -14,14 +14,10 @@ import torch
 from typer.testing import CliRunner
 
 import zsad
-from zsad.cli import app
-from zsad.cli.training import register
-from zsad.data.synth import generate_mvtec_like
 from zsad.checkpoints import read_checkpoint
+from zsad.cli import app
+from zsad.data.synth import generate_mvtec_like
 from zsad.engine.run_folder import resolve_checkpoint
-
-if not any((command.name or command.callback.__name__) == "train" for command in app.registered_commands):
-    register(app)
 
 TINY = ["--backbone", "zsad-tiny", "--weights", "random", "--image-size", "32", "--device", "cpu", "--quiet"]
 TRAIN = ["--method", "moeclip", "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "2", "--lr", "1e-3"]

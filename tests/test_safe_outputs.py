@@ -187,7 +187,9 @@ def test_csv_names_the_overlay_and_map_built_from_the_path_as_given(tmp_path):
     (tmp_path / "mine").mkdir()
     os.symlink(real, tmp_path / "mine" / "scan.png")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["predict", str(tmp_path / "mine" / "scan.png"), str(_images(tmp_path / "mine", 1)[0]), "--out", str(out), *TINY])
+    result = runner.invoke(
+        app, ["predict", str(tmp_path / "mine" / "scan.png"), str(_images(tmp_path / "mine", 1)[0]), "--out", str(out), *TINY]
+    )
     assert result.exit_code == 0, result.output
     rows = {Path(row["path"]).name: row for row in _rows(out)}
     assert rows["scan.png"]["overlay"] == "overlays/scan.png" and rows["scan.png"]["map"] == "maps/scan.png"

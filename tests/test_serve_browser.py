@@ -41,7 +41,11 @@ def served_url():
     torch.manual_seed(0)
     detector = load("zeroshot", backbone="zsad-tiny", weights="random", image_size=64, device="cpu")
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(detector, meta={"method": "zeroshot", "backbone": "zsad-tiny"}), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(detector, meta={"method": "zeroshot", "backbone": "zsad-tiny"}), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -70,7 +74,9 @@ def test_page_shows_an_overlay_and_a_score_after_an_upload(served_url, tmp_path)
             page.set_input_files("#files", str(upload))
             overlay = page.wait_for_selector("img.overlay", timeout=60_000)
             page.wait_for_function("document.querySelector('img.overlay').naturalWidth > 0")
-            size = page.evaluate("[document.querySelector('img.overlay').naturalWidth, document.querySelector('img.overlay').naturalHeight]")
+            size = page.evaluate(
+                "[document.querySelector('img.overlay').naturalWidth, document.querySelector('img.overlay').naturalHeight]"
+            )
             caption = page.inner_text("figcaption")
             page.screenshot(path=str(screenshot), full_page=True)
         finally:

@@ -7,11 +7,11 @@ import csv
 import numpy as np
 import pytest
 import typer.main
+from data_factories import file_info, load_array
 from typer.testing import CliRunner
 
-from data_factories import file_info, load_array
+from zsad.cli import app
 from zsad.data import build_dataset
-from zsad.data.cli import data_app
 from zsad.data.synth import (
     CATEGORIES,
     DEFECT_KINDS,
@@ -25,8 +25,6 @@ from zsad.data.synth import (
     generate_visa_like,
     render_normal,
 )
-
-
 
 
 def test_category_groups_are_disjoint_and_cover_textures_and_objects():
@@ -128,40 +126,40 @@ def test_cli_synth_writes_and_refuses_a_non_empty_folder(tmp_path):
     runner = CliRunner()
     out = tmp_path / "synth"
     args = ["synth", str(out), "--categories", "disc,wood", "--size", "48", "--n-defect", "1"]
-    result = runner.invoke(data_app, args)
+    result = runner.invoke(app, ["data", *args])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["disc", "wood"]
-    refused = runner.invoke(data_app, args)
+    refused = runner.invoke(app, ["data", *args])
     assert refused.exit_code == 1 and "--overwrite" in refused.output
     (out / "disc" / "test" / "hole" / "999.png").write_bytes(b"stale")
-    assert runner.invoke(data_app, [*args, "--overwrite"]).exit_code == 0
+    assert runner.invoke(app, ["data", *args, "--overwrite"]).exit_code == 0
     assert not (out / "disc" / "test" / "hole" / "999.png").exists()
 
 
 def test_cli_synth_visa_layout_and_bad_category(tmp_path):
     runner = CliRunner()
     args = ["synth", str(tmp_path / "v"), "--layout", "visa", "--categories", "ring", "--size", "40"]
-    result = runner.invoke(data_app, args)
+    result = runner.invoke(app, ["data", *args])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "v" / "split_csv" / "1cls.csv").is_file()
-    bad = runner.invoke(data_app, ["synth", str(tmp_path / "w"), "--categories", "bottle"])
+    bad = runner.invoke(app, ["data", "synth", str(tmp_path / "w"), "--categories", "bottle"])
     assert bad.exit_code != 0 and "bottle" in bad.output
 
 
 def test_cli_info_counts_classes_and_labels(tmp_path):
     generate_mvtec_like(tmp_path, ["tile"], n_train=1, n_good=2, n_defect_per_kind=1, size=40)
     runner = CliRunner()
-    result = runner.invoke(data_app, ["info", f"mvtec:{tmp_path}", "--duplicates"])
+    result = runner.invoke(app, ["data", "info", f"mvtec:{tmp_path}", "--duplicates"])
     assert result.exit_code == 0, result.output
     assert "has_masks=True has_image_labels=True" in result.output
     assert any(line.split() == ["tile", "2", "4", "0"] for line in result.output.splitlines())
     assert "duplicates: 0 groups" in result.output
-    missing = runner.invoke(data_app, ["info", f"mvtec:{tmp_path / 'nothing'}"])
+    missing = runner.invoke(app, ["data", "info", f"mvtec:{tmp_path / 'nothing'}"])
     assert missing.exit_code == 1 and "folder not found" in missing.output
 
 
 def test_every_cli_option_has_help():
-    group = typer.main.get_command(data_app)
+    group = typer.main.get_command(app).commands["data"]
     for name, command in group.commands.items():
         assert command.params
         for param in command.params:

@@ -13,18 +13,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from zsad.backbone import create_backbone
-from zsad.data import build_dataset
-from zsad.data.synth import generate_mvtec_like
 from zsad.checkpoints import CheckpointError, read_checkpoint
-from zsad.engine.run_folder import epoch_checkpoints, resolve_checkpoint, train_state_path
-from zsad.engine.distributed import DistributedContext, context_from_environment, ddp_options, process_device
-from zsad.engine.train_config import TrainingConfig
-from zsad.data import collate
+from zsad.data import build_dataset, collate
 from zsad.data.augment import AugmentDraw, AugmentSampler
+from zsad.data.synth import generate_mvtec_like
+from zsad.engine.distributed import DistributedContext, context_from_environment, ddp_options, process_device
+from zsad.engine.run_folder import (
+    DamagedCheckpointError,
+    RunDirectoryNotEmptyError,
+    check_resume_config,
+    epoch_checkpoints,
+    resolve_checkpoint,
+    train_state_path,
+)
+from zsad.engine.train_config import TrainingConfig
 from zsad.engine.train_data import SeededItems, derive_seed, epoch_order, training_batch
 from zsad.engine.train_log import TrainLog, read_train_log
-from zsad.engine.run_folder import DamagedCheckpointError, RunDirectoryNotEmptyError, check_resume_config
 from zsad.engine.training import TrainingError, fit
+from zsad.errors import RandomWeightsWarning
 from zsad.methods.base import AnomalyDetector, DetectorOutput, MethodConfig
 from zsad.text import ClassNames
 
@@ -90,7 +96,7 @@ class TinyHeadDetector(AnomalyDetector):
 
 def make_backbone():
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="RANDOM WEIGHTS")
+        warnings.simplefilter("ignore", RandomWeightsWarning)
         torch.manual_seed(1234)
         return create_backbone(model_name="zsad-tiny", weights="random", image_size=IMAGE_SIZE)
 
@@ -585,7 +591,13 @@ def _free_port() -> int:
 def test_torchrun_path_with_gloo_matches_the_single_process_run(straight_run, backbone, data_spec, tmp_path, monkeypatch):
     import torch.distributed as dist
 
-    for key, value in {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}.items():
+    for key, value in {
+        "WORLD_SIZE": "1",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+    }.items():
         monkeypatch.setenv(key, value)
     detector = make_detector(backbone)
     run_fit(detector, data_spec, tmp_path / "run")

@@ -16,7 +16,7 @@ from zsad.analysis.training_curves import (
     read_run_curves,
     training_curves,
 )
-from zsad.cli.analysis import register
+from zsad.cli import app
 from zsad.engine.monitor import MONITOR_CSV
 from zsad.engine.train_log import TrainLog
 
@@ -68,7 +68,9 @@ def test_the_written_auroc_csv_equals_each_runs_monitor_csv(tmp_path):
     result = training_curves([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
     assert [path.name for path in result.written] == ["auxiliary_losses.csv", "auxiliary_losses.png", "monitor_auroc.csv"]
     with open(result.written[2], newline="") as handle:
-        written = [(row["run"], float(row["decouple_weight"]), int(row["epoch"]), float(row["image_auroc"])) for row in csv.DictReader(handle)]
+        written = [
+            (row["run"], float(row["decouple_weight"]), int(row["epoch"]), float(row["image_auroc"])) for row in csv.DictReader(handle)
+        ]
     for run in ("a", "b"):
         with open(tmp_path / run / MONITOR_CSV, newline="") as handle:
             monitored = [(int(row["epoch"]), float(row["image_auroc"])) for row in csv.DictReader(handle)]
@@ -78,8 +80,6 @@ def test_the_written_auroc_csv_equals_each_runs_monitor_csv(tmp_path):
 
 
 def test_analyze_losses_with_a_run_without_monitor_csv(tmp_path):
-    app = typer.Typer()
-    register(app)
     monitored = _run(tmp_path / "with", 0.005, [1.0, 0.5], auroc=[0.7])
     plain = _run(tmp_path / "plain", 0.0, [1.0, 1.2])
     result = CliRunner().invoke(app, ["analyze", "losses", "--run", str(monitored), "--run", str(plain), "--out", str(tmp_path / "out")])

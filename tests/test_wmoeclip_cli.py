@@ -8,13 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-
 from typer.testing import CliRunner
 
 import zsad
+from zsad.checkpoints import read_checkpoint
 from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
-from zsad.checkpoints import read_checkpoint
 from zsad.engine.run_folder import resolve_checkpoint
 from zsad.engine.train_log import read_train_log
 

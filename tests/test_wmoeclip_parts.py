@@ -11,7 +11,6 @@ from zsad.methods.wmoeclip.haar import HaarBands, haar_dwt2d, haar_idwt2d, pad_t
 from zsad.methods.wmoeclip.samoe import ContextAdapters, SemanticMoE
 from zsad.methods.wmoeclip.wcma import FrequencyWeighting, WaveletCrossAttention
 
-
 # ------------------------------------------------------------------ Haar
 
 

@@ -8,6 +8,7 @@ projected patch tokens of the last tap gives per-patch logits over {normal, anom
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn

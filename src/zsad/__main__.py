@@ -1,4 +1,4 @@
 """`python -m zsad` runs the command line."""
-from zsad.cli import app
+from .cli import app
 
 app(prog_name="zsad")

@@ -10,7 +10,7 @@ wraps it in :class:`ClipBackbone`, which
 * lets a method replace the hidden state after a block by its own module (in-stream
   adapters such as MoECLIP's mixture of experts),
 * optionally runs a parallel V-V attention stream for the last blocks (CLIP Surgery /
-  AnomalyCLIP style, see ``spec/promptmoe.md``),
+  AnomalyCLIP style, see ``docs/specification.md`` (PromptMoE)),
 * encodes text, from token ids or from token embeddings (prompt learning).
 
 No CLIP weight ever receives a gradient.
@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from .clip_weights import WeightsUnavailableError, build_clip, canonical_weights, is_random_weights
+from .errors import InvalidInputError
 from .maps import REFERENCE_SIZE
 from .settings import ACTIVATION_NAMES
 from .tracing import is_compiling
@@ -78,7 +79,7 @@ def quick_gelu_for(activation: str | None) -> bool | None:
     if activation is None:
         return None
     if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        raise InvalidInputError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
     return ACTIVATIONS[activation]
 
 
@@ -147,7 +148,7 @@ class ClipBackbone(nn.Module):
         # The config is resolved when built: it names the concrete input side.
         self.config = replace(config, image_size=self.image_size)
         if self.image_size < self.patch_size:
-            raise ValueError(f"image size {self.image_size} is smaller than the patch size {self.patch_size}")
+            raise InvalidInputError(f"image size {self.image_size} is smaller than the patch size {self.patch_size}")
         # grid = size // patch (spec); a size that is not a multiple of the patch is
         # resampled to grid * patch inside the backbone (see fit_to_patch_grid).
         grid = (self.image_size // self.patch_size,) * 2
@@ -199,14 +200,14 @@ class ClipBackbone(nn.Module):
         resolved = tuple(taps) or self.default_taps()
         outside = [block for block in resolved if not 1 <= block <= self.depth]
         if outside:
-            raise ValueError(f"blocks {outside} outside 1..{self.depth} of {self.config.model_name}")
+            raise InvalidInputError(f"blocks {outside} outside 1..{self.depth} of {self.config.model_name}")
         return resolved
 
     def resolve_vv_start(self, vv_start: int | None) -> int:
         """A method's configured first V-V block; None means ``default_vv_start()``."""
         resolved = vv_start or self.default_vv_start()
         if not 1 <= resolved <= self.depth:
-            raise ValueError(f"V-V start block {resolved} outside 1..{self.depth} of {self.config.model_name}")
+            raise InvalidInputError(f"V-V start block {resolved} outside 1..{self.depth} of {self.config.model_name}")
         return resolved
 
     def default_vv_start(self) -> int:

@@ -26,6 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .errors import ZsadError
 from .fileio import atomic_save
 from .hub import HubReferenceError, hub_run_folder, is_hub_reference
 
@@ -37,7 +38,7 @@ MAX_DIFFERENCES_SHOWN = 12
 _EPOCH_PATTERN = re.compile(r"epoch_(\d+)\.safetensors$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ZsadError, ValueError):
     """A checkpoint that cannot be read or does not fit the requested model."""
 
 
@@ -124,7 +125,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             "was not written by zsad. Use another checkpoint (e.g. an earlier checkpoints/epoch_NNN.safetensors)."
         ) from error
     if not isinstance(config, dict) or not {"method", "method_config", "backbone"} <= set(config):
-        raise CheckpointError(f"{path}: the config stored inside the checkpoint lacks method, method_config or backbone; it was not written by zsad")
+        raise CheckpointError(f"{path}: the config stored inside the checkpoint lacks method, method_config or backbone; it was not "
+                              "written by zsad")
     return tensors, config
 
 
@@ -189,7 +191,9 @@ def load_method_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
     own = own_state(module.state_dict())
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
-    shapes = [f"{k}: {tuple(tensors[k].shape)} vs {tuple(own[k].shape)}" for k in set(own) & set(tensors) if tensors[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: {tuple(tensors[k].shape)} vs {tuple(own[k].shape)}" for k in set(own) & set(tensors) if tensors[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
         raise CheckpointError(
             f"{source} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {shapes[:3]}"

@@ -13,6 +13,7 @@ import open_clip
 import torch
 from torch import nn
 
+from .errors import RandomWeightsWarning, ZsadError
 from .weights_cache import cached_weight_file, offline_reason
 
 TINY_MODEL_NAME = "zsad-tiny"
@@ -20,7 +21,7 @@ RANDOM_WEIGHTS = "random"
 DEFAULT_RANDOM_SEED = 0
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(ZsadError, RuntimeError):
     """The requested CLIP weights could not be obtained or do not fit the model."""
 
 
@@ -178,6 +179,7 @@ def build_clip(name: str, weights: str, cache_dir: str | None, requested_quick_g
         warnings.warn(
             f"RANDOM WEIGHTS: the CLIP backbone '{name}' is randomly initialised (seed {seed}). Every score and map "
             "is meaningless except as a pipeline check.",
+            RandomWeightsWarning,
             stacklevel=3,
         )
         quick_gelu = True if requested_quick_gelu is None else requested_quick_gelu

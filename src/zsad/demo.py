@@ -19,6 +19,7 @@ from .engine.testing import run_test
 from .engine.train_config import TrainingConfig
 from .engine.training import fit
 from .fileio import check_can_write
+from .plurals import counted
 from .reports import format_percent
 from .text import ClassNames
 
@@ -53,7 +54,7 @@ def run_demo(
     results = {"zeroshot": run_test(zeroshot, test_spec, out / "zeroshot", save_maps=2, overwrite=True,
                                     show_progress=show_progress, meta=zeroshot.detector.provenance()).report["mean"]}
 
-    console.print(f"3/4 training MoECLIP for {epochs} epochs on the training categories, then evaluating it")
+    console.print(f"3/4 training MoECLIP for {counted(epochs, 'epoch')} on the training categories, then evaluating it")
     torch_device = resolve_device(device)
     moeclip_model = build_detector("moeclip", **tiny, for_training=True)
     fit(moeclip_model, [f"mvtec:{train_dir}"], out / "moeclip" / "train", TrainingConfig(epochs=epochs, batch_size=4, lr=1e-3),

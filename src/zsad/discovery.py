@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from .errors import MissingInputError
+from .errors import InvalidInputError, MissingInputError
 
-__all__ = ["Discovery", "NOT_AN_IMAGE", "OUTPUT_MARKER", "find_images", "iter_folder_images", "unique_paths"]
+__all__ = ["Discovery", "NOT_AN_IMAGE", "OUTPUT_MARKER", "find_images", "iter_folder_images", "reference_images", "unique_paths"]
 
 # Written into every output folder of `zsad predict`; a folder holding it is results, not inputs.
 OUTPUT_MARKER = ".zsad-output"
@@ -159,6 +159,16 @@ def find_images(inputs: Iterable[str | Path], suffixes: Sequence[str], exclude: 
             raise MissingInputError(f"input not found: {path}")
     found.paths = unique_paths(found.paths)
     return found
+
+
+def reference_images(reference: Path, suffixes: Sequence[str]) -> list[Path]:
+    """The image files a reference folder (or one file) holds, searched recursively
+    (``--reference``); InvalidInputError when it holds none. Needs no torch, so the command
+    line checks it before the model loads."""
+    paths = find_images([reference], suffixes).paths
+    if not paths:
+        raise InvalidInputError(f"no reference images ({', '.join(sorted(suffixes))}) found in {reference}")
+    return paths
 
 
 def unique_paths(paths: Iterable[Path]) -> list[Path]:

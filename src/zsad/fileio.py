@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .errors import ZsadError
+
 __all__ = [
     "OutputExistsError",
     "atomic_save",
@@ -29,7 +31,7 @@ __all__ = [
 ]
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(ZsadError, FileExistsError):
     """An output file exists already and overwriting was not allowed."""
 
     def __init__(self, path: Path):

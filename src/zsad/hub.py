@@ -12,6 +12,8 @@ import os
 import re
 from pathlib import Path
 
+from .errors import ZsadError
+
 HUB_PREFIX = "hf-hub:"
 # What a run folder publishes; per-epoch checkpoints are fetched only if the final one is absent.
 RUN_FOLDER_FILES = ["model.safetensors", "config.json", "checkpoints/*.safetensors"]
@@ -19,7 +21,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _TRUE = {"1", "on", "yes", "true"}
 
 
-class HubReferenceError(ValueError):
+class HubReferenceError(ZsadError, ValueError):
     """A hub reference that is malformed or cannot be resolved."""
 
 

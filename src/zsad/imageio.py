@@ -41,6 +41,8 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageOps
 
+from .errors import ZsadError
+
 __all__ = ["ImageReadError", "MaskSizeError", "read_image", "read_image_reduced", "read_mask"]
 
 _TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
@@ -52,7 +54,7 @@ _DEEP_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
-class ImageReadError(Exception):
+class ImageReadError(ZsadError):
     """A file could not be read as an image; ``str(e) == f"{path}: {reason}"``."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
@@ -61,7 +63,7 @@ class ImageReadError(Exception):
         super().__init__(f"{self.path}: {reason}")
 
 
-class MaskSizeError(ValueError):
+class MaskSizeError(ZsadError, ValueError):
     """A mask's size differs from its image's size (the message names both files and sizes)."""
 
 

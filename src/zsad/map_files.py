@@ -79,7 +79,9 @@ def _png_text(metadata: dict[str, Any] | None) -> dict[str, str]:
     return {f"zsad:{key}": str(value) for key, value in (metadata or {}).items()}
 
 
-def write_raw_map(path: Path | str, low: np.ndarray, size_hw: tuple[int, int], metadata: dict[str, Any] | None = None, overwrite: bool = True) -> Path:
+def write_raw_map(
+    path: Path | str, low: np.ndarray, size_hw: tuple[int, int], metadata: dict[str, Any] | None = None, overwrite: bool = True
+) -> Path:
     """The map ``low`` ``(h, w)`` in [0, 1] resized to ``size_hw`` as a 16-bit grey PNG."""
     height, width = size_hw
 
@@ -111,7 +113,9 @@ def _blend_band(rgb: np.ndarray, values: np.ndarray, colours: np.ndarray, weight
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
-def _contour_band(low: np.ndarray, size_hw: tuple[int, int], start: int, stop: int, threshold: float, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _contour_band(
+    low: np.ndarray, size_hw: tuple[int, int], start: int, stop: int, threshold: float, width: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The threshold contour for rows start:stop: the region ``{map >= threshold}``'s inner
     boundary (``width`` px) and a dark edge just outside it (``width // 2`` px, at least 1),
     so the line reads on bright and dark pictures alike. Two bool ``(n, W)`` arrays.
@@ -137,7 +141,9 @@ def _verdict(score: float, threshold: float, contour: float) -> str:
     return f"score {score:.3f} {relation} {threshold:.{digits}f}: {verdict}  (white line: map = {contour:.{digits}f})"
 
 
-def _draw_colour_bar(canvas: Image.Image, left: int, top: int, bar_w: int, bar_h: int, threshold: float, style: OverlayStyle, font, unit: int) -> None:
+def _draw_colour_bar(
+    canvas: Image.Image, left: int, top: int, bar_w: int, bar_h: int, threshold: float, style: OverlayStyle, font, unit: int
+) -> None:
     """A vertical bar, 1 at the top and 0 at the bottom, ticks every 0.25 and the threshold marked."""
     colours, _ = _colour_tables(style)
     levels = np.linspace(1.0, 0.0, bar_h)
@@ -205,7 +211,9 @@ def write_overlay(
             step = _band_rows(width)
             for start in range(0, height, step):
                 stop = min(height, start + step)
-                band = _blend_band(np.asarray(image.crop((0, start, width, stop))), upsample_rows(low, size_hw, start, stop), colours, weights)
+                band = _blend_band(
+                    np.asarray(image.crop((0, start, width, stop))), upsample_rows(low, size_hw, start, stop), colours, weights
+                )
                 inner, outer = _contour_band(low, size_hw, start, stop, contour, contour_width)
                 band[inner] = style.contour_color
                 band[outer] = style.edge_color

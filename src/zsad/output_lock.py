@@ -21,12 +21,14 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from .errors import ZsadError
+
 __all__ = ["LOCK_NAME", "OutputFolderBusyError", "OutputFolderError", "claim_output_folder"]
 
 LOCK_NAME = ".zsad-lock"
 
 
-class OutputFolderError(RuntimeError):
+class OutputFolderError(ZsadError, RuntimeError):
     """The output folder cannot be used; the message names it and says what to do."""
 
 

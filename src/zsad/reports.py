@@ -21,8 +21,8 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from zsad.clip_weights import is_random_weights
-from zsad.fileio import atomic_write_json, atomic_write_text, check_can_write
+from .clip_weights import is_random_weights
+from .fileio import atomic_write_json, atomic_write_text, check_can_write
 
 __all__ = [
     "METRIC_LABELS",
@@ -179,7 +179,15 @@ def _calibrated_section(calibrated: Mapping[str, Any]) -> list[str]:
         for key, row in calibrated["per_class"].items()
     ]
     mean = calibrated.get("mean", {})
-    rows.append(["**mean**", "", *[_bold(format_percent(mean.get(n))) for n in names[:2]], "", *[_bold(format_percent(mean.get(n))) for n in names[2:]]])
+    rows.append(
+        [
+            "**mean**",
+            "",
+            *[_bold(format_percent(mean.get(n))) for n in names[:2]],
+            "",
+            *[_bold(format_percent(mean.get(n))) for n in names[2:]],
+        ]
+    )
     made_on = f", calibrated on the {calibrated['split']} split's normal images" if calibrated.get("split") else ""
     return [
         f"## At the calibrated thresholds ({_escape_cell(calibrated.get('file', 'calibration file'))}{made_on})",
@@ -207,8 +215,7 @@ def _anomaly_type_lines(report: Mapping[str, Any]) -> list[str]:
         metrics = [m for m in METRIC_ORDER if any(_is_available(r.get(m)) for r in rows_by_class.values())]
         header = ["class", "images", "anomalous"] + [METRIC_LABELS[m] for m in metrics]
         rows = [
-            [_escape_cell(c), str(r.get("n_images", "")), str(r.get("n_anomalous", ""))]
-            + [format_percent(r.get(m)) for m in metrics]
+            [_escape_cell(c), str(r.get("n_images", "")), str(r.get("n_anomalous", ""))] + [format_percent(r.get(m)) for m in metrics]
             for c, r in rows_by_class.items()
         ]
         mean = means.get(anomaly_type) or mean_over_classes(rows_by_class)
@@ -222,9 +229,7 @@ def _bold(text: str) -> str:
     return text if text == "n/a" else f"**{text}**"
 
 
-def write_metrics_report(
-    report: Mapping[str, Any], out_dir: Path | str, overwrite: bool = False
-) -> list[Path]:
+def write_metrics_report(report: Mapping[str, Any], out_dir: Path | str, overwrite: bool = False) -> list[Path]:
     """Write ``metrics.json`` and ``metrics.md`` into ``out_dir`` atomically.
 
     The mean over classes is filled in when ``report`` has none, so both files
@@ -325,9 +330,7 @@ def comparison_markdown(
         for dataset, values in table.items():
             for metric, value in values.items():
                 if _is_available(value) and not 0.0 <= float(value) <= 1.0:
-                    raise ValueError(
-                        f"{side}[{dataset!r}][{metric!r}] = {value}: values must be fractions in [0, 1]"
-                    )
+                    raise ValueError(f"{side}[{dataset!r}][{metric!r}] = {value}: values must be fractions in [0, 1]")
     datasets = list(ours) + [name for name in paper if name not in ours]
     header = ["data set"]
     for metric in metrics:

@@ -136,7 +136,10 @@ class ScoreTable:
         for row in rows:
             full = {**{column: None for column in (*SCORE_COLUMNS, *self.extra_columns)}, **row, **self.provenance}
             score = full["score"]
-            cells = [("" if score is None else f"{score:.6f}") if column == "score" else ("" if full[column] is None else full[column]) for column in self.columns]
+            cells = [
+                ("" if score is None else f"{score:.6f}") if column == "score" else ("" if full[column] is None else full[column])
+                for column in self.columns
+            ]
             self._writer.writerow(cells)
             self.rows.append(full)
         self._sync()

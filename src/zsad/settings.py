@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
+from .errors import InvalidInputError
+
 # Numeric precisions a model may run in (fp32, or bf16 autocast on GPUs).
 PRECISIONS = ("fp32", "bf16")
 # How image scores may be rescaled before the image metrics: not at all, or over each
@@ -49,7 +51,7 @@ class Settings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(known)}")
+            raise InvalidInputError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(known)}")
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
 
     def to_dict(self) -> dict[str, Any]:

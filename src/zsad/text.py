@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import InvalidInputError, MissingInputError
+
 UNKNOWN_CLASS_NAME = "object"
 
 
@@ -58,7 +60,7 @@ class ClassNames:
         if names_file is not None:
             table.update(read_class_names_file(Path(names_file)))
         if override is not None and not override.strip():
-            raise ValueError("--class-name must not be empty")
+            raise InvalidInputError("--class-name must not be empty")
         return cls(table=table, override=override.strip() if override else None)
 
     def resolve(self, key: str | None) -> str:
@@ -72,7 +74,7 @@ class ClassNames:
 def read_class_names_file(path: Path) -> dict[str, str]:
     """Read a user's ``{category key: class name}`` mapping from JSON or YAML."""
     if not path.is_file():
-        raise FileNotFoundError(f"class-names file not found: {path}")
+        raise MissingInputError(f"class-names file not found: {path}")
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
@@ -82,11 +84,11 @@ def read_class_names_file(path: Path) -> dict[str, str]:
         else:
             mapping = json.loads(text)
     except Exception as error:
-        raise ValueError(f"cannot parse class-names file {path}: {error}") from error
+        raise InvalidInputError(f"cannot parse class-names file {path}: {error}") from error
     if not isinstance(mapping, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in mapping.items()
     ):
-        raise ValueError(f"{path} must map category keys to non-empty class names (strings)")
+        raise InvalidInputError(f"{path} must map category keys to non-empty class names (strings)")
     return {key: value.strip() for key, value in mapping.items()}
 
 
@@ -218,7 +220,7 @@ def prompt_layout(backbone, class_names: Sequence[str], prefix_length: int = 0, 
         suffix_start = name_start + len(name_ids)
         eot = suffix_start + suffix_length
         if eot >= context:
-            raise ValueError(
+            raise InvalidInputError(
                 f"prompt for class name {class_name!r} needs {eot + 1} tokens ({prefix_length} + "
                 f"{len(name_ids)} + {suffix_length} plus SOT/EOT); the text encoder holds {context}"
             )

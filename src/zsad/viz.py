@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 from scipy import ndimage
 
-from zsad.fileio import atomic_save
+from .fileio import atomic_save
 
 __all__ = [
     "comparison_panel",

@@ -15,9 +15,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..fileio import atomic_write_json, atomic_write_text
+from ..plurals import counted
 from ..reports import PIPELINE_CHECK_WARNING
-from .plots import plot_bars, plot_expert_assignment, plot_matrix
 from .experts import ExpertAnalysis
+from .plots import plot_bars, plot_expert_assignment, plot_matrix
 
 __all__ = ["OutputLayout", "write_analysis", "write_selection_maps"]
 
@@ -112,7 +113,9 @@ def write_selection_maps(
     for rank in range(experts.shape[0]):
         title = f"{image_name}, block {block}: top-{rank + 1} expert"
         paths.append(
-            plot_expert_assignment(rgb, experts[rank], num_experts, layout.selection(dataset, image_name, block, rank + 1), weights=weights[rank], title=title)
+            plot_expert_assignment(
+                rgb, experts[rank], num_experts, layout.selection(dataset, image_name, block, rank + 1), weights=weights[rank], title=title
+            )
         )
     return paths
 
@@ -127,7 +130,7 @@ def _write_similarity(layout: OutputLayout, analysis: ExpertAnalysis, block: str
     labels = expert_labels(analysis.num_experts)
     csv_path = atomic_write_text(layout.similarity(block, dataset, "csv"), _csv_text(labels, [[_number(v) for v in row] for row in matrix]))
     scope = "all data sets" if dataset is None else dataset
-    title = f"Inter-expert cosine similarity, block {block}, {scope} ({analysis.images(dataset)} images)"
+    title = f"Inter-expert cosine similarity, block {block}, {scope} ({counted(analysis.images(dataset), 'image')})"
     png_path = plot_matrix(matrix, labels, layout.similarity(block, dataset, "png"), title, vmin=-1.0, vmax=1.0)
     return [csv_path, png_path]
 
@@ -147,7 +150,12 @@ def _write_utilisation(layout: OutputLayout, analysis: ExpertAnalysis) -> list[P
             topk = analysis.utilisation(block, dataset)["topk_share"]
             groups[dataset] = {label: (None if not math.isfinite(v) else 100.0 * v) for label, v in zip(labels, topk)}
         paths.append(
-            plot_bars(groups, layout.utilisation_plot(block), f"Top-{analysis.top_k} expert utilisation, block {block}", "share of routing slots (%)")
+            plot_bars(
+                groups,
+                layout.utilisation_plot(block),
+                f"Top-{analysis.top_k} expert utilisation, block {block}",
+                "share of routing slots (%)",
+            )
         )
     return paths
 
@@ -175,7 +183,7 @@ def statistics_markdown(analysis: ExpertAnalysis, pipeline_check: bool) -> str:
     for dataset in [*analysis.datasets, None]:
         values = analysis.statistics(dataset)
         total = int(values["patches"].sum())
-        lines += [f"## {dataset or 'all data sets'} ({analysis.images(dataset)} images)", ""]
+        lines += [f"## {dataset or 'all data sets'} ({counted(analysis.images(dataset), 'image')})", ""]
         rows = []
         for n in range(analysis.num_experts):
             share = f"{values['patches'][n] / total:.1%}" if total else "n/a"
@@ -246,7 +254,7 @@ def index_markdown(
         "",
         "## Files",
         "",
-        f"- `selection/<data set>/<image>_block<B>_top<r>.png` ({len(selection)} files): each patch tinted by its "
+        f"- `selection/<data set>/<image>_block<B>_top<r>.png` ({counted(len(selection), 'file')}): each patch tinted by its "
         "top-1 / top-2 expert, with the share of patches and mean renormalised routing weight per expert in the "
         "legend (Fig. 3, 12-15); experts are numbered from 1 everywhere.",
         "- `similarity_block<B>.csv|png` (all data sets) and `similarity_<data set>_block<B>.csv|png`: mean over "

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Subset
 from ..data import AnomalyDataset, build_dataset, collate, parse_data_spec
 from ..engine.predictor import Predictor
 from ..engine.runtime import progress
+from ..errors import InvalidInputError
 from ..fileio import check_can_write
 from ..methods.base import AnomalyDetector
 from .experts import ExpertAnalysis, ExpertAnalysisAccumulator, selection_maps
@@ -61,7 +62,7 @@ def load_analysis_data(
     """Read every ``KIND:PATH`` spec. ``classes`` keeps those categories in each data set
     that has them (a name found in no data set is an error); ``max_images`` caps each set."""
     if not specs:
-        raise ValueError("give at least one --data KIND:PATH")
+        raise InvalidInputError("give at least one --data KIND:PATH")
     loaded: list[AnalysisData] = []
     names: set[str] = set()
     unused = set(classes or ())
@@ -80,9 +81,9 @@ def load_analysis_data(
         names.add(name)
         loaded.append(AnalysisData(name, spec, dataset, spread_indices(len(dataset), max_images)))
     if unused:
-        raise ValueError(f"classes {sorted(unused)} are in none of the data sets")
+        raise InvalidInputError(f"classes {sorted(unused)} are in none of the data sets")
     if not any(data.indices for data in loaded):
-        raise ValueError("no images to analyse (check --classes)")
+        raise InvalidInputError("no images to analyse (check --classes)")
     return loaded
 
 
@@ -120,7 +121,7 @@ def routing_layout(model: AnomalyDetector, device: torch.device) -> RoutingLayou
     with torch.no_grad():
         routing = model(torch.zeros(1, 3, size, size, device=device), ["object"]).routing
     if not routing:
-        raise ValueError(f"expert analyses need a method that routes tokens to experts; '{model.name}' reports no routing")
+        raise InvalidInputError(f"expert analyses need a method that routes tokens to experts; '{model.name}' reports no routing")
     first = next(iter(routing.values()))
     return RoutingLayout(tuple(routing), first.num_experts, first.top_k)
 
@@ -162,7 +163,7 @@ def analyze_experts(
     blocks = layout_of_routing.layers
     statistics_block = default_statistics_block(blocks) if statistics_block is None else str(statistics_block)
     if statistics_block not in blocks:
-        raise ValueError(f"--layer {statistics_block} is not routed; the routed blocks are {', '.join(blocks)}")
+        raise InvalidInputError(f"--layer {statistics_block} is not routed; the routed blocks are {', '.join(blocks)}")
     num_experts, top_k = layout_of_routing.num_experts, layout_of_routing.top_k
     ranks = min(SELECTION_RANKS, top_k)
 
@@ -190,7 +191,11 @@ def analyze_experts(
                 rgb = [to_uint8_rgb(image) for image in images]
                 patched = model.backbone.fit_to_patch_grid(images)  # the pixels the patches saw
                 accumulator.add(item.name, routing, np.stack([to_grayscale(to_uint8_rgb(picture)) for picture in patched]))
-                chosen = [(row, selection_names[item.name][indices[i]]) for row, i in enumerate(batch.positions) if indices[i] in selection_names[item.name]]
+                chosen = [
+                    (row, selection_names[item.name][indices[i]])
+                    for row, i in enumerate(batch.positions)
+                    if indices[i] in selection_names[item.name]
+                ]
                 for block in blocks if chosen else ():
                     experts, weights = selection_maps(routing[block], ranks)
                     for row, name in chosen:

@@ -20,6 +20,7 @@ from typing import Any
 from ..engine.monitor import MONITOR_CSV, read_monitor
 from ..engine.run_folder import read_run_config
 from ..engine.train_log import read_train_log
+from ..errors import InvalidInputError, MissingInputError
 from ..fileio import atomic_write_text, check_can_write
 from ..viz import new_figure, save_figure
 
@@ -96,10 +97,10 @@ def read_run_curves(run: Path, label: str) -> RunCurves:
     log = run / "train_log.csv"
     columns, log_rows = read_train_log(log)
     if not log_rows:
-        raise FileNotFoundError(f"no training log with rows at {log}")
+        raise MissingInputError(f"no training log with rows at {log}")
     present = [name for name in AUXILIARY_COLUMNS if name in columns]
     if not present:
-        raise ValueError(f"{log} has none of the columns {', '.join(AUXILIARY_COLUMNS)} (not a routed PromptMoE run?)")
+        raise InvalidInputError(f"{log} has none of the columns {', '.join(AUXILIARY_COLUMNS)} (not a routed PromptMoE run?)")
     losses = {
         name: [(int(row["epoch"]), int(row["step"]), row[name]) for row in log_rows if row.get(name) is not None]
         for name in present
@@ -192,9 +193,14 @@ def training_curves(runs: Sequence[Path], out_dir: Path, overwrite: bool = False
     ]
     if monitored:
         auroc_rows = [
-            {"run": run.label, "decouple_weight": "" if run.decouple_weight is None else run.decouple_weight, "epoch": epoch, MONITORED_METRIC: value}
-            for run in curves for epoch, value in run.auroc
+            {
+                "run": run.label,
+                "decouple_weight": "" if run.decouple_weight is None else run.decouple_weight,
+                "epoch": epoch,
+                MONITORED_METRIC: value,
+            }
+            for run in curves
+            for epoch, value in run.auroc
         ]
         written.append(atomic_write_text(out_dir / AUROC_CSV, _csv(auroc_rows, ["run", "decouple_weight", "epoch", MONITORED_METRIC])))
     return TrainingCurves(written, curves, [run.label for run in curves if not run.auroc])
-

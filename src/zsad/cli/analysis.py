@@ -7,14 +7,19 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from ..data.spec import check_data_spec
+from ..errors import InvalidInputError
+from ..plurals import counted
 from . import options as opt
+from .console import EXIT_BAD_INPUT, console, err_console
+from .model_loading import load_predictor
 
 DataSpecs = Annotated[
     list[str] | None,
     typer.Option(
         "--data",
-        help="KIND:PATH of a data set to analyse (repeat for several; their test split is used). "
-        "Kinds as for `zsad test --data`. Optional for a method with expert prompts (the t-SNE needs no data).",
+        help="KIND:PATH of a data set to analyse (repeat for several; their test split is used). Kinds: {data_kinds}. "
+        "Optional for a method with expert prompts (the t-SNE needs no data).",
     ),
 ]
 
@@ -23,12 +28,26 @@ def experts(
     out: opt.Out,
     model: opt.ModelOptions,
     data: DataSpecs = None,
-    classes: Annotated[Optional[str], typer.Option(help="Comma-separated categories to keep in each data set that has them (default: all).")] = None,
-    max_images: Annotated[Optional[int], typer.Option(min=1, help="Analyse at most this many images per data set, spread evenly over it (default: all).")] = None,
+    classes: Annotated[Optional[str], typer.Option(help="Comma-separated categories to keep in each data set that has them (default: "
+                                                        "all).")] = None,
+    max_images: Annotated[Optional[int], typer.Option(min=1, help="Analyse at most this many images per data set, spread evenly over "
+                                                                  "it (default: all).")] = None,
     selection_maps: Annotated[int, typer.Option(min=0, help="Draw patch-selection maps for this many first images per data set.")] = 4,
-    layer: Annotated[Optional[str], typer.Option(help="Routed layer (block) of the patch statistics (Tab. 14) (default: the third routed block, 18 on ViT-L).")] = None,
-    tsne_seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="random_state of the t-SNE of the expert prompts (same seed, same picture; from its PCA start the embedding hardly depends on it).")] = 0,
-    perplexity: Annotated[float | None, typer.Option(help="t-SNE perplexity, below the number of expert prompts (default: min(30, (N - 1) / 3) for N prompts).")] = None,
+    layer: Annotated[Optional[str], typer.Option(help="Routed layer (block) of the patch statistics (Tab. 14) (default: the third routed "
+                                                      "block, 18 on ViT-L).")] = None,
+    tsne_seed: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=2**32 - 1,
+            help="random_state of the t-SNE of the expert prompts (same seed, same picture; from its PCA start the "
+            "embedding hardly depends on it).",
+        ),
+    ] = 0,
+    perplexity: Annotated[
+        float | None,
+        typer.Option(help="t-SNE perplexity, below the number of expert prompts (default: min(30, (N - 1) / 3) for N prompts)."),
+    ] = None,
     batch_size: opt.BatchSize = 8,
     num_workers: opt.NumWorkers = 0,
     overwrite: opt.Overwrite = False,
@@ -44,11 +63,11 @@ def experts(
     token, one panel per layer in one joint embedding (Fig. 8; OUT/expert_tsne.csv, .png,
     .json), and each pool's mean pairwise cosine distance in the token space
     (OUT/expert_dispersion.csv), which checks "normal converging, abnormal diverging"."""
+    for spec in data or []:  # checked before torch is imported
+        check_data_spec(spec)
     from ..analysis.activation import routes_per_image
     from ..analysis.prompt_tsne import dispersion_report, expert_tsne, tsne_files, write_expert_tsne
-    from ..errors import InvalidInputError
     from ..fileio import check_can_write
-    from . import EXIT_BAD_INPUT, console, load_predictor
 
     predictor = load_predictor(model)
     prompts = predictor.detector.expert_prompts()
@@ -74,18 +93,23 @@ def experts(
     if prompts:
         result = expert_tsne(prompts, seed=tsne_seed, perplexity=perplexity)
         written = write_expert_tsne(result, out, meta, overwrite=overwrite)
-        console.print(f"t-SNE of {len(result.rows)} expert prompts (perplexity {result.perplexity:g}, seed {tsne_seed}): {', '.join(str(path) for path in written)}")
+        console.print(
+            f"t-SNE of {counted(len(result.rows), 'expert prompt')} (perplexity {result.perplexity:g}, seed {tsne_seed}): "
+            f"{', '.join(str(path) for path in written)}",
+            soft_wrap=True,
+        )
         console.print(dispersion_report(result.dispersion), soft_wrap=True)
     if skipped_images:
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
-def _analyze_data(predictor, data, out, meta, classes, max_images, selection_maps, layer, batch_size, num_workers, overwrite, quiet) -> bool:
+def _analyze_data(
+    predictor, data, out, meta, classes, max_images, selection_maps, layer, batch_size, num_workers, overwrite, quiet
+) -> bool:
     """The per-data-set expert analyses (routing per image or per token); whether images
     were skipped as unreadable (listed on stderr)."""
     from ..analysis.activation import analyze_expert_activation, routes_per_image
     from ..analysis.run import analyze_experts, load_analysis_data
-    from . import console, err_console
 
     analysis_data = load_analysis_data(
         data, predictor.image_size, classes=[name.strip() for name in classes.split(",")] if classes else None, max_images=max_images
@@ -95,7 +119,7 @@ def _analyze_data(predictor, data, out, meta, classes, max_images, selection_map
             predictor, analysis_data, out, batch_size=batch_size, num_workers=num_workers, overwrite=overwrite,
             show_progress=not quiet, meta=meta,
         )
-        console.print(f"{len(routed.written)} files written: {', '.join(str(path) for path in routed.written)}")
+        console.print(f"{counted(len(routed.written), 'file')} written: {', '.join(str(path) for path in routed.written)}")
         for error in routed.errors:
             err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
         return bool(routed.errors)
@@ -112,14 +136,15 @@ def _analyze_data(predictor, data, out, meta, classes, max_images, selection_map
         meta=meta,
     )
     images = result.analysis.images()
-    console.print(f"{images} images analysed, {len(result.written)} files written; index: {out / 'analysis.md'}")
+    console.print(f"{counted(images, 'image')} analysed, {counted(len(result.written), 'file')} written; index: {out / 'analysis.md'}")
     for error in result.errors:
         err_console.print(f"[red]skipped[/] {error['path']}: {error['error']}")
     return bool(result.errors)
 
 
 def losses(
-    run: Annotated[List[Path], typer.Option("--run", help="A `zsad train` output folder (repeat to compare runs, e.g. with and without L_decouple).")],
+    run: Annotated[List[Path], typer.Option("--run", help="A `zsad train` output folder (repeat to compare runs, e.g. with and without "
+                                                          "L_decouple).")],
     out: opt.Out,
     overwrite: opt.Overwrite = False,
 ) -> None:
@@ -130,7 +155,6 @@ def losses(
     dashed: beta = 0. OUT/auxiliary_losses.csv and .png, and OUT/monitor_auroc.csv (the
     AUROC values drawn) when a run has monitor.csv."""
     from ..analysis.training_curves import CURVE_NOTE, training_curves
-    from . import console
 
     result = training_curves(run, out, overwrite=overwrite)
     console.print(f"Written: {', '.join(str(path) for path in result.written)}", soft_wrap=True)
@@ -143,12 +167,3 @@ def losses(
             soft_wrap=True,
         )
 
-
-def register(app: typer.Typer) -> None:
-    """Add the `analyze` command group (with `experts`) to ``app``."""
-    from . import friendly_errors
-
-    analyze_app = typer.Typer(help="Analyses of a trained model.", no_args_is_help=True, rich_markup_mode=None)
-    analyze_app.command("experts", cls=opt.LazyHelpCommand)(friendly_errors(opt.option_group("model", opt.ModelOptions)(experts)))
-    analyze_app.command("losses", cls=opt.LazyHelpCommand)(friendly_errors(losses))
-    app.add_typer(analyze_app, name="analyze")

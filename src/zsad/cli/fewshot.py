@@ -20,8 +20,18 @@ ShotSeeds = Annotated[
 ]
 FusionWeight = Annotated[
     float,
-    typer.Option(min=0.0, max=1.0, help="Few-shot: weight of the memory-bank map and score against the zero-shot ones (0 = zero-shot output)."),
+    typer.Option(min=0.0, max=1.0, help="Few-shot: weight of the memory-bank map and score against the zero-shot ones (0 = zero-shot "
+                                        "output)."),
 ]
+
+
+def reference_paths(reference: Path) -> list[Path]:
+    """The image files a --reference option names (a folder is searched recursively),
+    checked before torch is imported."""
+    from ..data.layouts.common import IMAGE_SUFFIXES
+    from ..discovery import reference_images
+
+    return reference_images(reference, IMAGE_SUFFIXES)
 
 
 def with_reference_folder(predictor, reference: Path, weight: float, meta: dict):

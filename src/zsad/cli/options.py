@@ -8,39 +8,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, get_type_hints
 
-import click
 import typer
-from typer.core import TyperCommand
 
 from ..settings import ACTIVATION_NAMES, COMPILE_MODES, DOMAINS, PRECISIONS
 from . import checks
-
-
-
-def _methods_help() -> str:
-    """The registered methods, the training-free ones marked (imports the registry)."""
-    from ..methods import available_methods, method_class
-
-    return ", ".join(name if method_class(name).trainable else f"{name} (training-free)" for name in available_methods())
-
-
-# Placeholders an option's help may hold, filled in only when a help page is shown, so that
-# reading the command line does not import the methods (and torch).
-_HELP_FILLERS = {"{methods}": _methods_help}
-
-
-class LazyHelpCommand(TyperCommand):
-    """A command whose option help texts may hold placeholders of _HELP_FILLERS."""
-
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        for parameter in self.params:
-            text = getattr(parameter, "help", None) or ""
-            for placeholder, fill in _HELP_FILLERS.items():
-                if placeholder in text:
-                    text = text.replace(placeholder, fill())
-                    parameter.help = text
-        super().format_help(ctx, formatter)
-
 
 # Smallest input side: one patch of the largest patch size among the bundled backbones (16).
 MIN_IMAGE_SIZE = 16
@@ -51,7 +22,9 @@ Method = Annotated[
 ]
 Checkpoint = Annotated[
     Optional[Path],
-    typer.Option(help="A trained model: a `zsad train` output folder (its final checkpoint), one .safetensors checkpoint file, or hf-hub:ORG/NAME[@REVISION] (a run folder on the Hugging Face Hub)."),
+    typer.Option(help="A trained model: a `zsad train` output folder (its final checkpoint), one .safetensors checkpoint file, or "
+                      "hf-hub:ORG/NAME[@REVISION] "
+                      "(a run folder on the Hugging Face Hub)."),
 ]
 Backbone = Annotated[
     Optional[str],
@@ -68,7 +41,11 @@ Weights = Annotated[
 ]
 ImageSize = Annotated[
     Optional[int],
-    typer.Option(min=MIN_IMAGE_SIZE, help="Input side in pixels; the patch grid is side // patch and positional embeddings are interpolated to it (default: 518 for ViT-L-14-336, else the model's own, or the checkpoint's)."),
+    typer.Option(
+        min=MIN_IMAGE_SIZE,
+        help="Input side in pixels; the patch grid is side // patch and positional embeddings are interpolated "
+        "to it (default: 518 for ViT-L-14-336, else the model's own, or the checkpoint's).",
+    ),
 ]
 Activation = Annotated[
     Optional[str],
@@ -90,7 +67,8 @@ Domain = Annotated[
 ]
 CacheDir = Annotated[Optional[Path], typer.Option(help="Folder for OpenCLIP's weight downloads (default: OpenCLIP's cache).")]
 Device = Annotated[str, typer.Option(callback=checks.device_name, help="`auto` (GPU when available), `cpu`, `cuda`, `cuda:1`, `mps`.")]
-Precision = Annotated[str, typer.Option(callback=checks.one_of(*PRECISIONS), help="fp32, or bf16 autocast (on GPUs, or on CPUs with fast bf16: faster, maps within ~1%).")]
+Precision = Annotated[str, typer.Option(callback=checks.one_of(*PRECISIONS), help="fp32, or bf16 autocast (on GPUs, or on CPUs with "
+        "fast bf16: faster, maps within ~1%).")]
 _COMPILE_HELP = (
     "Run the model under torch.compile: `off` (eager); `default` (fused kernels); `max-autotune` (also "
     "searches the fastest matrix-multiply kernels: a longer compile; captures CUDA graphs on GPUs); "
@@ -111,18 +89,23 @@ TrainCompile = Annotated[
         "--compile",
         callback=checks.one_of(*COMPILE_MODES),
         help=_COMPILE_HELP + " (a short last batch of an epoch compiles once more). Forward pass and losses only; "
-        "checkpoints are the same either way (default: the recipe's or the resumed run's, else off).",
+        "checkpoints are the same either way (default: the recipe's or the resumed run's, else {default:compile}).",
     ),
 ]
 BatchSize = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
 SetSize = Annotated[
     Optional[int],
-    typer.Option(min=2, help="Set methods (musc) only: cut each set of images into label-free subsets of about this many images (seeded shuffle of the paths), each scored on its own, for memory and time (default: one set).")
+    typer.Option(
+        min=2,
+        help="Set methods ({set_methods}) only: cut each set of images into label-free subsets of about this many images "
+        "(seeded shuffle of the paths), each scored on its own, for memory and time (default: one set).",
+    ),
 ]
 NumWorkers = Annotated[int, typer.Option(min=0, help="Data-loading worker processes (0 = in the main process).")]
 ClassName = Annotated[
     Optional[str],
-    typer.Option(help="Words for the object in the text prompts, for every image (e.g. 'metal nut', 'brain MRI scan'). Default: from the class-name table, or 'object'."),
+    typer.Option(help="Words for the object in the text prompts, for every image (e.g. 'metal nut', 'brain MRI scan'). Default: from "
+                      "the class-name table, or 'object'."),
 ]
 ClassNamesFile = Annotated[
     Optional[Path],
@@ -132,30 +115,42 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created i
 Overwrite = Annotated[bool, typer.Option(help="Replace files that already exist in --out (otherwise the command refuses).")]
 ConfigFile = Annotated[
     Optional[str],
-    typer.Option("--config", help="A bundled recipe by name (`zsad recipes` lists them, e.g. promptmoe-static-prompt) or a YAML/JSON file: `method`, `method_config`, for training `training`, and the `paper` row it reproduces. Laid over the method's paper recipe."),
+    typer.Option(
+        "--config",
+        help="A bundled recipe by name (`zsad recipes` lists them, e.g. promptmoe-static-prompt) or a YAML/JSON file: "
+        "`method`, `method_config`, for training `training`, and the `paper` row it reproduces. Laid over the "
+        "method's paper recipe.",
+    ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 DataSpec = Annotated[
     str,
     typer.Option(
         "--data",
-        help="KIND:PATH. Kinds: mvtec, visa, btad, mpdd, dtd, rsdd, ksdd2, ksdd, dagm, kvasir, clinicdb, colondb, cvc300, endo, "
-        "isic, headct, brainmri, br35h, bmad-brainmri, bmad-liverct, bmad-retinaoct, "
-        "folder (PATH/normal, PATH/abnormal, optional PATH/masks), manifest (a JSON-lines file).",
+        help="KIND:PATH. Kinds: {data_kinds} (folder: PATH/normal, PATH/abnormal, optional PATH/masks; "
+        "manifest: a JSON-lines file; `zsad data info KIND:PATH` shows what a spec finds).",
     ),
 ]
 Classes = Annotated[Optional[str], typer.Option(help="Comma-separated categories to use (default: all).")]
 AllowUntrained = Annotated[
     bool,
-    typer.Option(help="Run a trainable method (e.g. moeclip) without --checkpoint: its adapters are untrained, so the result is a pipeline check only."),
+    typer.Option(help="Run a trainable method (e.g. moeclip) without --checkpoint: its adapters are untrained, so the result is a "
+                      "pipeline check only."),
 ]
-Epochs = Annotated[Optional[int], typer.Option(min=1, help="Passes over the training data; the last epoch is the final model (default: the recipe's, else 20).")]
-TrainBatchSize = Annotated[Optional[int], typer.Option(min=1, help="Images per optimiser step, per GPU under torchrun (default: the recipe's, else 2).")]
-LearningRate = Annotated[Optional[float], typer.Option(callback=checks.positive_number, help="Base learning rate of the method's optimiser (default: the recipe's, else 5e-4).")]
-Seed = Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="Seeds initialisation, data order, augmentation and dropout; a resumed run repeats the straight one (default: 0).")]
-MaxStepsPerEpoch = Annotated[Optional[int], typer.Option(min=1, help="End each epoch after this many steps (quick runs; default: no limit).")]
-TrainPrecision = Annotated[Optional[str], typer.Option(callback=checks.one_of(*PRECISIONS), help="fp32, or bf16 autocast (GPU only) (default: fp32).")]
-WarmupEpochs = Annotated[Optional[int], typer.Option(min=0, help="Linear learning-rate warm-up over this many epochs (default: the recipe's, else 0).")]
+Epochs = Annotated[Optional[int], typer.Option(min=1, help="Passes over the training data; the last epoch is the final model (default: "
+                                                           "the recipe's, else {default:epochs}).")]
+TrainBatchSize = Annotated[Optional[int], typer.Option(min=1, help="Images per optimiser step, per GPU under torchrun (default: the "
+                                                                   "recipe's, else {default:batch_size}).")]
+LearningRate = Annotated[Optional[float], typer.Option(callback=checks.positive_number, help="Base learning rate of the method's "
+        "optimiser (default: the recipe's, else {default:lr}).")]
+Seed = Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="Seeds initialisation, data order, augmentation and dropout; "
+        "a resumed run repeats the straight one (default: {default:seed}).")]
+MaxStepsPerEpoch = Annotated[Optional[int], typer.Option(min=1, help="End each epoch after this many steps (quick runs; default: "
+                                                                     "no limit).")]
+TrainPrecision = Annotated[Optional[str], typer.Option(callback=checks.one_of(*PRECISIONS), help="fp32, or bf16 autocast (GPU only) "
+        "(default: {default:precision}).")]
+WarmupEpochs = Annotated[Optional[int], typer.Option(min=0, help="Linear learning-rate warm-up over this many epochs (default: the "
+                                                                 "recipe's, else {default:warmup_epochs}).")]
 
 
 @dataclass
@@ -195,6 +190,10 @@ class TrainingOptions:
     def given(self) -> dict[str, Any]:
         """The TrainingConfig fields set on the command line."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+# The option groups a command may take as one argument (see registration.add_command).
+OPTION_GROUPS = (ModelOptions, TrainingOptions)
 
 
 def option_group(parameter: str, group: type) -> Callable[[Callable], Callable]:

@@ -5,23 +5,22 @@ from typing import Annotated
 
 import typer
 
-from . import options as opt
+from .console import console
+
+MethodFilter = Annotated[str | None, typer.Option("--method", "-m", help="Only this method's recipes: {methods}.")]
 
 
-def list_recipes(
-    method: Annotated[str | None, typer.Option("--method", "-m", help="Only this method's recipes.")] = None,
-) -> None:
+def list_recipes(method: MethodFilter = None) -> None:
     """List the bundled recipes: each method's paper recipe and its ablation overlays, with
     the published row each reproduces. Use one with `--config NAME`."""
     from rich.table import Table
 
     from ..recipes import bundled_recipes
-    from . import console
 
     table = Table(show_lines=False)
     for column in ("name", "kind", "paper row", "sets"):
         table.add_column(column, overflow="fold")
-    for name, recipe in sorted(bundled_recipes().items(), key=lambda item: (item[1].method or "", not item[1].is_method_recipe, item[0])):
+    for name, recipe in sorted(bundled_recipes().items(), key=_listing_order):
         if method is not None and recipe.method != method:
             continue
         kind = "recipe" if recipe.is_method_recipe else "overlay"
@@ -34,6 +33,12 @@ def list_recipes(
     console.print("Show one merged: zsad recipes show NAME. Train it: zsad train --config NAME --data KIND:PATH --out DIR")
 
 
+def _listing_order(item) -> tuple:
+    """Per method: its paper recipe first, then its overlays by name."""
+    name, recipe = item
+    return recipe.method or "", not recipe.is_method_recipe, name
+
+
 def _named_values(recipe) -> list[tuple[str, object]]:
     from ..recipes import SECTIONS
 
@@ -42,14 +47,15 @@ def _named_values(recipe) -> list[tuple[str, object]]:
 
 def show(
     name: Annotated[str, typer.Argument(help="A bundled recipe name (see `zsad recipes list`) or a YAML/JSON file.")],
-    sources: Annotated[bool, typer.Option("--sources/--no-sources", help="Also print where each value comes from (default, recipe, overlay).")] = True,
+    sources: Annotated[
+        bool, typer.Option("--sources/--no-sources", help="Also print where each value comes from (default, recipe, overlay).")
+    ] = True,
 ) -> None:
     """Print a recipe merged over the engine defaults and its method's paper recipe: every
     setting `zsad train --config NAME` would use, as YAML."""
     import yaml
 
     from ..recipes import load_recipe, resolve_settings
-    from . import console
 
     recipe = load_recipe(name)
     merged = resolve_settings(None, recipe).as_dict()
@@ -59,18 +65,7 @@ def show(
     console.print(header + yaml.safe_dump(merged, sort_keys=False, width=100), highlight=False, soft_wrap=True, markup=False)
 
 
-def register(app: typer.Typer) -> None:
-    """Add the `recipes` command group (``list``, the default, and ``show``) to ``app``."""
-    from . import friendly_errors
-
-    recipes_app = typer.Typer(help="The bundled paper recipes and ablation overlays.", invoke_without_command=True, rich_markup_mode=None)
-
-    @recipes_app.callback(invoke_without_command=True)
-    def default(context: typer.Context, method: Annotated[str | None, typer.Option("--method", "-m", help="Only this method's recipes.")] = None) -> None:
-        """List the bundled recipes (`zsad recipes`), or show one (`zsad recipes show NAME`)."""
-        if context.invoked_subcommand is None:
-            friendly_errors(list_recipes)(method=method)
-
-    recipes_app.command("list", cls=opt.LazyHelpCommand)(friendly_errors(list_recipes))
-    recipes_app.command("show", cls=opt.LazyHelpCommand)(friendly_errors(show))
-    app.add_typer(recipes_app, name="recipes")
+def listing(context: typer.Context, method: MethodFilter = None) -> None:
+    """List the bundled recipes (`zsad recipes`), or show one (`zsad recipes show NAME`)."""
+    if context.invoked_subcommand is None:
+        list_recipes(method=method)

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from ..data.spec import check_data_spec
 from ..errors import InvalidInputError
+from ..plurals import counted
 from . import checks
 from . import options as opt
+from .console import EXIT_INTERRUPTED, console, err_console
+from .model_loading import check_config_file, is_trainable, panel_replaces_random_warning, warn_if_random
 
 if TYPE_CHECKING:  # imported where used: the command line starts without torch
     from ..engine.train_config import TrainingConfig
@@ -26,21 +29,23 @@ if TYPE_CHECKING:  # imported where used: the command line starts without torch
 
 SPLITS = ("test", "all")
 
-err_console = Console(stderr=True)
-console = Console()
-
 TrainData = Annotated[
     Optional[str],
     typer.Option(
         "--data",
         help="KIND:PATH[,KIND:PATH...]: the auxiliary data sets (concatenated). Each contributes its labelled "
-        "test split (normal and anomalous images with masks), as in the papers. Kinds as for `zsad test`. "
+        "test split (normal and anomalous images with masks), as in the papers. Kinds: {data_kinds}. "
         "When resuming: the run's data unless given.",
     ),
 ]
 TrainMethod = Annotated[
     Optional[str],
-    typer.Option("--method", "-m", help="Trainable method (moeclip, promptmoe, wmoeclip...): alone, it trains the method's paper recipe (`zsad recipes`). Default: the --config recipe's, or the resumed run's."),
+    typer.Option(
+        "--method",
+        "-m",
+        help="Trainable method: {trainable_methods}. Alone, it trains the method's paper recipe (`zsad recipes`). "
+        "Default: the --config recipe's, or the resumed run's.",
+    ),
 ]
 
 
@@ -114,20 +119,67 @@ def train(
     data: TrainData = None,
     method: TrainMethod = None,
     config: opt.ConfigFile = None,
-    split: Annotated[Optional[str], typer.Option(callback=checks.one_of(*SPLITS), help="`test`: each data set's labelled test split (the papers' protocol); `all`: also its train/good images (default: test).")] = None,
-    activation_checkpointing: Annotated[Optional[bool], typer.Option("--activation-checkpointing/--no-activation-checkpointing", help="Recompute frozen activations in the backward pass: less GPU memory, slower (default: off).")] = None,
-    cache_images: Annotated[Optional[bool], typer.Option("--cache-images/--no-cache-images", help="Keep the decoded, resized images in memory after the first read when the set fits in a quarter of the free memory (default: on).")] = None,
+    split: Annotated[
+        Optional[str],
+        typer.Option(
+            callback=checks.one_of(*SPLITS),
+            help="`test`: each data set's labelled test split (the papers' protocol); `all`: also its train/good images (default: test).",
+        ),
+    ] = None,
+    activation_checkpointing: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--activation-checkpointing/--no-activation-checkpointing",
+            help="Recompute frozen activations in the backward pass: less GPU memory, slower (default: off).",
+        ),
+    ] = None,
+    cache_images: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--cache-images/--no-cache-images",
+            help="Keep the decoded, resized images "
+            "in memory after the first read when the set fits in a quarter of the free memory (default: on).",
+        ),
+    ] = None,
     device: opt.Device = "auto",
-    num_workers: Annotated[Optional[int], typer.Option(min=0, help="Data-loading worker processes per training process (default: the free CPU cores, at most 8; 0 = in the main process).")] = None,
+    num_workers: Annotated[
+        Optional[int],
+        typer.Option(
+            min=0,
+            help="Data-loading worker processes per training process (default: the free CPU cores, at most 8; 0 = in the main process).",
+        ),
+    ] = None,
     backbone: opt.Backbone = None,
     weights: opt.Weights = None,
     image_size: opt.ImageSize = None,
     activation: opt.Activation = None,
     cache_dir: opt.CacheDir = None,
     class_names: opt.ClassNamesFile = None,
-    monitor: Annotated[Optional[str], typer.Option("--monitor", help="KIND:PATH: evaluate on this data set after each epoch and draw its image AUROC per epoch (monitor.csv, monitor_curve.png; PromptMoE Fig. 7). For the curve only: it selects nothing, the model stays the last epoch's.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last completed epoch; its stored settings are the base; changing them is refused except more --epochs, --num-workers and --activation-checkpointing.")] = False,
-    resume_epoch: Annotated[Optional[int], typer.Option(min=1, help="Continue from the end of this epoch instead of the last one (e.g. the newest intact epoch when the last checkpoint is damaged); implies --resume.")] = None,
+    monitor: Annotated[
+        Optional[str],
+        typer.Option(
+            "--monitor",
+            help="KIND:PATH: evaluate on this data set after each epoch and draw its image AUROC per epoch (monitor.csv, "
+            "monitor_curve.png; PromptMoE Fig. 7). For the curve only: it selects nothing, the model stays the last "
+            "epoch's. Kinds: {data_kinds}.",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the run in --out from its last completed epoch; its stored settings are the "
+            "base; changing them is refused except more --epochs, --num-workers and --activation-checkpointing."
+        ),
+    ] = False,
+    resume_epoch: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="Continue from the end of this epoch instead of the last one "
+            "(e.g. the newest intact epoch when the last checkpoint is damaged); "
+            "implies --resume.",
+        ),
+    ] = None,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -137,8 +189,19 @@ def train(
     train_log.csv, loss_curves.png and training_summary.md. Runs on several GPUs with
     `torchrun --no-python --nproc-per-node N zsad train ...`.
     """
-    from ..engine.run_folder import read_run_config
+    # Everything that needs no model is checked first (before torch is imported).
+    for spec in [*(data or "").split(","), monitor or ""]:
+        if spec.strip():
+            check_data_spec(spec.strip())
+    if method is not None and not is_trainable(method):
+        raise InvalidInputError(f"method '{method}' has no trainable parameters: it needs no training")
+    check_config_file(config)
     from ..recipes import load_recipe
+
+    recipe = load_recipe(config)
+    if method is None and recipe.method is not None and not is_trainable(recipe.method):
+        raise InvalidInputError(f"method '{recipe.method}' has no trainable parameters: it needs no training")
+    from ..engine.run_folder import read_run_config
     from ..text import ClassNames
 
     resume = resume or resume_epoch is not None
@@ -147,7 +210,7 @@ def train(
         err_console.print(f"--resume: {escape(str(out))} holds no earlier run (no config.json); starting a new run there.", soft_wrap=True)
         resume = False
     settings = resolve_settings(
-        load_recipe(config), stored, method, data, backbone, weights, image_size,
+        recipe, stored, method, data, backbone, weights, image_size,
         {
             **training.given(),
             "include_train_split": None if split is None else split == "all",
@@ -162,6 +225,19 @@ def train(
         # The resumed run keeps the prompt words it was started with.
         names = ClassNames(table={**names.table, **stored.get("class_names", {})})
     _run(settings, out, names, device, cache_dir, resume, overwrite, quiet, resume_epoch, monitor)
+
+
+def interrupted_message(out: Path) -> str:
+    """What a Ctrl-C during `zsad train` leaves in ``out``, and how to continue."""
+    from ..engine.run_folder import epoch_checkpoints, train_state_path
+
+    complete = [epoch for epoch, path in epoch_checkpoints(out) if train_state_path(path).is_file()]
+    if not complete:
+        return f"interrupted before the first epoch ended: nothing to resume in {out}; run the same command again to start over."
+    return (
+        f"interrupted: {counted(len(complete), 'epoch')} complete in {out} (the last: {complete[-1]}). To continue, "
+        f"run `zsad train --out {out} --resume` (the run's stored settings are used)."
+    )
 
 
 def _run(
@@ -185,8 +261,7 @@ def _run(
     from ..methods import method_class
 
     if not method_class(settings.method).trainable:
-        raise ValueError(f"method '{settings.method}' has no trainable parameters: it needs no training")
-    from . import panel_replaces_random_warning, warn_if_random
+        raise InvalidInputError(f"method '{settings.method}' has no trainable parameters: it needs no training")
 
     main = is_main_process()
     with panel_replaces_random_warning():
@@ -205,38 +280,38 @@ def _run(
         warn_if_random(detector.backbone.random_weights)
     torch_device = resolve_device(device)
     measure = dataset_monitor(absolute_spec(monitor), class_names, torch_device, settings.training.batch_size) if monitor else None
-    result = fit(
-        detector,
-        settings.data,
-        out,
-        settings.training,
-        class_names,
-        torch_device,
-        resume=resume,
-        overwrite=overwrite,
-        show_progress=not quiet,
-        resume_epoch=resume_epoch,
-        notify=lambda text: err_console.print(escape(text), soft_wrap=True),
-        sources=settings.sources,
-        monitor=measure,
-    )
+    try:
+        result = fit(
+            detector,
+            settings.data,
+            out,
+            settings.training,
+            class_names,
+            torch_device,
+            resume=resume,
+            overwrite=overwrite,
+            show_progress=not quiet,
+            resume_epoch=resume_epoch,
+            notify=lambda text: err_console.print(escape(text), soft_wrap=True),
+            sources=settings.sources,
+            monitor=measure,
+        )
+    except KeyboardInterrupt:
+        if main:
+            err_console.print(escape(interrupted_message(out)), highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if main:
         console.print(
-            f"Trained {escape(settings.method)}: {result.epochs_completed} epochs, {result.global_step} steps, "
+            f"Trained {escape(settings.method)}: {counted(result.epochs_completed, 'epoch')}, {counted(result.global_step, 'step')}, "
             f"{result.wall_time_s:.0f} s. Model: {escape(str(result.model_path))}",
             soft_wrap=True,
         )
         if measure is not None:
             console.print(f"{MONITOR_NOTE} Curve: {escape(str(out / 'monitor_curve.png'))}", soft_wrap=True)
         if result.unreadable:
-            err_console.print(f"[yellow]{len(result.unreadable)} unreadable images were skipped[/] (listed in training_summary.md)")
+            skipped = counted(len(result.unreadable), "unreadable image")
+            err_console.print(f"[yellow]{skipped} skipped[/] (listed in training_summary.md)")
         console.print("Test it on a data set it has never seen:")
         command = f"  zsad test --checkpoint {out} --data KIND:PATH --out {out / 'test'}"
         console.print(escape(command), highlight=False, soft_wrap=True)
 
-
-def register(app: typer.Typer) -> None:
-    """Add the `train` command to the `zsad` app."""
-    from . import friendly_errors
-
-    app.command(name="train", cls=opt.LazyHelpCommand)(friendly_errors(opt.option_group("training", opt.TrainingOptions)(train)))

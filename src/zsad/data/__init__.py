@@ -10,7 +10,7 @@ from importlib import import_module
 _HOMES = {
     "AnomalyDataset": "dataset", "Batch": "dataset", "collate": "dataset",
     "find_duplicate_files": "duplicates",
-    "DATASET_KINDS": "factory", "SPLITS": "sample", "available_splits": "factory", "build_dataset": "factory", "parse_data_spec": "factory",
+    "DATASET_KINDS": "spec", "SPLITS": "sample", "available_splits": "factory", "build_dataset": "factory", "parse_data_spec": "spec",
     "kind_domain": "factory",
     "DataLayoutError": "layouts",
     "Sample": "sample",

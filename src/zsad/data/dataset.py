@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from zsad.data.augment import AugmentParams
-from zsad.data.masks import read_sample_mask
-from zsad.data.sample import Sample
-from zsad.data.transforms import EvalTransform, resize_image, resize_mask
-from zsad.imageio import ImageReadError, MaskSizeError, read_image
-from zsad.maps import REFERENCE_SIZE
+from ..imageio import ImageReadError, MaskSizeError, read_image
+from ..maps import REFERENCE_SIZE
+from .augment import AugmentParams
+from .masks import read_sample_mask
+from .sample import Sample
+from .transforms import EvalTransform, resize_image, resize_mask
 
 Transform = Callable[[Image.Image, np.ndarray | None], tuple[torch.Tensor, torch.Tensor]]
 UNKNOWN_LABEL = -1

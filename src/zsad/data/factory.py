@@ -4,33 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zsad.data.dataset import AnomalyDataset
-from zsad.data.layouts import LAYOUTS, DataLayoutError, LayoutSamples
-from zsad.data.sample import SPLITS, Sample
-from zsad.maps import REFERENCE_SIZE
+from ..errors import InvalidInputError
+from ..maps import REFERENCE_SIZE
+from .dataset import AnomalyDataset
+from .layouts import LAYOUTS, DataLayoutError, LayoutSamples
+from .sample import SPLITS, Sample
+from .spec import DATASET_KINDS, parse_data_spec
 
-DATASET_KINDS: tuple[str, ...] = tuple(LAYOUTS)
-
-
-def parse_data_spec(spec: str) -> tuple[str, Path]:
-    """``"kind:PATH"`` -> ``("kind", Path(PATH))``; the kind is case-insensitive.
-
-    Raises ValueError naming the known kinds when the spec is malformed or the kind unknown.
-    """
-    kind, separator, path = spec.partition(":")
-    kind = kind.strip().lower()
-    if not separator or not path.strip():
-        raise ValueError(f"data spec {spec!r} is not KIND:PATH; kinds: {', '.join(DATASET_KINDS)}")
-    if kind not in LAYOUTS:
-        raise ValueError(f"unknown data-set kind {kind!r} in {spec!r}; kinds: {', '.join(DATASET_KINDS)}")
-    return kind, Path(path.strip()).expanduser()
+__all__ = ["DATASET_KINDS", "available_splits", "build_dataset", "kind_domain", "parse_data_spec"]
 
 
 def kind_domain(kind: str) -> str | None:
     """The domain (``settings.DOMAINS``) of a data-set kind's images; None for the kinds that
     read the user's own folders (``folder``, ``manifest``), whose domain is not known."""
     if kind not in LAYOUTS:
-        raise ValueError(f"unknown data-set kind {kind!r}; kinds: {', '.join(DATASET_KINDS)}")
+        raise InvalidInputError(f"unknown data-set kind {kind!r}; kinds: {', '.join(DATASET_KINDS)}")
     return LAYOUTS[kind].domain
 
 
@@ -65,7 +53,7 @@ def build_dataset(
     layout = LAYOUTS[kind]
     if split not in SPLITS and split not in layout.predict_only_splits:
         extra = f" (and for {kind}, unlabelled: {', '.join(layout.predict_only_splits)})" if layout.predict_only_splits else ""
-        raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}{extra}")
+        raise InvalidInputError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}{extra}")
     found = layout.read(root)
     samples = _select_split(found, split, kind, root)
     samples = _select_classes(samples, classes, kind, root)
@@ -123,7 +111,7 @@ def _select_classes(samples: list[Sample], classes: list[str] | None, kind: str,
     available = sorted({s.class_name for s in samples})
     unknown = [name for name in classes if name not in available]
     if unknown:
-        raise ValueError(f"unknown classes {unknown} for {kind}:{root}; available: {available}")
+        raise InvalidInputError(f"unknown classes {unknown} for {kind}:{root}; available: {available}")
     wanted = set(classes)
     return [s for s in samples if s.class_name in wanted]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zsad.data.layouts.common import list_images
-from zsad.imageio import ImageReadError, read_mask
+from ..imageio import ImageReadError, read_mask
+from .layouts.common import list_images
 
 
 def read_sample_mask(mask_path: Path, expected_size: tuple[int, int], image_path: Path) -> np.ndarray:

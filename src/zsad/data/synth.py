@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zsad.data.synth_categories import CATEGORIES, OBJECT_CATEGORIES, TEST_CATEGORIES, TEXTURE_CATEGORIES, TRAIN_CATEGORIES
+from ..errors import InvalidInputError
+from .synth_categories import CATEGORIES, OBJECT_CATEGORIES, TEST_CATEGORIES, TEXTURE_CATEGORIES, TRAIN_CATEGORIES
 
 DEFECT_KINDS = ("scratch", "hole", "stain", "cut")
 
@@ -191,9 +192,9 @@ def _check_categories(categories: list[str] | None) -> list[str]:
         return list(CATEGORIES)
     unknown = [c for c in categories if c not in CATEGORIES]
     if unknown:
-        raise ValueError(f"unknown synthetic categories {unknown}; categories: {', '.join(CATEGORIES)}")
+        raise InvalidInputError(f"unknown synthetic categories {unknown}; categories: {', '.join(CATEGORIES)}")
     if not categories:
-        raise ValueError("no categories selected")
+        raise InvalidInputError("no categories selected")
     return list(categories)
 
 

@@ -21,8 +21,8 @@ from ..errors import InvalidInputError
 from ..imageio import ImageReadError, read_image_reduced
 from ..settings import CALIBRATION_SPLITS
 from .predictor import Predictor
-from .scorer import Scorer
 from .runtime import image_counter
+from .scorer import Scorer
 
 
 def calibration_split(data_spec: str, split: str = "auto") -> str:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..errors import InvalidInputError
 from ..methods.base import AnomalyDetector
 from ..settings import COMPILE_MODES
 
@@ -29,9 +30,9 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 def check_compile_mode(mode: str, device: torch.device) -> None:
     """Raise ValueError for an unknown mode, or a CUDA-graph mode on a device without CUDA."""
     if mode not in COMPILE_MODES:
-        raise ValueError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+        raise InvalidInputError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
     if mode in CUDA_ONLY_MODES and device.type != "cuda":
-        raise ValueError(
+        raise InvalidInputError(
             f"--compile {mode} captures CUDA graphs and needs a CUDA device, not {device.type}; "
             "use --compile default (or off) there"
         )
@@ -47,7 +48,7 @@ def check_compile(mode: str, device: torch.device, detector: AnomalyDetector) ->
 def check_compilable(detector: AnomalyDetector) -> None:
     """Raise ValueError when the method has no ``detect`` for ``--compile`` to capture."""
     if not type(detector).compilable():
-        raise ValueError(
+        raise InvalidInputError(
             f"--compile: method '{detector.name}' overrides forward instead of implementing detect "
             "(the call --compile captures), so it runs eagerly only; use --compile off"
         )

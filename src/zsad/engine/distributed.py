@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..errors import InvalidInputError
 from ..methods.base import AnomalyDetector
 
 
@@ -47,7 +48,7 @@ def context_from_environment(environ: Mapping[str, str] | None = None) -> Distri
     local_rank = int(environ.get("LOCAL_RANK", str(rank)))
     local_world_size = int(environ.get("LOCAL_WORLD_SIZE", str(world_size)))
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world_size}")
+        raise InvalidInputError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world_size}")
     return DistributedContext(
         rank=rank, world_size=world_size, local_rank=local_rank, active=True, local_world_size=local_world_size
     )

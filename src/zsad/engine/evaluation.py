@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from ..calibration import ClassCalibration, calibrated_rates
 from ..data import AnomalyDataset, Sample, collate, kind_domain
+from ..errors import InvalidInputError
 from ..imageio import read_image
 from ..methods.base import AnomalyDetector
 from ..metrics import pixel_metrics_streamed
@@ -128,9 +129,9 @@ def evaluate(
     under ``report["per_anomaly_type"]``.
     """
     if score_normalisation not in SCORE_NORMALISATIONS:
-        raise ValueError(f"score normalisation must be one of {SCORE_NORMALISATIONS}")
+        raise InvalidInputError(f"score normalisation must be one of {SCORE_NORMALISATIONS}")
     if sample_score not in SAMPLE_SCORES:
-        raise ValueError(f"sample score must be one of {SAMPLE_SCORES}")
+        raise InvalidInputError(f"sample score must be one of {SAMPLE_SCORES}")
     domain = domain or kind_domain(dataset.kind)
     with tempfile.TemporaryDirectory(prefix="zsad-maps-", dir=spill_dir) as folder, detector.scoring_domain(domain):
         return _evaluate(

@@ -17,7 +17,7 @@ import torch
 from ..data import build_dataset
 from ..data.layouts.common import IMAGE_SUFFIXES
 from ..data.transforms import EvalTransform
-from ..discovery import find_images
+from ..discovery import reference_images
 from ..errors import InvalidInputError
 from ..fileio import atomic_write_text, check_can_write
 from ..imageio import read_image
@@ -34,7 +34,7 @@ def load_reference_images(paths: Sequence[Path], image_size: int) -> torch.Tenso
     """Image files -> (K, 3, S, S) preprocessed like test images. Raises on an unreadable
     file (a reference is never silently dropped)."""
     if not paths:
-        raise ValueError("no reference images: give at least one normal image")
+        raise InvalidInputError("no reference images: give at least one normal image")
     transform = EvalTransform(image_size)
     return torch.stack([transform(read_image(path), None)[0] for path in paths])
 
@@ -43,27 +43,19 @@ def draw_reference_paths(data_spec: str, class_key: str, shots: int, seed: int) 
     """K normal training images of one class, drawn without replacement with ``seed``
     from the sorted list of that class's training split."""
     if shots < 1:
-        raise ValueError(f"--shots must be >= 1, got {shots}")
+        raise InvalidInputError(f"--shots must be >= 1, got {shots}")
     train = build_dataset(data_spec, classes=[class_key], split="train")
     normal = sorted(sample.image_path for sample in train.samples if sample.label == 0)
     if len(normal) < shots:
-        raise ValueError(f"class {class_key!r} has {len(normal)} normal training images, fewer than --shots {shots}")
+        raise InvalidInputError(f"class {class_key!r} has {len(normal)} normal training images, fewer than --shots {shots}")
     return sorted(random.Random(f"{seed}:{class_key}").sample(normal, shots))
-
-
-def reference_paths(reference: Path) -> list[Path]:
-    """The image files a reference folder (or one file) holds, searched recursively."""
-    paths = find_images([reference], IMAGE_SUFFIXES).paths
-    if not paths:
-        raise InvalidInputError(f"no reference images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {reference}")
-    return paths
 
 
 def with_reference_folder(scorer: Scorer, reference: Path, weight: float) -> Scorer:
     """``scorer`` in few-shot mode with every image under ``reference`` in one memory bank
     used for all inputs (``zsad predict/serve --reference``); its identity records the
     references' content hash, their number and the fusion weight."""
-    paths = reference_paths(reference)
+    paths = reference_images(reference, IMAGE_SUFFIXES)
     described = References(files_digest(paths), len(paths), weight)
     settings = FewShotSettings(weight=weight)
     return scorer.with_references(load_reference_images(paths, scorer.image_size), settings, described)
@@ -109,7 +101,7 @@ def run_fewshot_test(
     plus ``few_shot`` (the standard deviation of every mean metric over the seeds, the
     per-seed means and the references drawn)."""
     if not seeds:
-        raise ValueError("give at least one --shot-seed")
+        raise InvalidInputError("give at least one --shot-seed")
     predictor.refuse_compiled()
     check_can_write([out_dir / "metrics.json", out_dir / "metrics.md"], overwrite)
     dataset = build_dataset(data_spec, classes=classes, image_size=predictor.image_size, split="test")

@@ -30,7 +30,7 @@ from torch import nn
 from ..checkpoints import CheckpointError, check_config_fits
 from ..clip_weights import canonical_weights
 from ..data.transforms import EvalTransform
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MissingInputError
 from ..methods.base import AnomalyDetector, refuse_set_method
 from .scorer import Scorer, file_digest
 
@@ -69,16 +69,16 @@ class ExportCheck:
     dynamic_batch: bool
 
 
-def _addcdiv_symbolic(g, input, tensor1, tensor2, value):
-    """ONNX form of ``torch.addcdiv`` (input + value * tensor1 / tensor2), which the
-    TorchScript exporter lacks."""
+def _addcdiv_symbolic(g, base, tensor1, tensor2, value):
+    """ONNX form of ``torch.addcdiv`` (base + value * tensor1 / tensor2), which the
+    TorchScript exporter lacks (the exporter passes the arguments by position)."""
     from torch.onnx import symbolic_helper
 
     quotient = g.op("Div", tensor1, tensor2)
     scale = symbolic_helper._maybe_get_const(value, "f")
     if not (isinstance(scale, float) and scale == 1.0):
         quotient = g.op("Mul", quotient, value if not isinstance(scale, float) else g.op("Constant", value_t=torch.tensor(scale)))
-    return g.op("Add", input, quotient)
+    return g.op("Add", base, quotient)
 
 
 # aten ops without an ONNX form in the TorchScript exporter: name -> symbolic function
@@ -231,7 +231,7 @@ class OnnxPredictor(Scorer):
             raise OnnxExportError("running ONNX models needs onnxruntime: pip install 'zsad[onnx]'") from error
         path = Path(path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {path}")
+            raise MissingInputError(f"ONNX model not found: {path}")
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

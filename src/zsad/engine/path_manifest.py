@@ -85,14 +85,18 @@ def iter_path_list(source: PathList, batch_rows: int = 65536) -> Iterator[Path]:
         with open(file, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames is None or source.column not in reader.fieldnames:
-                raise InvalidInputError(f"{file} has no column {source.column!r} (columns: {', '.join(reader.fieldnames or [])}); name it with --path-column")
+                raise InvalidInputError(
+                    f"{file} has no column {source.column!r} (columns: {', '.join(reader.fieldnames or [])}); name it with --path-column"
+                )
             for row in reader:
                 if row[source.column]:
                     yield _resolve_listed(row[source.column], base)
     else:
         parquet = pq.ParquetFile(file)
         if source.column not in parquet.schema_arrow.names:
-            raise InvalidInputError(f"{file} has no column {source.column!r} (columns: {', '.join(parquet.schema_arrow.names)}); name it with --path-column")
+            raise InvalidInputError(
+                f"{file} has no column {source.column!r} (columns: {', '.join(parquet.schema_arrow.names)}); name it with --path-column"
+            )
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=[source.column]):
             for value in batch.column(0).to_pylist():
                 if value:
@@ -120,7 +124,9 @@ class _SkippedLog:
         self._handle.close()
 
 
-def _iter_inputs(inputs: Sequence[Path], lists: Sequence[PathList], suffixes: Sequence[str], exclude: Sequence[Path], skip: _SkippedLog) -> Iterator[Path]:
+def _iter_inputs(
+    inputs: Sequence[Path], lists: Sequence[PathList], suffixes: Sequence[str], exclude: Sequence[Path], skip: _SkippedLog
+) -> Iterator[Path]:
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
@@ -155,7 +161,11 @@ def _chunked(paths: Iterable[Path], size: int) -> Iterator[list[str]]:
 
 
 def build_manifest(
-    out_dir: Path, inputs: Sequence[Path], lists: Sequence[PathList], suffixes: Sequence[str], chunk_size: int,
+    out_dir: Path,
+    inputs: Sequence[Path],
+    lists: Sequence[PathList],
+    suffixes: Sequence[str],
+    chunk_size: int,
 ) -> Manifest:
     """Write ``OUT/manifest/`` from the inputs (see the module docstring) and return it.
     Memory: one chunk of paths plus the folder walk's stack.

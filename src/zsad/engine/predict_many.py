@@ -139,7 +139,9 @@ def predict_many(
         try:
             score_manifest(todo, out_dir, make_scorer, image_size, class_name, settings, output, counter.update)
         except KeyboardInterrupt:
-            raise ManyInterrupted(sum(count for number, (_, count) in enumerate(manifest.chunks) if number in done_chunks(out_dir)), manifest.n_images) from None
+            raise ManyInterrupted(
+                sum(count for number, (_, count) in enumerate(manifest.chunks) if number in done_chunks(out_dir)), manifest.n_images
+            ) from None
         finally:
             counter.close()
             if started:
@@ -148,8 +150,15 @@ def predict_many(
                 ray.shutdown()
         n_errors = count_errors(out_dir, range(len(manifest.chunks)))
         summary = ManySummary(out_dir, manifest.n_images, n_previous, n_errors, manifest.n_skipped, manifest.n_not_images)
-        atomic_write_json(out_dir / RUN_NAME, {
-            "identity": identity, "complete": True, "n_images": summary.n_images, "n_errors": n_errors,
-            "n_skipped": summary.n_skipped, "n_not_images": summary.n_not_images,
-        })
+        atomic_write_json(
+            out_dir / RUN_NAME,
+            {
+                "identity": identity,
+                "complete": True,
+                "n_images": summary.n_images,
+                "n_errors": n_errors,
+                "n_skipped": summary.n_skipped,
+                "n_not_images": summary.n_not_images,
+            },
+        )
     return summary

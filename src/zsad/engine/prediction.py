@@ -25,6 +25,7 @@ from ..fileio import check_can_write
 from ..imageio import ImageReadError, read_image, read_image_reduced
 from ..map_files import write_overlay, write_raw_map
 from ..output_lock import claim_output_folder
+from ..plurals import counted
 from ..score_table import ScoreTable
 from .runtime import image_counter
 from .scorer import Scorer
@@ -49,7 +50,7 @@ class PredictionInterrupted(Exception):
 
     def __init__(self, done: int, total: int, out_dir: Path):
         self.done, self.total, self.out_dir = done, total, out_dir
-        super().__init__(f"interrupted after {done} of {total} images")
+        super().__init__(f"interrupted after {done} of {counted(total, 'image')}")
 
 
 def output_names(paths: list[Path]) -> list[str]:

@@ -13,9 +13,10 @@ zsad writes no scheduler: Ray Data streams the work through three stages.
 
 The actors write the result rows themselves; the driver receives only how many rows of
 which chunk were written, and joins each complete chunk into a Parquet shard
-(:mod:`zsad.engine.score_shards`): its memory holds one chunk at most, not the run. Ray starts locally inside the call unless ``ray_address`` names a running
-cluster.
+(:mod:`zsad.engine.score_shards`): its memory holds one chunk at most, not the run. Ray
+starts locally inside the call unless ``ray_address`` names a running cluster.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,7 +34,16 @@ from ..imageio import ImageReadError, read_image, read_image_reduced
 from ..map_files import write_overlay, write_raw_map
 from .score_shards import SHARD_SCHEMA, ShardAssembler, write_part
 
-__all__ = ["BatchScorer", "OutputSettings", "ScaleSettings", "ScoringActor", "decode_for_model", "read_chunks", "score_manifest", "start_ray"]
+__all__ = [
+    "BatchScorer",
+    "OutputSettings",
+    "ScaleSettings",
+    "ScoringActor",
+    "decode_for_model",
+    "read_chunks",
+    "score_manifest",
+    "start_ray",
+]
 
 # At most this many blocks of chunk numbers: Ray's bookkeeping per block stays bounded.
 _READ_BLOCKS = 200
@@ -115,8 +125,11 @@ def decode_for_model(batch: dict[str, np.ndarray], side: int) -> dict[str, np.nd
     column = np.empty(len(pixels), dtype=object)
     column[:] = pixels
     return {
-        **batch, "pixels": column, "full_height": np.asarray(heights, np.int64),
-        "full_width": np.asarray(widths, np.int64), "error": np.asarray(errors, dtype=object),
+        **batch,
+        "pixels": column,
+        "full_height": np.asarray(heights, np.int64),
+        "full_width": np.asarray(widths, np.int64),
+        "error": np.asarray(errors, dtype=object),
     }
 
 
@@ -134,7 +147,14 @@ class ScoringActor:
     make_scorer: a picklable callable building the model on this actor's device (called
     once, in the actor); torch_threads: CPU threads for torch (None: leave torch's)."""
 
-    def __init__(self, make_scorer: Callable[[], BatchScorer], out_dir: str, class_name: str | None, output: OutputSettings, torch_threads: int | None = None):
+    def __init__(
+        self,
+        make_scorer: Callable[[], BatchScorer],
+        out_dir: str,
+        class_name: str | None,
+        output: OutputSettings,
+        torch_threads: int | None = None,
+    ):
         if torch_threads:
             import torch
 
@@ -187,7 +207,12 @@ class ScoringActor:
             full = reduced if reduced.size == size_hw[::-1] else read_image(str(batch["path"][i]))
             calibration = self.output.calibration
             write_overlay(
-                self.out_dir / self._name(OVERLAY_DIR, batch, i), full, low, score, self.output.threshold, self.output.metadata,
+                self.out_dir / self._name(OVERLAY_DIR, batch, i),
+                full,
+                low,
+                score,
+                self.output.threshold,
+                self.output.metadata,
                 contour_threshold=calibration.pixel_threshold if calibration else None,
             )
 
@@ -229,20 +254,33 @@ def score_manifest(
     folder = chunk_files[0][0].parent
     dataset = ray.data.from_items([{"id": number} for number in numbers], override_num_blocks=min(len(numbers), _READ_BLOCKS))
     dataset = dataset.map_batches(
-        read_chunks, fn_kwargs={"folder": str(folder)}, batch_size=None, batch_format="pyarrow", num_cpus=settings.decode_cpus,
+        read_chunks,
+        fn_kwargs={"folder": str(folder)},
+        batch_size=None,
+        batch_format="pyarrow",
+        num_cpus=settings.decode_cpus,
     )
     dataset = dataset.map_batches(
-        decode_for_model, fn_kwargs={"side": image_size}, batch_size=settings.batch_size,
-        batch_format="numpy", num_cpus=settings.decode_cpus,
+        decode_for_model,
+        fn_kwargs={"side": image_size},
+        batch_size=settings.batch_size,
+        batch_format="numpy",
+        num_cpus=settings.decode_cpus,
     )
     dataset = dataset.map_batches(
         ScoringActor,
         fn_constructor_kwargs={
-            "make_scorer": make_scorer, "out_dir": str(out_dir), "class_name": class_name, "output": output,
+            "make_scorer": make_scorer,
+            "out_dir": str(out_dir),
+            "class_name": class_name,
+            "output": output,
             "torch_threads": _torch_threads(settings),
         },
-        batch_size=settings.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=settings.actors),
-        num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor or None,
+        batch_size=settings.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=settings.actors),
+        num_cpus=settings.cpus_per_actor,
+        num_gpus=settings.gpus_per_actor or None,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module=r"ray\.")  # Ray's advice on pool sizes is for its own users

@@ -25,6 +25,7 @@ from ..checkpoints import (  # noqa: F401
     read_checkpoint,
     resolve_checkpoint,
 )
+from ..errors import InvalidInputError
 from ..fileio import OutputExistsError
 from ..output_lock import LOCK_NAME
 from .distributed import DistributedContext, barrier
@@ -99,12 +100,13 @@ def read_run_config(out_dir: Path) -> dict[str, Any] | None:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(
+        raise InvalidInputError(
             f"{path} is damaged ({error}): it is not the JSON config of a run. Restore it, or start the run "
             "again with --overwrite."
         ) from None
     if not isinstance(config, dict) or not {"method", "training", "data"} <= set(config):
-        raise ValueError(f"{path} is not the config of a zsad run (method, training, data missing); start the run again with --overwrite")
+        raise InvalidInputError(f"{path} is not the config of a zsad run (method, training, data missing); start the run again with "
+                                "--overwrite")
     return config
 
 
@@ -151,7 +153,9 @@ def _resume_point(epoch: int, path: Path) -> ResumePoint:
         state = torch.load(state_file, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, not a torch file, unpickling refused...
         first_sentence = str(error).splitlines()[0].split(". ")[0][:200] if str(error) else ""
-        raise DamagedCheckpointError(f"{state_file} cannot be read (truncated or not a train state: {type(error).__name__}: {first_sentence})") from error
+        raise DamagedCheckpointError(
+            f"{state_file} cannot be read (truncated or not a train state: {type(error).__name__}: {first_sentence})"
+        ) from error
     if not isinstance(state, dict) or state.get("epoch") != epoch:
         raise DamagedCheckpointError(f"{state_file} does not hold the train state of epoch {epoch}")
     try:
@@ -184,7 +188,8 @@ def latest_resume_point(out_dir: Path, from_epoch: int | None = None) -> ResumeP
         chosen = [(epoch, path) for epoch, path in complete if epoch == from_epoch]
         if not chosen:
             done = ", ".join(str(epoch) for epoch, _ in complete) or "none"
-            raise ValueError(f"--resume-epoch {from_epoch}: {out_dir / CHECKPOINT_DIR_NAME} holds no complete epoch {from_epoch} (complete epochs: {done})")
+            raise InvalidInputError(f"--resume-epoch {from_epoch}: {out_dir / CHECKPOINT_DIR_NAME} holds no complete epoch {from_epoch} "
+                                    f"(complete epochs: {done})")
         return _resume_point(*chosen[0])
     if not complete:
         return None

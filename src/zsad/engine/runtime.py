@@ -9,6 +9,7 @@ from typing import Iterable, Iterator, TypeVar
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import InvalidInputError
 from ..settings import PRECISIONS
 
 T = TypeVar("T")
@@ -21,26 +22,28 @@ def resolve_device(name: str | None) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(
+        raise InvalidInputError(
             f"--device {name} is not a device zsad can use; pass auto, cpu, cuda or cuda:N (the GPU's number)"
         ) from None
     if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"--device {name}: zsad runs on cpu, cuda (cuda:N) or mps, not {device.type}")
+        raise InvalidInputError(f"--device {name}: zsad runs on cpu, cuda (cuda:N) or mps, not {device.type}")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count() > 0:
-        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        raise InvalidInputError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} was asked for but CUDA is not available here; use --device cpu")
+        raise InvalidInputError(f"--device {name} was asked for but CUDA is not available here; use --device cpu")
     return device
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """fp32: no autocast. bf16: bfloat16 autocast on the device's type (CUDA or CPU)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fp32":
         return contextlib.nullcontext()
     if device.type not in ("cuda", "cpu"):
-        raise ValueError(f"--precision bf16 runs on CUDA or the CPU, not on {device.type}; use fp32 there")
+        raise InvalidInputError(f"--precision bf16 runs on CUDA or the CPU, not on {device.type}; use fp32 there")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
@@ -48,7 +51,7 @@ def check_training_precision(device: torch.device, precision: str) -> None:
     """Training in bf16 is for GPUs: on the CPU, autocast's backward pass is slower than fp32."""
     autocast(device, precision)
     if precision == "bf16" and device.type != "cuda":
-        raise ValueError("--precision bf16 trains on GPUs only; train in fp32 on the CPU (bf16 inference works there)")
+        raise InvalidInputError("--precision bf16 trains on GPUs only; train in fp32 on the CPU (bf16 inference works there)")
 
 
 def available_cpus() -> int:

@@ -50,7 +50,11 @@ def done_chunks(out_dir: Path) -> set[int]:
     folder = out_dir / SCORES_DIR
     if not folder.is_dir():
         return set()
-    return {int(entry.name[len("part-"):-len(".parquet")]) for entry in os.scandir(folder) if entry.name.startswith("part-") and entry.name.endswith(".parquet")}
+    return {
+        int(entry.name[len("part-") : -len(".parquet")])
+        for entry in os.scandir(folder)
+        if entry.name.startswith("part-") and entry.name.endswith(".parquet")
+    }
 
 
 def count_errors(out_dir: Path, chunks: Iterable[int]) -> int:

@@ -208,17 +208,22 @@ def evaluate_sets(
                             predictions.maps = SpilledMaps(Path(folder), f"class{number:04d}", tuple(maps.shape[-2:]))
                         predictions.maps.append(maps[row].clamp(0, 1).numpy(), mask)
                     if maps_dir is not None and row < save_maps:
-                        _save_panel(maps_dir, path, key, maps[row].clamp(0, 1).numpy(), mask if has_mask else None, float(result.raw_scores[row] / 2))
+                        panel_mask = mask if has_mask else None
+                        _save_panel(maps_dir, path, key, maps[row].clamp(0, 1).numpy(), panel_mask, float(result.raw_scores[row] / 2))
                 raw.append(result.raw_scores)
                 embeddings.append(result.embeddings)
             predictions.scores = detector.final_scores(torch.cat(raw), torch.cat(embeddings), dataset.kind).tolist()
             if predictions.maps is not None:
                 predictions.maps.close()
-            metrics[key] = {**_class_metrics(predictions, dataset.has_masks, "none"), "set_sizes": [len(s) for s in set_indices(len(indices), set_size)]}
+            metrics[key] = {
+                **_class_metrics(predictions, dataset.has_masks, "none"),
+                "set_sizes": [len(s) for s in set_indices(len(indices), set_size)],
+            }
     report = {
         "dataset": f"{dataset.kind}:{dataset.root}",
         "score_normalisation": "none",
-        "transductive": "each image scored against the other test images of its category (MuSc); not comparable one for one with per-image methods",
+        "transductive": "each image scored against the other test images of its category (MuSc); "
+        "not comparable one for one with per-image methods",
         "per_class": metrics,
         "mean": mean_over_classes(metrics),
         "n_errors": len(errors),

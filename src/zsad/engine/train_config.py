@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..settings import COMPILE_MODES, Settings
-from .runtime import PRECISIONS
-
+from ..errors import InvalidInputError
+from ..settings import COMPILE_MODES, PRECISIONS, Settings
 
 
 @dataclass
@@ -63,29 +62,29 @@ class TrainingConfig(Settings):
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise InvalidInputError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise InvalidInputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise InvalidInputError(f"lr must be > 0, got {self.lr}")
         if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
-            raise ValueError(f"betas must be two values in [0, 1), got {self.betas}")
+            raise InvalidInputError(f"betas must be two values in [0, 1), got {self.betas}")
         if list(self.milestones) != sorted(self.milestones) or any(m < 1 for m in self.milestones):
-            raise ValueError(f"milestones must be increasing positive step counts, got {self.milestones}")
+            raise InvalidInputError(f"milestones must be increasing positive step counts, got {self.milestones}")
         if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+            raise InvalidInputError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0.0 <= self.augment_p <= 1.0:
-            raise ValueError(f"augment_p must be in [0, 1], got {self.augment_p}")
+            raise InvalidInputError(f"augment_p must be in [0, 1], got {self.augment_p}")
         if self.num_workers is not None and self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+            raise InvalidInputError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
-            raise ValueError(f"max_steps_per_epoch must be >= 1 or None, got {self.max_steps_per_epoch}")
+            raise InvalidInputError(f"max_steps_per_epoch must be >= 1 or None, got {self.max_steps_per_epoch}")
         if self.compile not in COMPILE_MODES:
-            raise ValueError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
+            raise InvalidInputError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         if self.log_every < 1:
-            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+            raise InvalidInputError(f"log_every must be >= 1, got {self.log_every}")
 
     def split(self) -> str:
         """The data-set split trained on: ``test`` or ``all`` (test + train/good)."""

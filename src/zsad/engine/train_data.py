@@ -24,6 +24,7 @@ from torch.utils.data import ConcatDataset, Dataset, Sampler
 from ..data import AnomalyDataset, Batch, build_dataset
 from ..data.augment import AugmentSampler, augment_batch
 from ..data.transforms import ResizeTransform, clip_normalize, unit_range
+from ..errors import InvalidInputError
 from .manifest import dataset_entry
 from .train_config import TrainingConfig
 
@@ -128,7 +129,7 @@ def build_training_data(
     With ``config.cache_images`` and a set that fits ``cache_budget`` bytes, every image
     is decoded and resized once, here (worker processes inherit the cache)."""
     if not specs:
-        raise ValueError("training needs at least one data set (--data KIND:PATH)")
+        raise InvalidInputError("training needs at least one data set (--data KIND:PATH)")
     parts: list[AnomalyDataset] = []
     for spec in specs:
         dataset = build_dataset(spec, image_size=image_size, split=config.split())

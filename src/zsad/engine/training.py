@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoints import load_method_state, read_checkpoint, save_checkpoint
 from ..data import collate
+from ..errors import InvalidInputError, ZsadError
 from ..fileio import atomic_save, atomic_write_json, atomic_write_text
 from ..methods.base import AnomalyDetector
 from ..methods.build import full_config
@@ -32,6 +33,8 @@ from ..output_lock import claim_output_folder
 from ..text import ClassNames
 from .compilation import TrainingCall, check_compile, in_process_compile
 from .distributed import DistributedContext, all_ranks_agree, barrier, distributed_session, wrap_for_training
+from .manifest import MANIFEST_NAME, reproducibility_manifest
+from .monitor import MONITOR_CSV, MONITOR_NOTE, MONITOR_PLOT, record_monitor
 from .run_folder import (
     CONFIG_FILE_NAME,
     CURVES_NAME,
@@ -59,8 +62,6 @@ from .train_data import (
     seed_everything,
     training_batch,
 )
-from .manifest import MANIFEST_NAME, reproducibility_manifest
-from .monitor import MONITOR_CSV, MONITOR_NOTE, MONITOR_PLOT, record_monitor
 from .train_log import TrainLog, summary_markdown, write_loss_curves
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ logger = logging.getLogger(__name__)
 HOST_SYNC_EVERY = 16
 
 
-class TrainingError(RuntimeError):
+class TrainingError(ZsadError, RuntimeError):
     """Training had to stop (non-finite loss or gradient, a method without losses...)."""
 
 
@@ -145,7 +146,7 @@ def trainable_parameters(detector: AnomalyDetector) -> list[torch.nn.Parameter]:
         raise ValueError("the CLIP backbone must stay frozen, but some of its parameters require gradients")
     parameters = [p for p in detector.parameters() if p.requires_grad]
     if not parameters:
-        raise ValueError(f"method '{detector.name}' has no trainable parameters: it needs no training")
+        raise InvalidInputError(f"method '{detector.name}' has no trainable parameters: it needs no training")
     return parameters
 
 
@@ -155,7 +156,7 @@ def apply_activation_checkpointing(detector: AnomalyDetector, enabled: bool) -> 
     if not enabled:
         return
     if not hasattr(detector.config, "activation_checkpointing"):
-        raise ValueError(f"method '{detector.name}' does not support activation checkpointing")
+        raise InvalidInputError(f"method '{detector.name}' does not support activation checkpointing")
     detector.config.activation_checkpointing = True
 
 
@@ -421,7 +422,7 @@ def fit(
     """
     out_dir = Path(out_dir)
     if resume and overwrite:
-        raise ValueError("--resume continues the run in --out, --overwrite starts it over: pass only one")
+        raise InvalidInputError("--resume continues the run in --out, --overwrite starts it over: pass only one")
     check_training_precision(device, config.precision)  # refuses bf16 on the CPU before any work
     check_compile(config.compile, device, detector)  # before any work, as TrainingCall would
     apply_activation_checkpointing(detector, config.activation_checkpointing)

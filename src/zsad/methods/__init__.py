@@ -12,9 +12,10 @@ from typing import Any
 import torch
 
 from ..backbone import ClipBackbone
+from ..errors import InvalidInputError
+from ..method_names import ENTRY_POINT_GROUP
 from .base import AnomalyDetector, DetectorOutput, MethodConfig
 
-ENTRY_POINT_GROUP = "zsad.methods"
 # Modules of this package that hold the kit, not a method.
 _KIT_MODULES = frozenset({"base", "build"})
 _REGISTRY: dict[str, type[AnomalyDetector]] = {}
@@ -54,7 +55,7 @@ def available_methods() -> list[str]:
 def method_class(name: str) -> type[AnomalyDetector]:
     _discover()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown method '{name}'; available: {', '.join(available_methods())}")
+        raise InvalidInputError(f"unknown method '{name}'; available: {', '.join(available_methods())}")
     return _REGISTRY[name]
 
 

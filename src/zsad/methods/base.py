@@ -136,7 +136,7 @@ class AnomalyDetector(nn.Module):
     def use_domain(self, domain: str) -> None:
         """Score images of ``domain`` from now on (e.g. a predictor for one kind of images)."""
         if domain not in DOMAINS:
-            raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+            raise InvalidInputError(f"domain must be one of {DOMAINS}, got {domain!r}")
         self.domain = domain
 
     def forward(

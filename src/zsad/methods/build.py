@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from ..backbone import DEFAULT_MODEL_NAME, BackboneConfig, create_backbone, quick_gelu_for
-from ..clip_weights import canonical_weights, is_random_weights
 from ..checkpoints import check_config_fits, load_method_state, read_checkpoint, resolve_checkpoint
+from ..clip_weights import canonical_weights, is_random_weights
+from ..errors import InvalidInputError, UntrainedAdaptersWarning
 from . import DEFAULT_INIT_SEED, build_method, method_class
 from .base import AnomalyDetector
 
@@ -51,9 +52,11 @@ def build_detector(
     quick_gelu = quick_gelu_for(activation)
     if checkpoint is None:
         if method is None:
-            raise ValueError("name a method (e.g. 'zeroshot') or give a checkpoint")
+            raise InvalidInputError("name a method (e.g. 'zeroshot') or give a checkpoint")
         return _fresh_detector(method, backbone, weights, image_size, method_config, cache_dir, for_training, seed, quick_gelu)
-    return _detector_from_checkpoint(resolve_checkpoint(checkpoint), method, backbone, weights, image_size, method_config, cache_dir, seed, quick_gelu)
+    return _detector_from_checkpoint(
+        resolve_checkpoint(checkpoint), method, backbone, weights, image_size, method_config, cache_dir, seed, quick_gelu
+    )
 
 
 def _fresh_detector(
@@ -69,12 +72,15 @@ def _fresh_detector(
 ) -> AnomalyDetector:
     if method_class(method).trainable and not for_training:
         warnings.warn(
-            f"method '{method}' is trainable but no checkpoint was given: its adapters are untrained "
-            "(pass --checkpoint from `zsad train`)",
+            f"method '{method}' is trainable but no checkpoint was given: its adapters are untrained (pass --checkpoint from `zsad train`)",
+            UntrainedAdaptersWarning,
             stacklevel=3,
         )
     config = BackboneConfig(
-        model_name=backbone or DEFAULT_MODEL_NAME, weights=weights or "openai", image_size=image_size, cache_dir=cache_dir,
+        model_name=backbone or DEFAULT_MODEL_NAME,
+        weights=weights or "openai",
+        image_size=image_size,
+        cache_dir=cache_dir,
         quick_gelu=quick_gelu,
     )
     return build_method(method, create_backbone(config), method_config, seed=seed)

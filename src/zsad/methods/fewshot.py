@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import InvalidInputError
 from ..maps import gaussian_smooth, tokens_to_grid, upsample
 from ..memory_bank import DEFAULT_MAX_BLOCK_ELEMENTS, nearest_distance
 from .base import AnomalyDetector, DetectorOutput, refuse_set_method
@@ -37,7 +38,7 @@ class FewShotSettings:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight <= 1.0:
-            raise ValueError(f"the few-shot fusion weight must lie in [0, 1], got {self.weight}")
+            raise InvalidInputError(f"the few-shot fusion weight must lie in [0, 1], got {self.weight}")
 
 
 class FewShotDetector(nn.Module):
@@ -103,7 +104,7 @@ class FewShotDetector(nn.Module):
         if ANY_CATEGORY in self.banks:
             return self.banks[ANY_CATEGORY]
         known = ", ".join(repr(key) for key in self.banks) or "none"
-        raise ValueError(f"no reference images for category {category!r} (references exist for: {known})")
+        raise InvalidInputError(f"no reference images for category {category!r} (references exist for: {known})")
 
     @torch.no_grad()
     def memory_map(self, images: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:

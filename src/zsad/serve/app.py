@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 
 from ..engine.scorer import Scorer
+from ..errors import ZsadError
 from ..imageio import ImageReadError, read_image
 from ..viz import overlay_heatmap
 from .batching import BatchingQueue, QueueFullError
@@ -50,7 +51,7 @@ class ServeSettings:
     retry_after_s: int = 1
 
 
-class UploadError(ValueError):
+class UploadError(ZsadError, ValueError):
     """A client mistake: ``status`` is the HTTP status to answer with."""
 
     def __init__(self, status: int, message: str):

@@ -12,8 +12,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from ..errors import ZsadError
+from ..plurals import counted
 
-class QueueFullError(RuntimeError):
+
+class QueueFullError(ZsadError, RuntimeError):
     """The queue cannot take the request's images now; retry later."""
 
 
@@ -63,7 +66,9 @@ class BatchingQueue:
         if self._queue is None:
             raise RuntimeError("the batching queue is not started")
         if self.waiting + len(items) > self.max_queue:
-            raise QueueFullError(f"{self.waiting} images are waiting (limit {self.max_queue}); retry shortly")
+            raise QueueFullError(
+                f"{counted(self.waiting, 'image')} {'is' if self.waiting == 1 else 'are'} waiting (limit {self.max_queue}); retry shortly"
+            )
         loop = asyncio.get_running_loop()
         pending = [_Pending(item, loop.create_future()) for item in items]
         for entry in pending:

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from zsad.data.layouts import (
+from ...settings import INDUSTRIAL, MEDICAL
+from . import (
     bmad,
     folder,
     lesions,
@@ -20,20 +21,25 @@ from zsad.data.layouts import (
     surface,
     visa,
 )
-from zsad.data.layouts.common import DataLayoutError, LayoutSamples
-from zsad.settings import INDUSTRIAL, MEDICAL
+from .common import DataLayoutError, LayoutSamples
+
+
+def _the_path(path: Path) -> tuple[Path, ...]:
+    return (path,)
 
 
 @dataclass(frozen=True)
 class Layout:
-    """How to read one kind of data set: the reader, a one-line layout description, and
-    the domain of its images (``settings.DOMAINS``; None = not known from the kind: the
-    user's folders, whose domain the user names)."""
+    """How to read one kind of data set: the reader, a one-line layout description, the
+    domain of its images (``settings.DOMAINS``; None = not known from the kind: the user's
+    folders, whose domain the user names), and the paths a spec's PATH names (all must
+    exist; checked before anything heavy is imported)."""
 
     read: Callable[[Path], LayoutSamples]
     description: str
     predict_only_splits: tuple[str, ...] = ()
     domain: str | None = INDUSTRIAL
+    named_paths: Callable[[Path], tuple[Path, ...]] = _the_path
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -64,7 +70,7 @@ LAYOUTS: dict[str, Layout] = {
     "mvtec-loco": Layout(mvtec_loco.read_mvtec_loco, mvtec_loco.EXPECTED_LAYOUT),
     "realiad": Layout(realiad.read_realiad, realiad.EXPECTED_LAYOUT),
     "anomalyclip-meta": Layout(lineage.read_anomalyclip_meta, lineage.META_LAYOUT, domain=None),
-    "aaclip-jsonl": Layout(lineage.read_aaclip_jsonl, lineage.JSONL_LAYOUT, domain=None),
+    "aaclip-jsonl": Layout(lineage.read_aaclip_jsonl, lineage.JSONL_LAYOUT, domain=None, named_paths=lineage.jsonl_named_paths),
 }
 
 __all__ = ["LAYOUTS", "Layout", "LayoutSamples", "DataLayoutError"]

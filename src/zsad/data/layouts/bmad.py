@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zsad.data.layouts.common import (
+from ..sample import Sample
+from .common import (
     DataLayoutError,
     LayoutSamples,
     index_by_stem,
     list_images,
     require_dir,
 )
-from zsad.data.sample import Sample
 
 NORMAL_DIR = "good"
 ANOMALOUS_DIR = "Ungood"

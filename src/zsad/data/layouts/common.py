@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zsad.data.sample import Sample
+from ...errors import ZsadError
+from ..sample import Sample
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 # Mask file names seen in MVTec-like sets: "000_mask.png", "000.png", "000_GT.png"; DAGM and
@@ -14,7 +15,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 MASK_STEM_SUFFIXES = ("_mask", "", "_GT", "_gt", "_label", "_Segmentation")
 
 
-class DataLayoutError(ValueError):
+class DataLayoutError(ZsadError, ValueError):
     """A data folder does not have the layout its kind expects (or is empty)."""
 
 

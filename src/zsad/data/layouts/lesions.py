@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zsad.data.layouts.common import (
+from ..sample import Sample
+from .common import (
     DataLayoutError,
     LayoutSamples,
     find_mask,
@@ -30,8 +31,7 @@ from zsad.data.layouts.common import (
     list_images,
     require_dir,
 )
-from zsad.data.layouts.prepared import is_mvtec_like, read_prepared
-from zsad.data.sample import Sample
+from .prepared import is_mvtec_like, read_prepared
 
 IMAGES_MASKS = (("images", "masks"),)
 ISIC_FOLDERS = (("ISBI2016_ISIC_Part1_Test_Data", "ISBI2016_ISIC_Part1_Test_GroundTruth"), *IMAGES_MASKS)

@@ -26,8 +26,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from zsad.data.layouts.common import DataLayoutError, LayoutSamples
-from zsad.data.sample import Sample
+from ..sample import Sample
+from .common import DataLayoutError, LayoutSamples
 
 META_FILE = "meta.json"
 META_RECORD_KEYS = ("img_path", "mask_path", "cls_name", "specie_name", "anomaly")
@@ -100,6 +100,14 @@ def read_aaclip_jsonl(path: Path) -> LayoutSamples:
                 samples.append(_jsonl_sample(line, f"{jsonl}:{line_number}", root, missing))
     _raise_missing(jsonl, root, missing)
     return LayoutSamples(test=samples, train=None, has_masks=any(s.mask_path is not None for s in samples))
+
+
+def jsonl_named_paths(path: Path) -> tuple[Path, ...]:
+    """The paths an ``aaclip-jsonl`` spec names: a file or folder, or FILE:ROOT's two parts."""
+    if path.exists() or ":" not in str(path):
+        return (path,)
+    file_part, root_part = str(path).rsplit(":", 1)
+    return Path(file_part).expanduser(), Path(root_part).expanduser()
 
 
 def _jsonl_and_root(path: Path) -> tuple[Path, Path]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from zsad.data.layouts.common import DataLayoutError, LayoutSamples
-from zsad.data.sample import Sample
+from ..sample import Sample
+from .common import DataLayoutError, LayoutSamples
 
 DEFAULT_CLASS_NAME = "object"
 ALLOWED_KEYS = frozenset({"image_path", "label", "mask_path", "class_name"})

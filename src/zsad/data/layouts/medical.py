@@ -9,14 +9,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from zsad.data.layouts.common import (
+from ..sample import Sample
+from .common import (
     DataLayoutError,
     LayoutSamples,
     index_by_stem,
     list_images,
     require_dir,
 )
-from zsad.data.sample import Sample
 
 KVASIR_LAYOUT = "ROOT/images/*.jpg with ROOT/masks/*.jpg of the same name (every image is anomalous)"
 CLINICDB_LAYOUT = "ROOT/Original/N.tif with ROOT/Ground Truth/N.tif (.png also accepted; every image is anomalous)"

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zsad.data.layouts.common import (
+from ..sample import Sample
+from .common import (
     DataLayoutError,
     LayoutSamples,
     find_mask,
@@ -21,7 +22,6 @@ from zsad.data.layouts.common import (
     list_subdirs,
     require_dir,
 )
-from zsad.data.sample import Sample
 
 NORMAL_DIR_NAMES = ("good", "ok")
 EXPECTED_LAYOUT = (

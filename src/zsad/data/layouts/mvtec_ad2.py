@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zsad.data.layouts.common import (
+from ..sample import Sample
+from .common import (
     DataLayoutError,
     LayoutSamples,
     find_mask,
@@ -28,7 +29,6 @@ from zsad.data.layouts.common import (
     list_subdirs,
     require_dir,
 )
-from zsad.data.sample import Sample
 
 PUBLIC_TEST = "test_public"
 PREDICT_ONLY_SPLITS = ("test_private", "test_private_mixed")

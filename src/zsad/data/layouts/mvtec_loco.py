@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zsad.data.layouts.common import (
+from ..sample import Sample
+from .common import (
     DataLayoutError,
     LayoutSamples,
     list_images,
     list_subdirs,
     require_dir,
 )
-from zsad.data.sample import Sample
 
 ANOMALY_DIRS = {"logical_anomalies": "logical", "structural_anomalies": "structural"}
 EXPECTED_LAYOUT = (

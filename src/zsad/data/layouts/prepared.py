@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from zsad.data.layouts.common import DataLayoutError, LayoutSamples, list_subdirs
-from zsad.data.layouts.mvtec import read_mvtec_like
+from .common import DataLayoutError, LayoutSamples, list_subdirs
+from .mvtec import read_mvtec_like
 
 
 def is_mvtec_like(root: Path) -> bool:

@@ -24,13 +24,13 @@ import json
 import re
 from pathlib import Path
 
-from zsad.data.layouts.common import (
+from ..sample import Sample
+from .common import (
     DataLayoutError,
     LayoutSamples,
     list_subdirs,
     require_dir,
 )
-from zsad.data.sample import Sample
 
 RESOLUTION_DIR = re.compile(r"realiad_(256|512|1024|raw)")
 # Where the multi-view JSON splits sit, relative to ROOT (the release nests the folder once).

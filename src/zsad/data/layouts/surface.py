@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zsad.data.layouts.common import (
+from ..sample import Sample
+from .common import (
     DataLayoutError,
     LayoutSamples,
     find_mask,
@@ -28,9 +29,7 @@ from zsad.data.layouts.common import (
     list_subdirs,
     require_dir,
 )
-from zsad.data.layouts.prepared import is_mvtec_like, read_prepared
-from zsad.data.sample import Sample
-from zsad.imageio import ImageReadError, read_mask
+from .prepared import is_mvtec_like, read_prepared
 
 KSDD_CLASS = "ksdd"
 KSDD_LABEL_SUFFIX = "_label"
@@ -101,6 +100,9 @@ def _read_dagm_split(split_dir: Path, class_name: str) -> list[Sample]:
 
 
 def _has_foreground(mask: Path) -> bool:
+    # Imported here: the layout table is read without numpy (the command line checks specs at once).
+    from ...imageio import ImageReadError, read_mask
+
     try:
         return bool(read_mask(mask, None).any())
     except ImageReadError as error:

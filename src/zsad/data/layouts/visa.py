@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from zsad.data.layouts.common import (
+from ..sample import Sample
+from .common import (
     DataLayoutError,
     LayoutSamples,
     find_mask,
@@ -20,7 +21,6 @@ from zsad.data.layouts.common import (
     list_subdirs,
     require_dir,
 )
-from zsad.data.sample import Sample
 
 SPLIT_CSV = Path("split_csv") / "1cls.csv"
 CSV_COLUMNS = ("object", "split", "label", "image", "mask")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...errors import InvalidInputError
 from ..base import MethodConfig
 from .moe import DISPATCHES, NORM_MATCH_GRADIENTS
 
@@ -12,7 +13,7 @@ MAP_SMOOTHINGS = ("grid", "pixel")
 
 @dataclass
 class MoEClipConfig(MethodConfig):
-    """Fields (spec/moeclip.md):
+    """Fields (docs/specification.md (MoECLIP)):
 
     blocks: 1-based blocks that get a MoE module and feed the maps (empty = D/4, D/2,
         3D/4, D, i.e. 6/12/18/24 on ViT-L; layer-placement ablation).
@@ -92,22 +93,22 @@ class MoEClipConfig(MethodConfig):
     def __post_init__(self) -> None:
         for name in ("score_mode", "medical_score_mode"):
             if getattr(self, name) not in SCORE_MODES:
-                raise ValueError(f"{name} must be one of {SCORE_MODES}, got {getattr(self, name)!r}")
+                raise InvalidInputError(f"{name} must be one of {SCORE_MODES}, got {getattr(self, name)!r}")
         if self.map_smoothing not in MAP_SMOOTHINGS:
-            raise ValueError(f"map_smoothing must be one of {MAP_SMOOTHINGS}, got {self.map_smoothing!r}")
+            raise InvalidInputError(f"map_smoothing must be one of {MAP_SMOOTHINGS}, got {self.map_smoothing!r}")
         if self.norm_match_gradient not in NORM_MATCH_GRADIENTS:
-            raise ValueError(
+            raise InvalidInputError(
                 f"norm_match_gradient must be one of {NORM_MATCH_GRADIENTS}, got {self.norm_match_gradient!r}"
             )
         if not self.paa_scales or any(s < 1 or s % 2 == 0 for s in self.paa_scales):
-            raise ValueError(f"paa_scales must be odd window sizes >= 1, got {self.paa_scales}")
+            raise InvalidInputError(f"paa_scales must be odd window sizes >= 1, got {self.paa_scales}")
         if self.etf_loss and self.etf_weight <= 0:
-            raise ValueError("etf_weight must be > 0 while etf_loss is on (set etf_loss: false for the ablation)")
+            raise InvalidInputError("etf_weight must be > 0 while etf_loss is on (set etf_loss: false for the ablation)")
         if self.balance_loss and self.balance_weight <= 0:
-            raise ValueError("balance_weight must be > 0 while balance_loss is on (set balance_loss: false for the ablation)")
+            raise InvalidInputError("balance_weight must be > 0 while balance_loss is on (set balance_loss: false for the ablation)")
         if self.score_temperature <= 0:
-            raise ValueError("score_temperature must be > 0")
+            raise InvalidInputError("score_temperature must be > 0")
         if self.dispatch not in DISPATCHES:
-            raise ValueError(f"dispatch must be one of {DISPATCHES}, got {self.dispatch!r}")
+            raise InvalidInputError(f"dispatch must be one of {DISPATCHES}, got {self.dispatch!r}")
         if self.full_rank_experts and self.fofs:
-            raise ValueError("full_rank_experts has no A matrix to make orthogonal: set fofs: false")
+            raise InvalidInputError("full_rank_experts has no A matrix to make orthogonal: set fofs: false")

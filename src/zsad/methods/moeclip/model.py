@@ -1,4 +1,4 @@
-"""MoECLIP: LoRA mixture-of-experts inside a frozen CLIP ViT (spec/moeclip.md).
+"""MoECLIP: LoRA mixture-of-experts inside a frozen CLIP ViT (docs/specification.md (MoECLIP)).
 
 Per tapped block a :class:`MoeAdapter` replaces the hidden state in the residual
 stream. The adapted patch tokens of every tapped block are aggregated at several

@@ -1,7 +1,7 @@
 """MuSc: zero-shot anomaly scores by mutual scoring of unlabeled images (ICLR 2024).
 
 Training-free and transductive: every image of a set of N images of ONE product is
-scored against the other N - 1 (spec/musc.md). Per tapped block (plain residual-stream
+scored against the other N - 1 (docs/specification.md). Per tapped block (plain residual-stream
 outputs, not the V-V path) the patch tokens are standardised per image, aggregated over
 r x r neighbourhoods (LNAMD, r in ``degrees``) and L2-normalised; each of the taps x
 degrees feature sets gives a patch score = the mean of the K smallest distances to the
@@ -28,7 +28,7 @@ from ...errors import InvalidInputError, SmallSetWarning
 from .. import register_method
 from ..base import AnomalyDetector, DetectorOutput, MethodConfig
 from .lnamd import aggregate, standardise
-from .mutual import NO_PROGRESS, block_pairs, interval_size, mutual_scores
+from .mutual import block_pairs, interval_size, mutual_scores, no_progress
 from .rscin import rescore
 from .store import TokenStore
 
@@ -100,7 +100,7 @@ class MuscDetector(AnomalyDetector):
         return per_set * len(self.taps) * len(self.config.degrees)
 
     def patch_maps(self, store: TokenStore, device: torch.device | str = "cpu",
-                   progress: Callable[[int], None] = NO_PROGRESS) -> torch.Tensor:
+                   progress: Callable[[int], None] = no_progress) -> torch.Tensor:
         """The N images of ``store`` as one set -> (N, h, w) raw patch maps in [0, 2]: the
         mean over taps and degrees of the MSM patch scores. Refuses N = 1; warns for N < 5."""
         n_images = len(store)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...errors import InvalidInputError
+
 STANDARDISE_EPS = 1e-5  # the reference's layer-norm epsilon
 
 
@@ -28,7 +30,7 @@ def box_average(tokens: torch.Tensor, grid: tuple[int, int], degree: int) -> tor
     Computed as two 1-D box sums (rows, then columns) of the zero-padded grid; equals
     ``avg_pool2d(..., count_include_pad=True)``. r = 1 returns the input."""
     if degree < 1 or degree % 2 == 0:
-        raise ValueError(f"aggregation degree must be odd and >= 1, got {degree}")
+        raise InvalidInputError(f"aggregation degree must be odd and >= 1, got {degree}")
     if degree == 1:
         return tokens
     h, w = grid

@@ -15,15 +15,20 @@ from collections.abc import Callable
 
 import torch
 
+from ...errors import InvalidInputError
+
 BlockReader = Callable[[int, int], torch.Tensor]  # (start, stop) -> (stop - start, L, C) unit vectors
-NO_PROGRESS: Callable[[int], None] = lambda done: None
+
+
+def no_progress(done: int) -> None:
+    """The default progress callback: reports nothing."""
 
 
 def interval_size(n_images: int, fraction: float) -> int:
     """K = max(1, floor(fraction * (N - 1))): how many of the N - 1 other images are
     averaged (the reference's floor, but at least one so that N = 2..4 gives no NaN)."""
     if n_images < 2:
-        raise ValueError("mutual scoring needs at least two images: every image is scored against the others")
+        raise InvalidInputError("mutual scoring needs at least two images: every image is scored against the others")
     return max(1, math.floor(fraction * (n_images - 1)))
 
 
@@ -32,12 +37,14 @@ def images_per_block(patches: int, block_bytes: int) -> int:
     block stays within ``block_bytes``. Refuses a budget below one image pair."""
     pair_bytes = 4 * patches * patches
     if block_bytes < pair_bytes:
-        raise ValueError(f"a distance block of {block_bytes} bytes is below one image pair ({pair_bytes} bytes for {patches} patches)")
+        raise InvalidInputError(
+            f"a distance block of {block_bytes} bytes is below one image pair ({pair_bytes} bytes for {patches} patches)"
+        )
     return math.isqrt(block_bytes // pair_bytes)
 
 
 def pair_minima(read: BlockReader, n_images: int, patches: int, block_bytes: int, device: torch.device,
-                progress: Callable[[int], None] = NO_PROGRESS) -> torch.Tensor:
+                progress: Callable[[int], None] = no_progress) -> torch.Tensor:
     """(N, N, L) float32 table: [i, j, m] = min over n of ||z_i^m - z_j^n|| (i != j), +inf on
     the diagonal (self is never a reference). Blocks of b images per side (see
     :func:`images_per_block`); only blocks with j-block >= i-block are computed, each
@@ -106,7 +113,7 @@ def row_minima(read: BlockReader, first: int, first_stop: int, n_images: int, pa
 
 def mutual_scores(read: BlockReader, n_images: int, patches: int, fraction: float, lower_fraction: float = 0.0,
                   block_bytes: int = 256 * 2**20, table_bytes: int = 1 * 2**30, device: torch.device | str = "cpu",
-                  progress: Callable[[int], None] = NO_PROGRESS) -> torch.Tensor:
+                  progress: Callable[[int], None] = no_progress) -> torch.Tensor:
     """One feature set (N, L, C) of unit vectors, read block by block -> (N, L) patch
     scores in [0, 2]. Matrix products in full float32 (TF32 off on CUDA: near zero, d =
     sqrt(2 - 2 dot) amplifies any error of the dot product).

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ...errors import InvalidInputError
+
 
 def rescore(scores: torch.Tensor, embeddings: torch.Tensor, windows: Sequence[int]) -> torch.Tensor:
     """scores (N,) raw image scores, embeddings (N, d) image embeddings -> (N,) in [0, 1].
@@ -16,7 +18,7 @@ def rescore(scores: torch.Tensor, embeddings: torch.Tensor, windows: Sequence[in
     average a~ with those weights; the output is the mean over the windows. k = 1 is the
     identity on a~. Invariant to a -> c a + b (c > 0), permutation-equivariant."""
     if not windows:
-        raise ValueError("RsCIN needs at least one window size")
+        raise InvalidInputError("RsCIN needs at least one window size")
     scores = scores.double()
     span = scores.max() - scores.min()
     if span <= 0:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...errors import InvalidInputError
 from ..base import MethodConfig
 
 COMPOSITIONS = ("routed", "averaged")
@@ -10,7 +11,7 @@ COMPOSITIONS = ("routed", "averaged")
 
 @dataclass
 class PromptMoEConfig(MethodConfig):
-    """Fields (spec/promptmoe.md, paper Sec. "Implementation details" and appendix A):
+    """Fields (docs/specification.md (PromptMoE), paper Sec. "Implementation details" and appendix A):
 
     taps: 1-based blocks whose patch features give maps (empty = D/4, D/2, 3D/4, D,
         i.e. 6/12/18/24 on ViT-L).
@@ -73,22 +74,22 @@ class PromptMoEConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         if self.composition not in COMPOSITIONS:
-            raise ValueError(f"composition must be one of {COMPOSITIONS}, got {self.composition!r}")
+            raise InvalidInputError(f"composition must be one of {COMPOSITIONS}, got {self.composition!r}")
         if self.shared_pool and self.composition != "routed":
-            raise ValueError("shared_pool needs composition 'routed' (static prompts pair expert j of each pool)")
+            raise InvalidInputError("shared_pool needs composition 'routed' (static prompts pair expert j of each pool)")
         if self.num_experts < 1:
-            raise ValueError(f"num_experts must be >= 1, got {self.num_experts}")
+            raise InvalidInputError(f"num_experts must be >= 1, got {self.num_experts}")
         if self.composition == "routed" and not 1 <= self.top_k <= self.num_experts:
-            raise ValueError(f"need 1 <= top_k <= num_experts, got top_k={self.top_k}, num_experts={self.num_experts}")
+            raise InvalidInputError(f"need 1 <= top_k <= num_experts, got top_k={self.top_k}, num_experts={self.num_experts}")
         for name in ("num_queries", "attention_heads", "router_hidden", "normal_length", "abnormal_length"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.context_length < 0:
-            raise ValueError(f"context_length must be >= 0, got {self.context_length}")
+            raise InvalidInputError(f"context_length must be >= 0, got {self.context_length}")
         for name in ("balance_weight", "decouple_weight", "smoothing_sigma", "focal_gamma"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise InvalidInputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.map_temperature <= 0 or self.score_temperature <= 0:
-            raise ValueError("map_temperature and score_temperature must be > 0")
+            raise InvalidInputError("map_temperature and score_temperature must be > 0")
         if self.init_std <= 0:
-            raise ValueError(f"init_std must be > 0, got {self.init_std}")
+            raise InvalidInputError(f"init_std must be > 0, got {self.init_std}")

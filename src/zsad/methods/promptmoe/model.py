@@ -1,4 +1,4 @@
-"""PromptMoE: visually-guided mixtures of learned prompts on a frozen CLIP (spec/promptmoe.md).
+"""PromptMoE: visually-guided mixtures of learned prompts on a frozen CLIP (docs/specification.md (PromptMoE)).
 
 Per tapped layer l (V-V stream from block D/2 + 1 on):
 

@@ -1,4 +1,4 @@
-"""WMoE-CLIP (spec/wmoeclip.md): CTDS prompts, wavelet cross-modal attention, semantic MoE.
+"""WMoE-CLIP (docs/specification.md (WMoE-CLIP)): CTDS prompts, wavelet cross-modal attention, semantic MoE.
 Importing the package registers the method."""
 from .model import WMoEClipDetector
 

@@ -1,8 +1,9 @@
-"""WMoE-CLIP settings (spec/wmoeclip.md): the spec's choices by default, each module one switch."""
+"""WMoE-CLIP settings (docs/specification.md (WMoE-CLIP)): the spec's choices by default, each module one switch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...errors import InvalidInputError
 from ..base import MethodConfig
 
 
@@ -74,17 +75,17 @@ class WMoEClipConfig(MethodConfig):
         }
         for name, value in positive.items():
             if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise InvalidInputError(f"{name} must be >= 1, got {value}")
         for name in ("decoder_hidden", "expert_hidden"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 or null, got {getattr(self, name)}")
+                raise InvalidInputError(f"{name} must be >= 1 or null, got {getattr(self, name)}")
         if not 1 <= self.top_k <= self.num_experts:
-            raise ValueError(f"need 1 <= top_k <= num_experts, got top_k={self.top_k}, num_experts={self.num_experts}")
+            raise InvalidInputError(f"need 1 <= top_k <= num_experts, got top_k={self.top_k}, num_experts={self.num_experts}")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise InvalidInputError(f"temperature must be > 0, got {self.temperature}")
         weights = ("focal_weight", "dice_weight", "bce_weight", "kl_weight", "rec_weight", "balance_weight")
         for name in weights:
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise InvalidInputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.normal_prefix.strip() or not self.abnormal_prefix.strip():
-            raise ValueError("normal_prefix and abnormal_prefix must hold words")
+            raise InvalidInputError("normal_prefix and abnormal_prefix must hold words")

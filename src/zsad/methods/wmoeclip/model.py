@@ -1,5 +1,5 @@
 """WMoE-CLIP: VAE-shifted learnable prompts, wavelet cross-modal attention and a semantic
-MoE on a frozen CLIP (spec/wmoeclip.md).
+MoE on a frozen CLIP (docs/specification.md (WMoE-CLIP)).
 
 The visual tower runs frozen (no in-stream module). Per tapped layer the patch tokens go
 through ``ln_post`` + CLIP's projection and L2 normalisation; WCMA refines the prompt
@@ -8,7 +8,6 @@ the cosines with the refined pair (temperature 0.07). The image score fuses the 
 feature's abnormal probability with the map maximum.
 """
 from __future__ import annotations
-
 
 import torch
 import torch.nn.functional as F

@@ -1,5 +1,4 @@
-"""``zsad data ...``: look at a data set, or write a synthetic one."""
-
+"""`zsad data ...`: look at a data set, or write a synthetic one."""
 from __future__ import annotations
 
 import shutil
@@ -10,15 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from zsad.data.sample import SPLITS
-from zsad.data.synth_categories import CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES
-
-data_app = typer.Typer(
-    help="Inspect data sets (any KIND:PATH spec) and generate synthetic MVTec/VisA-layout data.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
-
+from ..data.sample import SPLITS
+from ..data.synth_categories import CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES
+from ..plurals import counted
 
 CATEGORIES_HELP = (
     f"Comma-separated categories (default: all of {', '.join(CATEGORIES)}). Zero-shot split: "
@@ -31,7 +24,6 @@ class SynthLayout(str, Enum):
     visa = "visa"
 
 
-@data_app.command("synth")
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the data set into (created if missing).")],
     categories: Annotated[Optional[str], typer.Option(help=CATEGORIES_HELP)] = None,
@@ -48,7 +40,7 @@ def synth(
     ] = False,
 ) -> None:
     """Write a synthetic anomaly-detection data set (textures and objects with exact defect masks)."""
-    from zsad.data.synth import generate_mvtec_like, generate_visa_like
+    from ..data.synth import generate_mvtec_like, generate_visa_like
 
     selected = [c.strip() for c in categories.split(",") if c.strip()] if categories else list(CATEGORIES)
     unknown = [c for c in selected if c not in CATEGORIES]
@@ -70,19 +62,17 @@ def synth(
         written = generate_mvtec_like(out, selected, n_train, n_good, n_defect, size, seed)
     else:
         written = generate_visa_like(out, selected, n_train, n_good, n_defect, size, seed)
-    typer.echo(f"wrote {layout.value} layout with {len(written)} categories to {out}: {', '.join(written)}")
+    typer.echo(f"wrote {layout.value} layout with {counted(len(written), 'category', 'categories')} to {out}: {', '.join(written)}")
 
 
-@data_app.command("info")
 def info(
     spec: Annotated[
-        str, typer.Argument(help="Data set as KIND:PATH, e.g. mvtec:/data/mvtec_ad or manifest:list.jsonl.")
+        str, typer.Argument(help="Data set as KIND:PATH, e.g. mvtec:/data/mvtec_ad or manifest:list.jsonl. Kinds: {data_kinds}.")
     ],
     split: Annotated[
         str,
         typer.Option(
-            help=f"Which split to count: {', '.join(SPLITS)}; mvtec-ad2 also has the unlabelled "
-            "test_private and test_private_mixed."
+            help=f"Which split to count: {', '.join(SPLITS)}; unlabelled splits of some kinds: {{unlabelled_splits}}."
         ),
     ] = "test",
     duplicates: Annotated[
@@ -90,16 +80,12 @@ def info(
     ] = False,
 ) -> None:
     """Count images per class and label, and say whether masks and image labels exist."""
-    from zsad.data import build_dataset, find_duplicate_files
+    from ..data import build_dataset, find_duplicate_files
 
-    try:
-        dataset = build_dataset(spec, split=split)
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(code=1) from error
+    dataset = build_dataset(spec, split=split)
     typer.echo(
         f"{dataset.kind} at {dataset.root} (split {split}): "
-        f"{len(dataset)} images, {len(dataset.classes)} classes"
+        f"{counted(len(dataset), 'image')}, {counted(len(dataset.classes), 'class', 'classes')}"
     )
     typer.echo(f"has_masks={dataset.has_masks} has_image_labels={dataset.has_image_labels}")
     typer.echo(f"{'class':<24}{'normal':>8}{'anomalous':>11}{'unknown':>9}")
@@ -111,7 +97,7 @@ def info(
     if duplicates:
         groups = find_duplicate_files(s.image_path for s in dataset.samples)
         extra = sum(len(group) - 1 for group in groups)
-        typer.echo(f"duplicates: {len(groups)} groups of byte-identical images ({extra} extra copies)")
+        typer.echo(f"duplicates: {counted(len(groups), 'group')} of byte-identical images ({counted(extra, 'extra copy', 'extra copies')})")
         for group in groups:
             typer.echo("  " + " = ".join(str(p) for p in group))
 
@@ -138,8 +124,8 @@ def _echo_details(samples) -> None:
 
 def _echo_splits(spec: str) -> None:
     """Every split the layout offers with its size, the unlabelled (predict-only) ones marked."""
-    from zsad.data import parse_data_spec
-    from zsad.data.layouts import LAYOUTS
+    from ..data.layouts import LAYOUTS
+    from ..data.spec import parse_data_spec
 
     kind, root = parse_data_spec(spec)
     found = LAYOUTS[kind].read(root)
