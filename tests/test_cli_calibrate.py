@@ -35,7 +35,8 @@ def test_calibrate_writes_thresholds_identity_and_scores(line):
     _, _, path = line
     calibration = load_calibration(path)
     assert calibration.identity["method"] == "zeroshot"
-    assert calibration.identity["backbone"]["image_size"] == 64 and calibration.identity["backbone"]["weights"] == "random:0"
+    backbone = calibration.identity["backbone_config"]
+    assert backbone["image_size"] == 64 and backbone["weights"] == "random:0"
     (entry,) = calibration.classes.values()
     assert entry.class_words == "object" and entry.n_images == N_GOOD
     k = conformal_rank(N_GOOD, RATE)
@@ -71,7 +72,7 @@ def test_a_calibration_is_refused_for_another_model_or_with_threshold(line, tmp_
     other = [*TINY[:5], "96", *TINY[6:]]  # --image-size 96
     result = runner.invoke(app, ["predict", str(good), "--out", str(tmp_path / "a"), "--calibration", str(path), *other])
     assert result.exit_code == 1
-    assert "calibrated for another model" in result.output and "backbone.image_size: requested 96" in result.output
+    assert "calibrated for another model" in result.output and "backbone_config.image_size: requested 96" in result.output
     result = runner.invoke(
         app, ["predict", str(good), "--out", str(tmp_path / "b"), "--calibration", str(path), "--class-name", "screw", *TINY]
     )
@@ -152,4 +153,4 @@ def test_export_carries_the_calibration_and_onnx_predict_checks_it(line, tmp_pat
     result = runner.invoke(
         app, ["predict", str(good), "--onnx", str(other), "--calibration", str(path), "--out", str(tmp_path / "x"), "--quiet"]
     )
-    assert result.exit_code == 1 and "backbone.image_size: requested 32, the calibration file has 64" in result.output
+    assert result.exit_code == 1 and "backbone_config.image_size: requested 32, the calibration file has 64" in result.output

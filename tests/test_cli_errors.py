@@ -68,6 +68,11 @@ def _early_refusals(tmp_path: Path) -> dict[str, list[str]]:
         "training data missing": ["train", "--method", "moeclip", "--data", f"visa:{tmp_path / 'missing'}", "--out", out],
         "benchmark data kind": ["benchmark", "--train", f"visa:{tmp_path}", "--test", "bogus:/x", "--out", out],
         "analysis data missing": ["analyze", "experts", "--data", f"mvtec:{tmp_path / 'missing'}", "--out", out, *tiny],
+        "jsonl data root missing": ["test", "--data", f"aaclip-jsonl:{image}:{tmp_path / 'missing'}", "--out", out, *tiny],
+        "monitor data missing": ["train", "--method", "moeclip", "--data", f"mvtec:{tmp_path / 'data'}",
+                                 "--monitor", f"mvtec:{tmp_path / 'missing'}", "--out", out],
+        "benchmark recipe file missing": ["benchmark", "--test", f"mvtec:{tmp_path / 'data'}", "--config", "missing.yaml", "--out", out],
+        "seeds malformed": ["benchmark", "--test", f"mvtec:{tmp_path / 'data'}", "--seeds", "0,x", "--out", out],
     }
 
 

@@ -24,7 +24,7 @@ from zsad.analysis.prompt_tsne import (
 )
 from zsad.api import full_config
 from zsad.checkpoints import save_checkpoint
-from zsad.cli.analysis import register
+from zsad.cli import app
 from zsad.data.synth import generate_mvtec_like
 from zsad.errors import InvalidInputError
 from zsad.methods import build_method
@@ -152,19 +152,13 @@ def test_perplexity_must_fit_the_number_of_points():
     assert embedded.shape == (2, 2) and 0 < used < 2
 
 
-def _cli():
-    app = typer.Typer()
-    register(app)
-    return app
-
-
 def test_analyze_experts_writes_the_tsne_of_a_promptmoe_checkpoint_without_data(tiny_backbone, tmp_path):
     model = _promptmoe(tiny_backbone, num_experts=3, top_k=2)
     checkpoint = tmp_path / "promptmoe.safetensors"
     save_checkpoint(checkpoint, model.trainable_state_dict(), full_config(model))
     out = tmp_path / "out"
     arguments = ["analyze", "experts", "--checkpoint", str(checkpoint), "--out", str(out), "--device", "cpu", "--quiet"]
-    result = CliRunner().invoke(_cli(), [*arguments, "--tsne-seed", "7"])
+    result = CliRunner().invoke(app, [*arguments, "--tsne-seed", "7"])
     assert result.exit_code == 0, result.output
     assert "perplexity" in result.output and "abnormal" in result.output
     with open(out / "expert_tsne.csv", newline="") as handle:
@@ -186,9 +180,9 @@ def test_analyze_experts_writes_the_tsne_of_a_promptmoe_checkpoint_without_data(
         dispersion = list(csv.DictReader(handle))
     assert len(dispersion) == 2 * (layers + 1)
     assert (out / "expert_tsne.png").is_file()
-    refused = CliRunner().invoke(_cli(), arguments)
+    refused = CliRunner().invoke(app, arguments)
     assert refused.exit_code == 1 and "exists" in refused.output
-    bad = CliRunner().invoke(_cli(), [*arguments, "--overwrite", "--perplexity", "500"])
+    bad = CliRunner().invoke(app, [*arguments, "--overwrite", "--perplexity", "500"])
     assert bad.exit_code == 1 and "perplexity must lie in" in bad.output
 
 
@@ -210,7 +204,7 @@ def test_a_method_without_expert_prompts_says_why_there_is_no_tsne(tmp_path):
         "cpu",
         "--quiet",
     ]
-    result = CliRunner().invoke(_cli(), arguments)
+    result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 1
     assert "no expert prompts" in result.output and "--data" in result.output
     assert not (tmp_path / "out" / "expert_tsne.csv").exists()
@@ -223,7 +217,7 @@ def test_static_prompts_get_the_tsne_and_say_that_data_is_not_routed(tiny_backbo
     generate_mvtec_like(tmp_path / "data", categories=["disc"], size=32, n_train=0, n_good=1, n_defect_per_kind=1)
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        _cli(),
+        app,
         [
             "analyze",
             "experts",
