@@ -46,15 +46,16 @@ def test_auxiliary_loss_curves_of_two_runs(tmp_path):
         for step, value in enumerate(decouple, start=1):
             log.write(1, step, 1e-3, 1.0, {"bce": 0.7, "balance_unweighted": 1.5, "decouple_unweighted": value})
         log.close()
-    written = training_curves([tmp_path / "with", tmp_path / "without"], tmp_path / "out").written
-    with open(written[0], newline="") as handle:
+    written = {path.name: path for path in training_curves([tmp_path / "with", tmp_path / "without"], tmp_path / "out").written}
+    with open(written["auxiliary_losses.csv"], newline="") as handle:
         rows = list(csv.DictReader(handle))
     without = [float(r["value"]) for r in rows if r["run"] == "without" and r["loss"] == "decouple_unweighted"]
     assert without == [0.5, 0.9] and len(rows) == 8
-    assert written[1].is_file()
+    assert written["auxiliary_losses.png"].is_file()
     (tmp_path / "plain").mkdir()
     log = TrainLog(tmp_path / "plain" / "train_log.csv")
     log.write(1, 1, 1e-3, 1.0, {"seg": 0.3})
     log.close()
-    with pytest.raises(ValueError, match="none of the columns"):
-        training_curves([tmp_path / "plain"], tmp_path / "out2")
+    plain = training_curves([tmp_path / "plain"], tmp_path / "out2")  # no auxiliary losses: the training loss only
+    assert [path.name for path in plain.written] == ["training_loss.csv", "training_loss.png", "convergence.md"]
+    assert plain.without_auxiliary == ["plain"]

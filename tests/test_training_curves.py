@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from zsad.analysis.training_curves import (
@@ -66,8 +65,10 @@ def test_the_written_auroc_csv_equals_each_runs_monitor_csv(tmp_path):
     _run(tmp_path / "a", 0.005, [1.0, 0.5, 0.25, 0.2], auroc=[0.5, 0.75])
     _run(tmp_path / "b", 0.0, [1.0, 1.5, 1.75, 2.0], auroc=[0.55, 0.6])
     result = training_curves([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
-    assert [path.name for path in result.written] == ["auxiliary_losses.csv", "auxiliary_losses.png", "monitor_auroc.csv"]
-    with open(result.written[2], newline="") as handle:
+    assert [path.name for path in result.written] == [
+        "training_loss.csv", "training_loss.png", "convergence.md", "auxiliary_losses.csv", "auxiliary_losses.png", "monitor_auroc.csv",
+    ]
+    with open(result.written[-1], newline="") as handle:
         written = [
             (row["run"], float(row["decouple_weight"]), int(row["epoch"]), float(row["image_auroc"])) for row in csv.DictReader(handle)
         ]
@@ -93,5 +94,7 @@ def test_analyze_losses_with_a_run_without_monitor_csv(tmp_path):
     alone = CliRunner().invoke(app, ["analyze", "losses", "--run", str(plain), "--out", str(tmp_path / "out2")])
     assert alone.exit_code == 0, alone.output
     assert "selected nothing" not in alone.output and "losses only" in alone.output
-    assert sorted(path.name for path in (tmp_path / "out2").iterdir()) == ["auxiliary_losses.csv", "auxiliary_losses.png"]
+    assert sorted(path.name for path in (tmp_path / "out2").iterdir()) == [
+        "auxiliary_losses.csv", "auxiliary_losses.png", "convergence.md", "training_loss.csv", "training_loss.png",
+    ]
     assert len(curves_figure([read_run_curves(plain, "plain")]).axes) == 2

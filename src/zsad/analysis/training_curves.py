@@ -1,12 +1,18 @@
-"""Training curves of PromptMoE runs in one figure (Fig. 7): both unweighted auxiliary
-losses from each run's train_log.csv and, for a run trained with ``--monitor``, its image
-AUROC per epoch from monitor.csv.
+"""Training curves of one or more `zsad train` runs, of any method.
 
-Runs are told apart by colour and labelled by folder name and beta (the L_decouple weight,
-read from the run's config.json); as in the paper, a run without L_decouple (beta = 0) is
-dashed, one with it solid. Losses are drawn against the epoch: the n rows logged in epoch e
-sit at e - 1 + j / n (j = 1..n), so the epoch's last row lines up with the AUROC measured
-after it. The monitored curve selects nothing: each run's model is its last epoch.
+For every run: its training loss (the ``total`` column of train_log.csv, or another loss
+column) in one figure, raw and smoothed, and how many steps each run needs to reach a
+common level of its smoothed loss relative to the first run (MoECLIP Fig. 8; definitions
+in :mod:`.convergence`).
+
+For PromptMoE runs also Fig. 7: both unweighted auxiliary losses from train_log.csv and,
+for a run trained with ``--monitor``, its image AUROC per epoch from monitor.csv. Runs are
+told apart by colour and labelled by folder name and beta (the L_decouple weight, read from
+the run's config.json); as in the paper, a run without L_decouple (beta = 0) is dashed, one
+with it solid. Losses are drawn against the epoch: the n rows logged in epoch e sit at
+e - 1 + j / n (j = 1..n), so the epoch's last row lines up with the AUROC measured after
+it. The monitored curve selects nothing: each run's model is its last epoch. Runs without
+auxiliary losses (MoECLIP, WMoE-CLIP) are left out of that figure.
 """
 from __future__ import annotations
 
@@ -23,10 +29,16 @@ from ..engine.train_log import read_train_log
 from ..errors import InvalidInputError, MissingInputError
 from ..fileio import atomic_write_text, check_can_write
 from ..viz import new_figure, save_figure
+from .convergence import Convergence, LossCurve, convergence, convergence_lines
+from .training_loss import epoch_positions, training_loss_figure, training_loss_rows
 
 __all__ = [
+    "DEFAULT_LOSS",
+    "DEFAULT_SMOOTHING_STEPS",
+    "DEFAULT_TOLERANCE",
     "RunCurves",
     "TrainingCurves",
+    "batch_size_note",
     "curves_figure",
     "epoch_positions",
     "read_run_curves",
@@ -36,6 +48,12 @@ __all__ = [
 CURVES_CSV = "auxiliary_losses.csv"
 CURVES_PNG = "auxiliary_losses.png"
 AUROC_CSV = "monitor_auroc.csv"
+LOSS_CSV = "training_loss.csv"
+LOSS_PNG = "training_loss.png"
+CONVERGENCE_MD = "convergence.md"
+DEFAULT_LOSS = "total"
+DEFAULT_SMOOTHING_STEPS = 50
+DEFAULT_TOLERANCE = 0.05
 AUXILIARY_COLUMNS = ("balance_unweighted", "decouple_unweighted")
 MONITORED_METRIC = "image_auroc"
 CURVE_NOTE = "The AUROC curves selected nothing: each run's model is its last epoch's."
@@ -51,14 +69,18 @@ class RunCurves:
     """One run's curves.
 
     label: the folder name (numbered when two runs share one); decouple_weight: beta from
-    config.json (None when the run has no readable one); losses: loss column -> rows of
-    (epoch, step, value); auroc: (epoch, image AUROC) rows of monitor.csv ([] without).
+    config.json (None when the run has no readable one); training_loss: rows of (epoch,
+    step, value) of the training-loss column; losses: auxiliary-loss column -> rows of
+    (epoch, step, value), empty for a method without them; auroc: (epoch, image AUROC) rows
+    of monitor.csv ([] without); batch_size: from config.json (None without).
     """
 
     label: str
     decouple_weight: float | None
+    training_loss: list[tuple[int, int, float]]
     losses: dict[str, list[tuple[int, int, float]]]
     auroc: list[tuple[int, float]]
+    batch_size: int | None = None
 
     @property
     def legend(self) -> str:
@@ -76,12 +98,18 @@ class RunCurves:
 
 @dataclass
 class TrainingCurves:
-    """What :func:`training_curves` wrote, the runs it read, and the labels of the runs
-    without monitor.csv (drawn with their losses only)."""
+    """What :func:`training_curves` wrote, the runs it read, their training-loss curves
+    (as drawn) and convergence (the first run the reference), the labels of the runs
+    without monitor.csv (drawn with their losses only) and of those without auxiliary
+    losses (training loss only), and a note when the runs' batch sizes differ."""
 
     written: list[Path]
     runs: list[RunCurves]
+    loss_curves: list[LossCurve]
+    convergence: Convergence
     without_monitor: list[str]
+    without_auxiliary: list[str]
+    batch_size_note: str | None
 
 
 def _decouple_weight(run: Path) -> float | None:
@@ -90,37 +118,40 @@ def _decouple_weight(run: Path) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def read_run_curves(run: Path, label: str) -> RunCurves:
-    """Read one `zsad train` folder: its train_log.csv (needs at least one auxiliary-loss
-    column), monitor.csv when present, and beta from config.json."""
+def _batch_size(run: Path) -> int | None:
+    value = ((read_run_config(run) or {}).get("training") or {}).get("batch_size")
+    return value if isinstance(value, int) else None
+
+
+def batch_size_note(runs: Sequence[RunCurves]) -> str | None:
+    """A warning sentence when the runs' recorded batch sizes differ (their steps then see
+    different numbers of images), else None."""
+    sizes = {run.label: run.batch_size for run in runs if run.batch_size is not None}
+    if len(set(sizes.values())) < 2:
+        return None
+    listed = ", ".join(f"{label}: {size}" for label, size in sizes.items())
+    return f"The runs were trained with different batch sizes ({listed}): a step of each sees a different number of images."
+
+
+def _column(log_rows: Sequence[dict[str, float | None]], name: str) -> list[tuple[int, int, float]]:
+    return [(int(row["epoch"]), int(row["step"]), row[name]) for row in log_rows if row.get(name) is not None]
+
+
+def read_run_curves(run: Path, label: str, loss: str = DEFAULT_LOSS) -> RunCurves:
+    """Read one `zsad train` folder: its train_log.csv (needs the ``loss`` column; the
+    auxiliary-loss columns when present), monitor.csv when present, and beta from
+    config.json."""
     run = Path(run)
     log = run / "train_log.csv"
     columns, log_rows = read_train_log(log)
     if not log_rows:
-        raise MissingInputError(f"no training log with rows at {log}")
-    present = [name for name in AUXILIARY_COLUMNS if name in columns]
-    if not present:
-        raise InvalidInputError(f"{log} has none of the columns {', '.join(AUXILIARY_COLUMNS)} (not a routed PromptMoE run?)")
-    losses = {
-        name: [(int(row["epoch"]), int(row["step"]), row[name]) for row in log_rows if row.get(name) is not None]
-        for name in present
-    }
+        raise MissingInputError(f"no training log with rows at {log} (is {run} a `zsad train` output folder?)")
+    if loss not in columns:
+        losses = [name for name in columns if name not in ("epoch", "step", "lr")]
+        raise InvalidInputError(f"{log} has no column {loss!r}; its loss columns: {', '.join(losses)}")
+    auxiliary = {name: _column(log_rows, name) for name in AUXILIARY_COLUMNS if name in columns}
     auroc = [(int(row["epoch"]), row[MONITORED_METRIC]) for row in read_monitor(run / MONITOR_CSV) if MONITORED_METRIC in row]
-    return RunCurves(label, _decouple_weight(run), losses, auroc)
-
-
-def epoch_positions(epochs: Sequence[int]) -> list[float]:
-    """x positions on an epoch axis of rows logged in ``epochs`` (non-decreasing, 1-based):
-    the n rows of epoch e at e - 1 + j / n, j = 1..n."""
-    counts: dict[int, int] = {}
-    for epoch in epochs:
-        counts[epoch] = counts.get(epoch, 0) + 1
-    seen: dict[int, int] = {}
-    positions = []
-    for epoch in epochs:
-        seen[epoch] = seen.get(epoch, 0) + 1
-        positions.append(epoch - 1 + seen[epoch] / counts[epoch])
-    return positions
+    return RunCurves(label, _decouple_weight(run), _column(log_rows, loss), auxiliary, auroc, _batch_size(run))
 
 
 def curves_figure(runs: Sequence[RunCurves]):
@@ -173,24 +204,66 @@ def _unique_labels(runs: Sequence[Path]) -> list[str]:
     return labels
 
 
-def training_curves(runs: Sequence[Path], out_dir: Path, overwrite: bool = False) -> TrainingCurves:
-    """Write, for one or more runs: auxiliary_losses.csv (run, loss, epoch, step, value),
-    auxiliary_losses.png (the :func:`curves_figure`) and, when any run has monitor.csv,
-    monitor_auroc.csv (run, decouple_weight, epoch, image_auroc: the values drawn)."""
+def _convergence_markdown(result: Convergence, loss: str, x_axis: str, note: str | None) -> str:
+    lines = ["# Convergence", "", *convergence_lines(result, loss), ""] + ([note, ""] if note else [])
+    lines += [
+        "| run | final smoothed loss | steps to the level | epoch | steps / first run's |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for run in result.runs:
+        reached = run.steps_to_level is not None
+        lines.append(
+            f"| {run.label} | {run.final_smoothed:.6g} | {run.steps_to_level if reached else 'not reached'} | "
+            f"{run.epoch_at_level if reached else ''} | {'' if run.ratio_to_first is None else f'{run.ratio_to_first:.2f}'} |"
+        )
+    lines += ["", f"Figure: {LOSS_PNG} (x axis: {x_axis}); values: {LOSS_CSV}.", ""]
+    return "\n".join(lines)
+
+
+def training_curves(
+    runs: Sequence[Path],
+    out_dir: Path,
+    overwrite: bool = False,
+    loss: str = DEFAULT_LOSS,
+    smoothing_steps: int = DEFAULT_SMOOTHING_STEPS,
+    tolerance: float = DEFAULT_TOLERANCE,
+    level: float | None = None,
+    x_axis: str = "step",
+) -> TrainingCurves:
+    """Write, for one or more runs of any method: training_loss.png (every run's ``loss``
+    column, raw and smoothed over ``smoothing_steps``, against ``x_axis``), training_loss.csv
+    (run, epoch, step, x, LOSS, LOSS_smoothed: the values drawn) and convergence.md (steps to
+    the common level, see :mod:`.convergence`). When a run has PromptMoE's auxiliary losses:
+    auxiliary_losses.csv (run, loss, epoch, step, value) and auxiliary_losses.png (the
+    :func:`curves_figure` of those runs). When any run has monitor.csv: monitor_auroc.csv
+    (run, decouple_weight, epoch, image_auroc)."""
     out_dir = Path(out_dir)
-    curves = [read_run_curves(run, label) for run, label in zip(runs, _unique_labels(runs))]
+    curves = [read_run_curves(run, label, loss) for run, label in zip(runs, _unique_labels(runs))]
+    loss_curves = [LossCurve.from_rows(run.label, run.training_loss, smoothing_steps) for run in curves]
+    result = convergence(loss_curves, tolerance=tolerance, level=level)
+    note = batch_size_note(curves)
+    auxiliary = [run for run in curves if run.losses]
     monitored = any(run.auroc for run in curves)
-    planned = [out_dir / CURVES_CSV, out_dir / CURVES_PNG] + ([out_dir / AUROC_CSV] if monitored else [])
+    planned = [out_dir / LOSS_CSV, out_dir / LOSS_PNG, out_dir / CONVERGENCE_MD]
+    planned += [out_dir / CURVES_CSV, out_dir / CURVES_PNG] if auxiliary else []
+    planned += [out_dir / AUROC_CSV] if monitored else []
     check_can_write(planned, overwrite)
-    loss_rows = [
-        {"run": run.label, "loss": name, "epoch": epoch, "step": step, "value": value}
-        for run in curves for name, rows in run.losses.items() for epoch, step, value in rows
-    ]
     out_dir.mkdir(parents=True, exist_ok=True)
+    loss_columns = ["run", "epoch", "step", "x", loss, f"{loss}_smoothed"]
     written = [
-        atomic_write_text(out_dir / CURVES_CSV, _csv(loss_rows, ["run", "loss", "epoch", "step", "value"])),
-        save_figure(curves_figure(curves), out_dir / CURVES_PNG),
+        atomic_write_text(out_dir / LOSS_CSV, _csv(training_loss_rows(loss_curves, x_axis, loss), loss_columns)),
+        save_figure(training_loss_figure(loss_curves, result, x_axis, loss), out_dir / LOSS_PNG),
+        atomic_write_text(out_dir / CONVERGENCE_MD, _convergence_markdown(result, loss, x_axis, note)),
     ]
+    if auxiliary:
+        loss_rows = [
+            {"run": run.label, "loss": name, "epoch": epoch, "step": step, "value": value}
+            for run in auxiliary for name, rows in run.losses.items() for epoch, step, value in rows
+        ]
+        written += [
+            atomic_write_text(out_dir / CURVES_CSV, _csv(loss_rows, ["run", "loss", "epoch", "step", "value"])),
+            save_figure(curves_figure(auxiliary), out_dir / CURVES_PNG),
+        ]
     if monitored:
         auroc_rows = [
             {
@@ -203,4 +276,9 @@ def training_curves(runs: Sequence[Path], out_dir: Path, overwrite: bool = False
             for epoch, value in run.auroc
         ]
         written.append(atomic_write_text(out_dir / AUROC_CSV, _csv(auroc_rows, ["run", "decouple_weight", "epoch", MONITORED_METRIC])))
-    return TrainingCurves(written, curves, [run.label for run in curves if not run.auroc])
+    return TrainingCurves(
+        written, curves, loss_curves, result,
+        without_monitor=[run.label for run in curves if not run.auroc],
+        without_auxiliary=[run.label for run in curves if not run.losses],
+        batch_size_note=note,
+    )

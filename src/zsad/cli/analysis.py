@@ -1,7 +1,8 @@
 """`zsad analyze`: analyses of a trained model (the experts of any method that routes) and
-the auxiliary-loss curves of training runs."""
+the training curves of runs (training loss and convergence; PromptMoE's auxiliary losses)."""
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -142,28 +143,74 @@ def _analyze_data(
     return bool(result.errors)
 
 
+class LossAxis(str, Enum):
+    step = "step"
+    epoch = "epoch"
+
+
 def losses(
-    run: Annotated[List[Path], typer.Option("--run", help="A `zsad train` output folder (repeat to compare runs, e.g. with and without "
-                                                          "L_decouple).")],
+    run: Annotated[List[Path], typer.Option("--run", help="A `zsad train` output folder, of any method (repeat to compare runs, e.g. "
+                                                          "moeclip-single-expert and moeclip; the first is the reference of the "
+                                                          "convergence ratios).")],
     out: opt.Out,
+    loss: Annotated[str, typer.Option(help="The train_log.csv column plotted as the training loss and used for convergence "
+                                           "(`total`: the weighted sum the optimiser minimised).")] = "total",
+    smooth_steps: Annotated[int, typer.Option(min=1, help="Smoothing window N in optimiser steps: the smoothed loss at step s is the "
+                                                          "mean of the values logged at steps s - N + 1 .. s (a run's first steps "
+                                                          "average what is logged so far; 1: no smoothing).")] = 50,
+    tolerance: Annotated[float, typer.Option(min=0.0, help="The convergence level is the highest final smoothed loss among the runs "
+                                                           "(the slowest run's end) times (1 + this); 0.05 = 5 %.")] = 0.05,
+    level: Annotated[Optional[float], typer.Option(help="Use this convergence level of the smoothed loss instead (then --tolerance "
+                                                        "is not used); a run that never gets there is 'not reached'.")] = None,
+    x_axis: Annotated[LossAxis, typer.Option(help="x axis of training_loss.png: optimiser step, or epoch (the n rows of epoch e at "
+                                                  "e - 1 + j / n).")] = LossAxis.step,
     overwrite: opt.Overwrite = False,
 ) -> None:
-    """Training curves of PromptMoE runs in one figure (PromptMoE Fig. 7): the unweighted
-    auxiliary losses (L_decouple, L_balance) from each run's train_log.csv and, for runs
-    trained with `zsad train --monitor`, the image AUROC per epoch from their monitor.csv.
-    Runs are labelled by folder name and beta (the L_decouple weight, from config.json);
-    dashed: beta = 0. OUT/auxiliary_losses.csv and .png, and OUT/monitor_auroc.csv (the
-    AUROC values drawn) when a run has monitor.csv."""
+    """Training curves of one or more runs: every run's training loss in one figure and how
+    fast each converges relative to the first (MoECLIP Fig. 8); for PromptMoE runs also
+    the unweighted auxiliary losses and the monitored image AUROC (PromptMoE Fig. 7).
+
+    Convergence: the first step at which a run's smoothed loss is <= a common level (by
+    default the highest final smoothed loss x (1 + --tolerance)); each run's steps divided
+    by the first run's ("B needs 1.30x the steps of A"), or 'not reached'. The MoECLIP paper
+    does not define its "1.3x faster"; this is zsad's definition.
+
+    Writes OUT/training_loss.png, training_loss.csv (the values drawn) and convergence.md;
+    with PromptMoE runs OUT/auxiliary_losses.png and .csv (labelled by folder and beta, the
+    L_decouple weight from config.json; dashed: beta = 0); and OUT/monitor_auroc.csv when a
+    run was trained with `zsad train --monitor`."""
+    from ..analysis.convergence import convergence_lines
     from ..analysis.training_curves import CURVE_NOTE, training_curves
 
-    result = training_curves(run, out, overwrite=overwrite)
+    result = training_curves(
+        run, out, overwrite=overwrite, loss=loss, smoothing_steps=smooth_steps, tolerance=tolerance, level=level,
+        x_axis=x_axis.value,
+    )
     console.print(f"Written: {', '.join(str(path) for path in result.written)}", soft_wrap=True)
-    if len(result.without_monitor) < len(result.runs):
-        console.print(CURVE_NOTE)
-    if result.without_monitor:
+    for line in convergence_lines(result.convergence, loss):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    if result.batch_size_note:
+        console.print(result.batch_size_note, soft_wrap=True)
+    if result.without_auxiliary:
         console.print(
-            f"No monitor.csv in {', '.join(result.without_monitor)} (trained without --monitor): losses only for "
-            f"{'it' if len(result.without_monitor) == 1 else 'them'}.",
+            f"No auxiliary losses (PromptMoE's L_balance / L_decouple) in {', '.join(result.without_auxiliary)}: "
+            f"training loss only for {'it' if len(result.without_auxiliary) == 1 else 'them'}.",
             soft_wrap=True,
         )
-
+    if any(curves.auroc for curves in result.runs if curves.losses):
+        console.print(CURVE_NOTE)
+    monitored_alone = [curves.label for curves in result.runs if curves.auroc and not curves.losses]
+    if monitored_alone:
+        console.print(
+            f"The monitored AUROC of {', '.join(monitored_alone)} is in monitor_auroc.csv only (each run's own "
+            "monitor_curve.png draws it).",
+            soft_wrap=True,
+        )
+    with_auxiliary = len(result.runs) - len(result.without_auxiliary)
+    without = [label for label in result.without_monitor if label not in result.without_auxiliary]
+    if with_auxiliary and without:
+        console.print(
+            f"No monitor.csv in {', '.join(without)} (trained without --monitor): losses only for "
+            f"{'it' if len(without) == 1 else 'them'}.",
+            soft_wrap=True,
+        )
