@@ -148,3 +148,18 @@ def test_check_can_write(tmp_path: Path) -> None:
     assert str(taken) in message and "--overwrite" in message and "--out" in message
     assert caught.value.path == taken
     assert isinstance(caught.value, FileExistsError)
+
+
+def test_csv_text_reads_back_with_the_csv_module_from_mappings_and_sequences():
+    import csv
+    import io
+
+    from zsad.fileio import csv_text
+
+    columns = ["name", "value", "note"]
+    by_name = csv_text(columns, [{"name": "a,b", "value": 1.5}, {"note": 'say "hi"', "name": "c", "value": 2}])
+    by_order = csv_text(columns, [["a,b", 1.5, ""], ["c", 2, 'say "hi"']])
+    assert by_name == by_order and "\r" not in by_name and by_name.endswith("\n")
+    rows = list(csv.DictReader(io.StringIO(by_name)))
+    assert rows == [{"name": "a,b", "value": "1.5", "note": ""}, {"name": "c", "value": "2", "note": 'say "hi"'}]
+    assert csv_text(columns, []) == "name,value,note\n"

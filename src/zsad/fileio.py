@@ -9,12 +9,14 @@ truncated file behind, and an existing file stays as it was.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -194,3 +196,14 @@ def atomic_write_json(path: Path | str, obj: Any, *, nonfinite: str = "null", ov
     clean = to_json_compatible(obj, nonfinite=nonfinite)
     text = json.dumps(clean, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
     return atomic_write_text(path, text, overwrite=overwrite)
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any] | Sequence[Any]]) -> str:
+    """CSV text with a header line: ``rows`` are mappings (read by column name, missing keys
+    empty) or sequences in column order; lines end with a bare newline."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([row.get(key, "") for key in columns] if isinstance(row, Mapping) else row)
+    return buffer.getvalue()

@@ -7,8 +7,6 @@ prompt pools route.
 """
 from __future__ import annotations
 
-import csv
-import io
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from ..data import collate
 from ..engine.predictor import Predictor
 from ..engine.runtime import progress
-from ..fileio import atomic_write_json, atomic_write_text, check_can_write
+from ..fileio import atomic_write_json, atomic_write_text, check_can_write, csv_text
 from ..methods.base import AnomalyDetector, Routing
 from .plots import plot_bars
 
@@ -92,14 +90,6 @@ def _expert_rows(dataset: str, layer: str, pool: str, counts: np.ndarray, images
     ]
 
 
-def _csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def activation_chart(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Grouped bars: one group per (pool, expert) over all layers, one bar per data set."""
     groups: dict[str, dict[str, float]] = {}
@@ -155,7 +145,7 @@ def analyze_expert_activation(
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = ["dataset", "layer", "pool", "expert", "activations", "images", "frequency"]
     written = [
-        atomic_write_text(out_dir / ACTIVATION_CSV, _csv(rows, columns)),
+        atomic_write_text(out_dir / ACTIVATION_CSV, csv_text(columns, rows)),
         activation_chart(rows, out_dir / ACTIVATION_PNG),
         atomic_write_json(out_dir / "expert_activation.json", {"meta": meta or {}, "rows": rows, "errors": errors}),
     ]

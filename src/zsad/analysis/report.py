@@ -4,8 +4,6 @@ Experts are numbered 1..K in every table and plot title here, as in the paper.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 from dataclasses import dataclass
@@ -14,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..fileio import atomic_write_json, atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text, csv_text
 from ..plurals import counted
 from ..reports import PIPELINE_CHECK_WARNING
 from .experts import ExpertAnalysis
@@ -85,14 +83,6 @@ def _number(value: float) -> str:
     return "" if not math.isfinite(value) else f"{value:.6f}"
 
 
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
@@ -128,7 +118,7 @@ def _layer_value(name: str) -> int | str:
 def _write_similarity(layout: OutputLayout, analysis: ExpertAnalysis, block: str, dataset: str | None) -> list[Path]:
     matrix = analysis.similarity(block, dataset)
     labels = expert_labels(analysis.num_experts)
-    csv_path = atomic_write_text(layout.similarity(block, dataset, "csv"), _csv_text(labels, [[_number(v) for v in row] for row in matrix]))
+    csv_path = atomic_write_text(layout.similarity(block, dataset, "csv"), csv_text(labels, [[_number(v) for v in row] for row in matrix]))
     scope = "all data sets" if dataset is None else dataset
     title = f"Inter-expert cosine similarity, block {block}, {scope} ({counted(analysis.images(dataset), 'image')})"
     png_path = plot_matrix(matrix, labels, layout.similarity(block, dataset, "png"), title, vmin=-1.0, vmax=1.0)
@@ -142,7 +132,7 @@ def _write_utilisation(layout: OutputLayout, analysis: ExpertAnalysis) -> list[P
             used = analysis.utilisation(block, dataset)
             for n in range(analysis.num_experts):
                 rows.append([dataset, block, n + 1, _number(used["top1_share"][n]), _number(used["topk_share"][n])])
-    paths = [atomic_write_text(layout.utilisation_csv, _csv_text(["dataset", "block", "expert", "top1_share", "topk_share"], rows))]
+    paths = [atomic_write_text(layout.utilisation_csv, csv_text(["dataset", "block", "expert", "top1_share", "topk_share"], rows))]
     labels = expert_labels(analysis.num_experts)
     for block in analysis.blocks:
         groups = {}
@@ -200,7 +190,7 @@ def _write_statistics(layout: OutputLayout, analysis: ExpertAnalysis, pipeline_c
         for dataset, expert, values in _statistics_rows(analysis)
     ]
     return [
-        atomic_write_text(layout.statistics_csv, _csv_text(header, rows)),
+        atomic_write_text(layout.statistics_csv, csv_text(header, rows)),
         atomic_write_text(layout.statistics_md, statistics_markdown(analysis, pipeline_check)),
     ]
 

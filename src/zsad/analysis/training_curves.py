@@ -16,18 +16,15 @@ auxiliary losses (MoECLIP, WMoE-CLIP) are left out of that figure.
 """
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..engine.monitor import MONITOR_CSV, read_monitor
 from ..engine.run_folder import read_run_config
 from ..engine.train_log import read_train_log
 from ..errors import InvalidInputError, MissingInputError
-from ..fileio import atomic_write_text, check_can_write
+from ..fileio import atomic_write_text, check_can_write, csv_text
 from ..viz import new_figure, save_figure
 from .convergence import Convergence, LossCurve, convergence, convergence_lines
 from .training_loss import epoch_positions, training_loss_figure, training_loss_rows
@@ -185,14 +182,6 @@ def curves_figure(runs: Sequence[RunCurves]):
     return figure
 
 
-def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _unique_labels(runs: Sequence[Path]) -> list[str]:
     labels: list[str] = []
     for run in runs:
@@ -251,7 +240,7 @@ def training_curves(
     out_dir.mkdir(parents=True, exist_ok=True)
     loss_columns = ["run", "epoch", "step", "x", loss, f"{loss}_smoothed"]
     written = [
-        atomic_write_text(out_dir / LOSS_CSV, _csv(training_loss_rows(loss_curves, x_axis, loss), loss_columns)),
+        atomic_write_text(out_dir / LOSS_CSV, csv_text(loss_columns, training_loss_rows(loss_curves, x_axis, loss))),
         save_figure(training_loss_figure(loss_curves, result, x_axis, loss), out_dir / LOSS_PNG),
         atomic_write_text(out_dir / CONVERGENCE_MD, _convergence_markdown(result, loss, x_axis, note)),
     ]
@@ -261,7 +250,7 @@ def training_curves(
             for run in auxiliary for name, rows in run.losses.items() for epoch, step, value in rows
         ]
         written += [
-            atomic_write_text(out_dir / CURVES_CSV, _csv(loss_rows, ["run", "loss", "epoch", "step", "value"])),
+            atomic_write_text(out_dir / CURVES_CSV, csv_text(["run", "loss", "epoch", "step", "value"], loss_rows)),
             save_figure(curves_figure(auxiliary), out_dir / CURVES_PNG),
         ]
     if monitored:
@@ -275,7 +264,7 @@ def training_curves(
             for run in curves
             for epoch, value in run.auroc
         ]
-        written.append(atomic_write_text(out_dir / AUROC_CSV, _csv(auroc_rows, ["run", "decouple_weight", "epoch", MONITORED_METRIC])))
+        written.append(atomic_write_text(out_dir / AUROC_CSV, csv_text(["run", "decouple_weight", "epoch", MONITORED_METRIC], auroc_rows)))
     return TrainingCurves(
         written, curves, loss_curves, result,
         without_monitor=[run.label for run in curves if not run.auroc],

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..fileio import atomic_save, atomic_write_text
+from ..fileio import atomic_save, atomic_write_text, csv_text
 from ..viz import plot_curves
 
 BASE_COLUMNS = ("epoch", "step", "lr", "total")
@@ -23,15 +22,6 @@ def read_train_log(path: Path) -> tuple[list[str], list[dict[str, float | None]]
         columns = list(reader.fieldnames or [])
         rows = [{key: float(value) if value not in ("", None) else None for key, value in row.items()} for row in reader]
     return columns, rows
-
-
-def _csv_text(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: _cell(row.get(key)) for key in columns})
-    return buffer.getvalue()
 
 
 def _cell(value: Any) -> str:
@@ -61,7 +51,7 @@ class TrainLog:
         self._rewrite(rows)
 
     def _rewrite(self, rows: Sequence[dict[str, Any]]) -> None:
-        atomic_write_text(self.path, _csv_text(self.columns, rows) if self.columns else "")
+        atomic_write_text(self.path, csv_text(self.columns, [self._cells(row) for row in rows]) if self.columns else "")
         self._handle = open(self.path, "a", newline="", encoding="utf-8")
 
     def write(self, epoch: int, step: int, lr: float, total: float, components: dict[str, float]) -> None:
@@ -75,8 +65,11 @@ class TrainLog:
             _, old_rows = read_train_log(self.path)
             self.columns += new_columns
             self._rewrite([{**r, "epoch": int(r["epoch"]), "step": int(r["step"])} for r in old_rows])
-        self._handle.write(_csv_text(self.columns, [row]).split("\n", 1)[1])
+        self._handle.write(csv_text(self.columns, [self._cells(row)]).split("\n", 1)[1])
         self._handle.flush()
+
+    def _cells(self, row: dict[str, Any]) -> dict[str, str]:
+        return {key: _cell(row.get(key)) for key in self.columns}
 
     def close(self) -> None:
         self._handle.close()
