@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -176,7 +177,12 @@ def test_method_recipe_of_a_method_without_one_is_empty():
 
 @pytest.mark.slow
 def test_the_wheel_ships_every_recipe_and_they_load_through_importlib_resources(tmp_path):
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", str(ROOT), "-w", str(tmp_path)],
+    # Built from a copy of the tracked layout: setuptools writes build/ and *.egg-info into the tree it builds.
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, tree / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", str(tree), "-w", str(tmp_path)],
                            capture_output=True, text=True, check=False)
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next(tmp_path.glob("zsad-*.whl"))
