@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,18 @@ def list_subdirs(directory: Path) -> list[Path]:
         (p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")),
         key=natural_key,
     )
+
+
+def category_dirs(root: Path, markers: Sequence[str], described: str, expected_layout: str) -> list[Path]:
+    """The category folders of an MVTec-like tree: ``root`` itself when it holds one of the
+    ``markers`` sub-folders (one category), else its sub-folders that hold one. Raises
+    DataLayoutError naming ``described`` (how the markers read in the message) when none does."""
+    if any((root / marker).is_dir() for marker in markers):
+        return [root]
+    categories = [d for d in list_subdirs(root) if any((d / marker).is_dir() for marker in markers)]
+    if not categories:
+        raise DataLayoutError(f"{root}: no category folder with a {described} sub-folder; expected layout: {expected_layout}")
+    return categories
 
 
 def require_dir(path: Path, expected_layout: str) -> Path:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ..sample import Sample
 from .common import (
-    DataLayoutError,
     LayoutSamples,
+    category_dirs,
     find_mask,
     index_by_stem,
     list_images,
@@ -33,7 +33,7 @@ EXPECTED_LAYOUT = (
 def read_mvtec_like(root: Path) -> LayoutSamples:
     """Read every category of an MVTec-like tree (see the module docstring)."""
     require_dir(root, EXPECTED_LAYOUT)
-    categories = _category_dirs(root)
+    categories = category_dirs(root, ("test",), "test/", EXPECTED_LAYOUT)
     test: list[Sample] = []
     train: list[Sample] = []
     any_ground_truth = False
@@ -47,17 +47,6 @@ def read_mvtec_like(root: Path) -> LayoutSamples:
             any_train = True
             train.extend(_read_normal_dirs(train_dir, category.name))
     return LayoutSamples(test=test, train=train if any_train else None, has_masks=any_ground_truth)
-
-
-def _category_dirs(root: Path) -> list[Path]:
-    if (root / "test").is_dir():
-        return [root]
-    categories = [d for d in list_subdirs(root) if (d / "test").is_dir()]
-    if not categories:
-        raise DataLayoutError(
-            f"{root}: no category folder with a test/ sub-folder; expected layout: {EXPECTED_LAYOUT}"
-        )
-    return categories
 
 
 def _read_test_split(category: Path, ground_truth: Path | None) -> list[Sample]:

@@ -23,6 +23,7 @@ from ..sample import Sample
 from .common import (
     DataLayoutError,
     LayoutSamples,
+    category_dirs,
     find_mask,
     index_by_stem,
     list_images,
@@ -44,7 +45,7 @@ EXPECTED_LAYOUT = (
 def read_mvtec_ad2(root: Path) -> LayoutSamples:
     """Read every category of an MVTec AD 2 tree (see the module docstring)."""
     require_dir(root, EXPECTED_LAYOUT)
-    categories = _category_dirs(root)
+    categories = category_dirs(root, SPLIT_DIRS, ", ".join(SPLIT_DIRS), EXPECTED_LAYOUT)
     test: list[Sample] = []
     train: list[Sample] = []
     validation: list[Sample] = []
@@ -66,17 +67,6 @@ def read_mvtec_ad2(root: Path) -> LayoutSamples:
         validation=validation if any((c / "validation").is_dir() for c in categories) else None,
         predict_only=predict_only,
     )
-
-
-def _category_dirs(root: Path) -> list[Path]:
-    if any((root / split).is_dir() for split in SPLIT_DIRS):
-        return [root]
-    categories = [d for d in list_subdirs(root) if any((d / split).is_dir() for split in SPLIT_DIRS)]
-    if not categories:
-        raise DataLayoutError(
-            f"{root}: no category folder with a {', '.join(SPLIT_DIRS)} sub-folder; expected layout: {EXPECTED_LAYOUT}"
-        )
-    return categories
 
 
 def _read_test_public(test_dir: Path, class_name: str) -> list[Sample]:

@@ -21,6 +21,7 @@ from ..sample import Sample
 from .common import (
     DataLayoutError,
     LayoutSamples,
+    category_dirs,
     list_images,
     list_subdirs,
     require_dir,
@@ -37,7 +38,7 @@ EXPECTED_LAYOUT = (
 def read_mvtec_loco(root: Path) -> LayoutSamples:
     """Read every category of an MVTec LOCO tree (see the module docstring)."""
     require_dir(root, EXPECTED_LAYOUT)
-    categories = _category_dirs(root)
+    categories = category_dirs(root, ("test",), "test/", EXPECTED_LAYOUT)
     test: list[Sample] = []
     train: list[Sample] = []
     validation: list[Sample] = []
@@ -51,15 +52,6 @@ def read_mvtec_loco(root: Path) -> LayoutSamples:
         has_masks=any((c / "ground_truth").is_dir() for c in categories),
         validation=validation if any((c / "validation").is_dir() for c in categories) else None,
     )
-
-
-def _category_dirs(root: Path) -> list[Path]:
-    if (root / "test").is_dir():
-        return [root]
-    categories = [d for d in list_subdirs(root) if (d / "test").is_dir()]
-    if not categories:
-        raise DataLayoutError(f"{root}: no category folder with a test/ sub-folder; expected layout: {EXPECTED_LAYOUT}")
-    return categories
 
 
 def _read_test(category: Path) -> list[Sample]:
