@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,18 @@ def category_dirs(root: Path, markers: Sequence[str], described: str, expected_l
     if not categories:
         raise DataLayoutError(f"{root}: no category folder with a {described} sub-folder; expected layout: {expected_layout}")
     return categories
+
+
+def json_object_line(line: str, where: str) -> dict:
+    """One line of a JSON-lines file, which must hold a JSON object; DataLayoutError naming
+    ``where`` (file and line) otherwise."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataLayoutError(f"{where}: not valid JSON ({error})") from error
+    if not isinstance(record, dict):
+        raise DataLayoutError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
 def require_dir(path: Path, expected_layout: str) -> Path:

@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 
 from ..sample import Sample
-from .common import DataLayoutError, LayoutSamples
+from .common import DataLayoutError, LayoutSamples, json_object_line
 
 META_FILE = "meta.json"
 META_RECORD_KEYS = ("img_path", "mask_path", "cls_name", "specie_name", "anomaly")
@@ -128,12 +128,7 @@ def _jsonl_and_root(path: Path) -> tuple[Path, Path]:
 
 
 def _jsonl_sample(line: str, where: str, root: Path, missing: list[str]) -> Sample:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise DataLayoutError(f"{where}: not valid JSON ({error})") from error
-    if not isinstance(record, dict):
-        raise DataLayoutError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    record = json_object_line(line, where)
     absent = [key for key in ("image_path", "label", "class_name") if key not in record]
     if absent:
         raise DataLayoutError(f"{where}: missing keys {absent}; expected: {JSONL_LAYOUT}")

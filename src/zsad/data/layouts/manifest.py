@@ -8,11 +8,10 @@ Any other key is an error (it is most likely a typo). There is no train split.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..sample import Sample
-from .common import DataLayoutError, LayoutSamples
+from .common import DataLayoutError, LayoutSamples, json_object_line
 
 DEFAULT_CLASS_NAME = "object"
 ALLOWED_KEYS = frozenset({"image_path", "label", "mask_path", "class_name"})
@@ -36,12 +35,7 @@ def read_manifest(manifest: Path) -> LayoutSamples:
 
 
 def _parse_line(line: str, base: Path, where: str) -> Sample:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise DataLayoutError(f"{where}: not valid JSON ({error})") from error
-    if not isinstance(record, dict):
-        raise DataLayoutError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    record = json_object_line(line, where)
     unknown = sorted(set(record) - ALLOWED_KEYS)
     if unknown:
         raise DataLayoutError(f"{where}: unknown keys {unknown}; allowed: {sorted(ALLOWED_KEYS)}")
